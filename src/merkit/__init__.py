@@ -1,0 +1,3 @@
+"""merkit: facial micro-expression recognition with honest, subject-independent evaluation."""
+
+__version__ = "0.1.0"

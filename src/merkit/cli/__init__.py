@@ -1,0 +1,36 @@
+"""The `merkit` command. Each command lives in a small module and is a thin call into the API.
+
+User errors (MerkitError, bad options) print one line and exit 2; nothing prints a traceback
+for them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from merkit.cli.app import app, err_console
+from merkit.errors import MerkitError
+
+# Importing the command modules registers their commands on `app`.
+from merkit.cli import commands_data, commands_eval  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MerkitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,96 @@
+"""MEGC2019 composite as published flow maps (STSTNet/HTNet input): one 28x28 PNG per sample.
+
+The ground truth `combined_3class_gt.csv` has no header (`db,subject,filename,label`) and
+writes SAMM subjects unpadded (`6`), while the maps are named `{subject}_{filename} .png`
+(a space before `.png`) with SAMM subjects padded (`006_006_1_2 .png`). Subjects are stored
+canonically (sub02, 006, s01) so ids match the `megc2019` loader's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from merkit.data.annotations import find_file, read_headerless_csv, subdirs
+from merkit.data.base import SampleSet
+from merkit.data.loaders._common import Collector, subject_id
+from merkit.data.loaders.megc2019 import check_taxonomy
+from merkit.data.registry import register_dataset
+from merkit.data.sample import Sample
+from merkit.data.taxonomy import MEGC3_CLASSES, get_taxonomy
+from merkit.errors import AnnotationError, DataLayoutError, LabelError
+
+GT_NAME = "combined_3class_gt.csv"
+COLUMNS = ("db", "subject", "filename", "label")
+SUBJECT_TEMPLATES = {"casme2": "sub{:02d}", "samm": "{:03d}", "smic": "s{:02d}"}
+LAYOUT = f"{GT_NAME} + one folder of '{{subject}}_{{filename}} .png' maps (e.g. 006_006_1_2 .png)"
+
+
+def maps_folder(root: Path) -> Path:
+    """The one sub-folder of `root` that holds PNG files."""
+    found = [d for d in subdirs(root) if any(d.glob("*.png"))]
+    if len(found) != 1:
+        names = ", ".join(d.name for d in found) or "none"
+        raise DataLayoutError(
+            f"{root}: expected exactly one folder of .png maps (found: {names}); pass maps=DIR"
+        )
+    return found[0]
+
+
+def map_path(folder: Path, subject: str, filename: str) -> Path | None:
+    """The map of one sample: the published name with its space, or the same without it."""
+    for name in (f"{subject}_{filename} .png", f"{subject}_{filename}.png"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+@register_dataset(
+    "megc2019-flow", title="MEGC2019 flow maps", layout=LAYOUT, taxonomies=("3class",)
+)
+def load_megc2019_flow(
+    root: Path,
+    taxonomy: str = "3class",
+    *,
+    gt: str | Path | None = None,
+    maps: str | Path | None = None,
+) -> SampleSet:
+    """Load the flow-map format; rows without a map are reported in `skipped`, not fatal."""
+    check_taxonomy(taxonomy)
+    root = Path(root)
+    gt_path = Path(gt) if gt is not None else find_file(root, GT_NAME, "ground-truth CSV")
+    folder = Path(maps) if maps is not None else maps_folder(root)
+    if not folder.is_dir():
+        raise DataLayoutError(f"{folder}: maps folder does not exist")
+    out = Collector()
+    used: set[Path] = set()
+    for row in read_headerless_csv(gt_path, COLUMNS):
+        db = row["db"].lower()
+        if db not in SUBJECT_TEMPLATES:
+            raise AnnotationError(
+                f"{row.where}: unknown db {row['db']!r} (expected casme2, samm or smic)"
+            )
+        if row["label"] not in ("0", "1", "2"):
+            raise LabelError(f"{row.where}: label {row['label']!r} is not 0, 1 or 2")
+        label = int(row["label"])
+        subject = subject_id(row["subject"], SUBJECT_TEMPLATES[db], row.where)
+        filename = row["filename"]
+        path = map_path(folder, subject, filename)
+        uid = f"{db}/{subject}/{filename}"
+        if path is None:
+            out.skip(uid, f"{row.where}: no map '{subject}_{filename} .png' in {folder.name}/")
+            continue
+        used.add(path)
+        sample = Sample(
+            dataset=db,
+            subject=subject,
+            clip=filename,
+            path=path,
+            emotion=MEGC3_CLASSES[label],
+            label=label,
+            meta={"row": row.where, "format": "flow-u-v-strain"},
+        )
+        out.add(sample, row.where)
+    unlisted = len(set(folder.glob("*.png")) - used)
+    if unlisted:
+        out.note(f"{unlisted} map(s) in {folder.name}/ are not listed in {gt_path.name}")
+    return out.result("megc2019-flow", root, get_taxonomy("smic", "3class"))

@@ -1,0 +1,33 @@
+"""Atomic file writes: results and caches are never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
+    """Call `write(handle)` on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda handle: handle.write(text))
+
+
+def write_json_atomic(path: str | Path, data: object) -> Path:
+    return write_atomic(path, lambda handle: json.dump(data, handle, indent=2, sort_keys=False))

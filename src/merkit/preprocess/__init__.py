@@ -1,0 +1,1 @@
+"""Frames -> aligned faces -> motion (flow, strain, maps, sequences), cached on disk."""

@@ -1,0 +1,179 @@
+"""Face detection, 68 landmarks and one similarity alignment per clip.
+
+Detection uses dlib's frontal HOG detector (OpenCV's Haar cascade as fallback) and the 68-point
+shape predictor shipped in the `face-recognition-models` wheel, so nothing downloads at run time.
+The alignment is computed once, on the onset frame, and applied to every frame of the clip:
+re-aligning each frame would turn landmark jitter into fake motion, which at micro-expression
+amplitudes (a pixel or two) swamps the real signal.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from merkit.data.sample import Sample
+from merkit.errors import DataLayoutError
+
+LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
+# Face geometry in inter-ocular distances (IOD), measured on dlib's 68 landmarks of a frontal
+# face: jaw corners ~1.1 IOD left/right of the eye midpoint, chin ~1.75 below, brows ~0.4 above.
+# The unpadded face box is a square of FACE_BOX_IOD whose centre lies EYE_TO_CENTRE_IOD below
+# the eye line; `margin` pads it on every side by that fraction of its side.
+FACE_BOX_IOD = 2.4
+EYE_TO_CENTRE_IOD = 0.6
+# Detection runs on a copy whose longer side is at most this (SAMM frames are 2040x1088).
+DETECT_MAX_SIDE = 640
+CROPPED_PREFIXES = ("reg_img", "reg_image")
+
+
+def landmark_model_path() -> Path:
+    """The 68-landmark .dat of `face-recognition-models`, found without importing the package.
+
+    (Its `__init__` imports `pkg_resources`, which recent setuptools no longer ships.)
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / "models" / LANDMARK_MODEL
+        if path.is_file():
+            return path
+    raise DataLayoutError(
+        f"{LANDMARK_MODEL} not found; install the pinned `face-recognition-models` package"
+    )
+
+
+@cache
+def _dlib_detector():
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@cache
+def _dlib_predictor():
+    import dlib
+
+    return dlib.shape_predictor(str(landmark_model_path()))
+
+
+@cache
+def _haar_cascade() -> cv2.CascadeClassifier:
+    return cv2.CascadeClassifier(
+        str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+    )
+
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
+
+
+def _largest(boxes: list[Box]) -> Box | None:
+    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)
+
+
+def detect_face(gray: np.ndarray) -> Box | None:
+    """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback."""
+    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    boxes: list[Box] = [
+        (r.left(), r.top(), r.right(), r.bottom()) for r in _dlib_detector()(small, 1)
+    ]
+    if not boxes:
+        found = _haar_cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5)
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in found]
+    box = _largest(boxes)
+    if box is None:
+        return None
+    return tuple(round(v / scale) for v in box)  # type: ignore[return-value]
+
+
+def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2)."""
+    import dlib
+
+    shape = _dlib_predictor()(gray, dlib.rectangle(*box))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of the eye on the image's left (points 36-41) and right (42-47)."""
+    return landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A 2x3 affine map from frame pixels to a `size` x `size` face crop."""
+
+    matrix: np.ndarray
+    size: int
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """Warp one frame (H, W[, C]) into the face crop (size, size[, C])."""
+        return cv2.warpAffine(
+            frame,
+            self.matrix,
+            (self.size, self.size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+
+    def apply_all(self, frames: np.ndarray) -> np.ndarray:
+        """Warp a stack (T, H, W[, C]) with the same map."""
+        return np.stack([self.apply(f) for f in frames])
+
+    def transform_points(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+
+def alignment_from_landmarks(landmarks: np.ndarray, size: int, margin: float) -> Alignment:
+    """Similarity transform: eyes level, fixed inter-ocular distance, face box centred."""
+    left, right = eye_centres(landmarks)
+    dx, dy = right - left
+    angle = math.degrees(math.atan2(dy, dx))
+    target_iod = size / (FACE_BOX_IOD * (1 + 2 * margin))
+    scale = target_iod / math.hypot(dx, dy)
+    mid = (left + right) / 2
+    matrix = cv2.getRotationMatrix2D((float(mid[0]), float(mid[1])), angle, scale)
+    target = np.array([size / 2, size / 2 - EYE_TO_CENTRE_IOD * target_iod])
+    matrix[:, 2] += target - mid
+    return Alignment(matrix, size)
+
+
+def resize_alignment(shape: tuple[int, ...], size: int) -> Alignment:
+    """The map that only resizes a whole (already cropped and aligned) frame to `size`."""
+    height, width = shape[:2]
+    matrix = np.array([[size / width, 0.0, 0.0], [0.0, size / height, 0.0]])
+    # Pixel centres: x_out + 0.5 = (x_in + 0.5) * s.
+    matrix[:, 2] = [0.5 * size / width - 0.5, 0.5 * size / height - 0.5]
+    return Alignment(matrix, size)
+
+
+def estimate_alignment(
+    gray: np.ndarray, size: int, margin: float, aligned: bool = False, source: str = ""
+) -> Alignment:
+    """The clip's alignment from its onset frame (grayscale uint8).
+
+    `aligned=True` (cropped releases) skips detection and only resizes. No face raises a
+    DataLayoutError naming `source`.
+    """
+    if aligned:
+        return resize_alignment(gray.shape, size)
+    box = detect_face(gray)
+    if box is None:
+        raise DataLayoutError(
+            f"{source or 'frame'}: no face found in the onset frame "
+            "(expected one frontal face; use aligned=True for cropped faces)"
+        )
+    return alignment_from_landmarks(face_landmarks(gray, box), size, margin)
+
+
+def is_cropped_release(sample: Sample) -> bool:
+    """Whether the sample's frames come from a cropped release (`reg_img*.jpg` files)."""
+    names = [p.name.lower() for p in sample.frames[:1]]
+    return bool(names) and names[0].startswith(CROPPED_PREFIXES)

@@ -1,0 +1,175 @@
+"""Decoding the frames of a clip: image folders (jpg/bmp/png) and video files.
+
+Loaders only list files; this is the first place pixels are decoded, so every failure here names
+the file at fault (a corrupt JPEG deep inside a dataset should not surface as a NumPy error).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from merkit.data.sample import Sample
+from merkit.errors import DataLayoutError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".bmp", ".png")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key that orders `img2.jpg` before `img10.jpg` (numbers compared as numbers)."""
+    return tuple(int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(path.name))
+
+
+def frame_number(path: Path) -> int:
+    """The frame index a file carries in its name: the last run of digits (`006_05562.jpg`)."""
+    runs = _DIGITS.findall(path.stem)
+    if not runs:
+        raise DataLayoutError(f"{path}: frame file name holds no frame number")
+    return int(runs[-1])
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """Image files of `folder` in natural numeric order."""
+    if not folder.is_dir():
+        raise DataLayoutError(f"{folder}: frame folder does not exist")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key
+    )
+    if not files:
+        raise DataLayoutError(f"{folder}: no image frames ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def read_image(path: Path, color: bool = False) -> np.ndarray:
+    """One frame as uint8: (H, W) grayscale or (H, W, 3) RGB."""
+    flag = cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE
+    image = cv2.imread(str(path), flag)
+    if image is None:
+        state = "does not exist" if not Path(path).exists() else "cannot be decoded (corrupt?)"
+        raise DataLayoutError(f"{path}: frame {state}; expected a readable jpg/bmp/png image")
+    return image[:, :, ::-1] if color else image
+
+
+def read_images(paths: Sequence[Path], color: bool = False) -> np.ndarray:
+    """Frames stacked to (T, H, W[, 3]) uint8; all must share one size."""
+    if not paths:
+        raise DataLayoutError("no frames to read")
+    frames = []
+    for path in paths:
+        image = read_image(path, color)
+        if frames and image.shape != frames[0].shape:
+            raise DataLayoutError(
+                f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from "
+                f"{frames[0].shape[1]}x{frames[0].shape[0]} of {paths[0].name}"
+            )
+        frames.append(image)
+    return np.stack(frames)
+
+
+def _to_output(rgb: np.ndarray, color: bool) -> np.ndarray:
+    return rgb if color else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _read_video_av(path: Path, color: bool, max_frames: int | None) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(_to_output(frame.to_ndarray(format="rgb24"), color))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    return frames
+
+
+def _read_video_cv2(path: Path, color: bool, max_frames: int | None) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while max_frames is None or len(frames) < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(_to_output(bgr[:, :, ::-1], color))
+    finally:
+        capture.release()
+    return frames
+
+
+def read_video(path: Path, color: bool = False, max_frames: int | None = None) -> np.ndarray:
+    """All frames of a video file as (T, H, W[, 3]) uint8; PyAV first, OpenCV as fallback."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataLayoutError(f"{path}: video file does not exist")
+    frames: list[np.ndarray] = []
+    try:
+        frames = _read_video_av(path, color, max_frames)
+    except ImportError:
+        pass
+    except Exception:  # PyAV raises its own error family for broken containers; try OpenCV
+        frames = []
+    if not frames:
+        frames = _read_video_cv2(path, color, max_frames)
+    if not frames:
+        raise DataLayoutError(f"{path}: no video frames could be decoded (corrupt or unsupported)")
+    return np.ascontiguousarray(np.stack(frames))
+
+
+class ClipFrames:
+    """The frames of one sample, decoded on demand by frame number.
+
+    Frame folders are decoded file by file (only the frames asked for); a video is decoded once,
+    whole, and its frame numbers are 0-based positions in it.
+    """
+
+    def __init__(self, sample: Sample, color: bool = False) -> None:
+        self.sample = sample
+        self.color = color
+        self._video: np.ndarray | None = None
+        self._files: dict[int, Path] = {}
+        if not sample.frames and sample.path is not None and is_video(sample.path):
+            self._video = read_video(sample.path, color)
+            self.numbers = list(range(len(self._video)))
+            return
+        if sample.frames:
+            files = list(sample.frames)
+            numbers = list(sample.frame_numbers) or [frame_number(p) for p in files]
+        elif sample.path is not None:
+            files = list_frame_files(sample.path)
+            numbers = [frame_number(p) for p in files]
+        else:
+            raise DataLayoutError(f"{sample.uid}: sample has neither frames nor a path")
+        self._files = dict(zip(numbers, files, strict=True))
+        self.numbers = numbers
+
+    def read(self, numbers: Sequence[int] | None = None) -> np.ndarray:
+        """Frames numbered `numbers` (all if None) as (T, H, W[, 3]) uint8."""
+        numbers = self.numbers if numbers is None else list(numbers)
+        missing = [n for n in numbers if n not in self._files and not self._in_video(n)]
+        if missing:
+            where = self.sample.path or self.sample.uid
+            raise DataLayoutError(f"{where}: no frame numbered {missing[0]} in {self.sample.uid}")
+        if self._video is not None:
+            return self._video[numbers]
+        return read_images([self._files[n] for n in numbers], self.color)
+
+    def _in_video(self, number: int) -> bool:
+        return self._video is not None and 0 <= number < len(self._video)
+
+
+def read_sample_frames(
+    sample: Sample, numbers: Sequence[int] | None = None, color: bool = False
+) -> np.ndarray:
+    """Frames of `sample` as (T, H, W[, 3]) uint8: all of them, or those numbered `numbers`."""
+    return ClipFrames(sample, color).read(numbers)

@@ -1,0 +1,1 @@
+"""Fitting models on folds and running experiments over a protocol."""
