@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
+from typer._click.exceptions import ClickException  # typer 0.29 vendors click
 
 from merkit.cli.app import app, err_console
 from merkit.errors import MerkitError
 
 # Importing the command modules registers their commands on `app`.
-from merkit.cli import commands_data, commands_eval  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_data, commands_eval, commands_prepare  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_train  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 
@@ -24,13 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except MerkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
+    except ClickException as exc:  # bad options or arguments: click's own message, exit 2
         exc.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -81,11 +81,14 @@ def as_text(value: object) -> str:
 
 
 def find_file(root: Path, pattern: str, what: str) -> Path:
-    """The one file in `root` matching glob `pattern` (newest name wins when several match)."""
+    """The one file in `root` matching glob `pattern`; several are refused, not guessed between."""
     matches = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("~$"))
     if not matches:
         raise AnnotationError(f"{root}: no {what} found (expected a file named {pattern})")
-    return matches[-1]
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches)
+        raise AnnotationError(f"{root}: several {what}s ({names}); pick one with annotations=PATH")
+    return matches[0]
 
 
 def _read_raw_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
@@ -101,7 +104,8 @@ def _read_raw_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
             raise AnnotationError(
                 f"{path}: no sheet named {sheet!r} (sheets present: {', '.join(names)})"
             )
-        return book.parse(sheet if sheet is not None else names[0], header=None, dtype=object)
+        chosen = sheet if sheet is not None else names[0]
+        return pd.read_excel(book, sheet_name=chosen, header=None, dtype=object)
 
 
 def _locate_header(raw: pd.DataFrame, columns: Sequence[str], path: Path) -> tuple[int, dict]:

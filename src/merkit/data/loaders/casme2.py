@@ -1,4 +1,4 @@
-"""CASME II (Yan et al., 2014): 200 fps, 640x480, 26 subjects, coding spreadsheet + frame folders."""
+"""CASME II (Yan et al., 2014): 200 fps, 640x480, 26 subjects; coding sheet + frame folders."""
 
 from __future__ import annotations
 
@@ -50,9 +50,7 @@ def frame_root(root: Path, frames: str | None) -> tuple[str, Path] | None:
     return None
 
 
-@register_dataset(
-    "casme2", title="CASME II", layout=LAYOUT, taxonomies=("all", "5class", "3class")
-)
+@register_dataset("casme2", title="CASME II", layout=LAYOUT, taxonomies=("all", "5class", "3class"))
 def load_casme2(
     root: Path,
     taxonomy: str = "5class",
@@ -73,8 +71,6 @@ def load_casme2(
     if found is None:
         names = " or ".join(FRAME_FOLDERS.values())
         out.note(f"no frame folder ({names}) in {root}: samples carry annotations only")
-    else:
-        out.note(f"frames: {found[0]} ({found[1].name})")
     for row in read_sheet(sheet, COLUMNS):
         subject = subject_id(row["Subject"], "sub{:02d}", row.where)
         clip = as_text(row["Filename"])

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import find_file, read_headerless_csv, subdirs
+from merkit.data.annotations import find_file, subdirs
 from merkit.data.base import SampleSet
-from merkit.data.loaders._common import Collector, subject_id
-from merkit.data.loaders.megc2019 import check_taxonomy
+from merkit.data.loaders._common import Collector
+from merkit.data.loaders.megc2019 import GT_NAME, check_taxonomy, read_megc_gt
 from merkit.data.registry import register_dataset
 from merkit.data.sample import Sample
-from merkit.data.taxonomy import MEGC3_CLASSES, get_taxonomy
-from merkit.errors import AnnotationError, DataLayoutError, LabelError
+from merkit.data.taxonomy import MEGC3_CLASSES
+from merkit.errors import DataLayoutError
 
-GT_NAME = "combined_3class_gt.csv"
-COLUMNS = ("db", "subject", "filename", "label")
-SUBJECT_TEMPLATES = {"casme2": "sub{:02d}", "samm": "{:03d}", "smic": "s{:02d}"}
 LAYOUT = f"{GT_NAME} + one folder of '{{subject}}_{{filename}} .png' maps (e.g. 006_006_1_2 .png)"
 
 
@@ -63,34 +60,26 @@ def load_megc2019_flow(
         raise DataLayoutError(f"{folder}: maps folder does not exist")
     out = Collector()
     used: set[Path] = set()
-    for row in read_headerless_csv(gt_path, COLUMNS):
-        db = row["db"].lower()
-        if db not in SUBJECT_TEMPLATES:
-            raise AnnotationError(
-                f"{row.where}: unknown db {row['db']!r} (expected casme2, samm or smic)"
-            )
-        if row["label"] not in ("0", "1", "2"):
-            raise LabelError(f"{row.where}: label {row['label']!r} is not 0, 1 or 2")
-        label = int(row["label"])
-        subject = subject_id(row["subject"], SUBJECT_TEMPLATES[db], row.where)
-        filename = row["filename"]
-        path = map_path(folder, subject, filename)
-        uid = f"{db}/{subject}/{filename}"
+    for entry in read_megc_gt(gt_path):
+        path = map_path(folder, entry.subject, entry.filename)
         if path is None:
-            out.skip(uid, f"{row.where}: no map '{subject}_{filename} .png' in {folder.name}/")
+            name = f"{entry.subject}_{entry.filename} .png"
+            out.skip(entry.uid, f"{entry.where}: no map '{name}' in {folder.name}/")
             continue
         used.add(path)
         sample = Sample(
-            dataset=db,
-            subject=subject,
-            clip=filename,
+            dataset=entry.db,
+            subject=entry.subject,
+            clip=entry.filename,
             path=path,
-            emotion=MEGC3_CLASSES[label],
-            label=label,
-            meta={"row": row.where, "format": "flow-u-v-strain"},
+            emotion=MEGC3_CLASSES[entry.label],
+            label=entry.label,
+            meta={"row": entry.where, "format": "flow-u-v-strain"},
         )
-        out.add(sample, row.where)
+        out.add(sample, entry.where)
     unlisted = len(set(folder.glob("*.png")) - used)
     if unlisted:
         out.note(f"{unlisted} map(s) in {folder.name}/ are not listed in {gt_path.name}")
-    return out.result("megc2019-flow", root, get_taxonomy("smic", "3class"))
+    return SampleSet(
+        "megc2019-flow", root, MEGC3_CLASSES, "3class", out.samples, out.skipped, out.notes
+    )

@@ -20,7 +20,7 @@ from merkit.errors import ConfigError, DataLayoutError
 
 FPS = {"hs": 100, "vis": 25, "nir": 25}
 TAXONOMIES = ("all", "3class")
-LAYOUT = "SMIC_all_cropped/{HS,VIS,NIR}/s1/micro/{negative,positive,surprise}/s1_ne_01/*.bmp"
+LAYOUT = "SMIC_all_cropped/{}/s1/micro/{{negative,positive,surprise}}/s1_ne_01/reg_image*.bmp"
 _SUBJECT = re.compile(r"^s(\d+)$", re.IGNORECASE)
 _CLIP = re.compile(r"^s(\d+)(_.*)$", re.IGNORECASE)
 
@@ -98,7 +98,10 @@ def _load(root: Path, taxonomy: str, variant: str) -> SampleSet:
 
 
 @register_dataset(
-    "smic", title="SMIC (variant=hs|vis|nir, default hs)", layout=LAYOUT, taxonomies=TAXONOMIES
+    "smic",
+    title="SMIC (variant=hs|vis|nir, default hs)",
+    layout=LAYOUT.format("{HS,VIS,NIR}"),
+    taxonomies=TAXONOMIES,
 )
 def load_smic(root: Path, taxonomy: str = "3class", *, variant: str = "hs") -> SampleSet:
     """Load one SMIC sub-set; `variant` is "hs" (high-speed), "vis" or "nir"."""
@@ -113,7 +116,10 @@ def _register_variant(variant: str) -> None:
 
     load.__doc__ = f"Load SMIC-{variant.upper()} ({FPS[variant]} fps)."
     register_dataset(
-        f"smic-{variant}", title=f"SMIC-{variant.upper()}", layout=LAYOUT, taxonomies=TAXONOMIES
+        f"smic-{variant}",
+        title=f"SMIC-{variant.upper()} ({FPS[variant]} fps)",
+        layout=LAYOUT.format(variant.upper()),
+        taxonomies=TAXONOMIES,
     )(load)
 
 
