@@ -127,8 +127,12 @@ class Alignment:
         """Warp a stack (T, H, W[, C]) with the same map."""
         return np.stack([self.apply(f) for f in frames])
 
-    def transform_points(self, points: np.ndarray) -> np.ndarray:
-        return points @ self.matrix[:, :2].T + self.matrix[:, 2]
+    def resized(self, size: int) -> Alignment:
+        """The same crop rendered at `size` x `size` pixels."""
+        ratio = size / self.size
+        matrix = self.matrix * ratio
+        matrix[:, 2] += 0.5 * ratio - 0.5  # keep pixel centres on pixel centres
+        return Alignment(matrix, size)
 
 
 def alignment_from_landmarks(landmarks: np.ndarray, size: int, margin: float) -> Alignment:

@@ -14,14 +14,13 @@ each channel min-max scaled to 0..255 on its own, named `{subject}_{filename} .p
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.io import write_bytes_atomic
 
 FLOW_METHODS = ("tvl1", "farneback", "dis")
 
@@ -100,17 +99,4 @@ def write_flow_map(path: Path, maps: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(to_map_image(maps)[:, :, ::-1]))
     if not ok:
         raise DataLayoutError(f"{path}: could not encode the flow map as PNG")
-    atomic_write_bytes(Path(path), encoded.tobytes())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(Path(path), encoded.tobytes())

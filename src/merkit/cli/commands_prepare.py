@@ -1,0 +1,77 @@
+"""`merkit prepare`: compute (and cache) a dataset's model inputs, and report what failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from merkit.cli.app import app, console
+from merkit.data.registry import load_dataset
+from merkit.errors import ConfigError
+from merkit.preprocess.pipeline import PrepareConfig, Prepared, export_flow_maps, prepare
+
+DEFAULT_CACHE = Path(".merkit-cache")
+MAX_FAILURE_ROWS = 20
+
+
+def summary_table(name: str, prepared: Prepared, total: int) -> Table:
+    table = Table(title=f"merkit prepare {name}: {prepared.config.output}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("samples", str(total))
+    table.add_row("prepared", str(len(prepared.samples)))
+    table.add_row("computed now", str(prepared.computed))
+    table.add_row("cache hits", str(prepared.cache_hits))
+    table.add_row("failed", str(len(prepared.failed)))
+    table.add_row("array", f"{tuple(prepared.x.shape)} float32")
+    table.add_row("seconds", f"{prepared.seconds:.2f}")
+    return table
+
+
+def failures_table(failed: list[tuple[str, str]]) -> Table:
+    table = Table(title="Failed samples")
+    table.add_column("sample", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for uid, reason in failed[:MAX_FAILURE_ROWS]:
+        table.add_row(uid, reason)
+    if len(failed) > MAX_FAILURE_ROWS:
+        table.add_row("...", f"{len(failed) - MAX_FAILURE_ROWS} more")
+    return table
+
+
+@app.command("prepare")
+def prepare_command(
+    kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
+    root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
+    out: Annotated[
+        Path, typer.Option(help="Cache folder for the prepared arrays.")
+    ] = DEFAULT_CACHE,
+    output: Annotated[str, typer.Option(help="flow, apex or sequence.")] = "flow",
+    size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
+    flow: Annotated[str, typer.Option(help="Optical flow: tvl1, farneback or dis.")] = "tvl1",
+    aligned: Annotated[
+        bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default 2).")] = None,
+    on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
+    export_maps: Annotated[
+        Path | None,
+        typer.Option(help="Also write flow outputs as '{subject}_{filename} .png' maps here."),
+    ] = None,
+    taxonomy: Annotated[str | None, typer.Option(help="Class set (default: the loader's).")] = None,
+) -> None:
+    """Compute motion inputs for every sample of a dataset, cached by input and parameters."""
+    config = PrepareConfig(output=output, size=size, flow=flow, aligned=aligned)
+    if export_maps is not None and output != "flow":
+        raise ConfigError(f"--export-maps needs --output flow, not {output!r}")
+    dataset = load_dataset(kind, root, taxonomy=taxonomy)
+    prepared = prepare(dataset.samples, config, cache_dir=out, workers=workers, on_error=on_error)
+    console.print(summary_table(kind, prepared, len(dataset)))
+    if prepared.failed:
+        console.print(failures_table(prepared.failed))
+    if export_maps is not None:
+        written = export_flow_maps(prepared, export_maps)
+        console.print(f"wrote {len(written)} maps to {export_maps}")

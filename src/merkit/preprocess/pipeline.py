@@ -1,0 +1,366 @@
+"""`prepare`: samples -> model inputs (flow maps, apex faces or frame sequences), cached.
+
+One clip is one unit of work: read the onset frame, align the face once, choose the apex
+(annotated, or spotted where unknown), then compute the requested output. Clips run in a
+process pool, each result is cached as soon as it exists, and a clip that fails is reported
+with its reason while the others continue.
+
+Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like the published
+28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
+or read from the published PNGs (`raw_flow=True` keeps pixels and raw strain instead).
+"apex" and "sequence" outputs are gray (or RGB) intensities / 255.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from merkit.data.sample import APEX_ANNOTATED, APEX_SPOTTED, Sample
+from merkit.errors import AnnotationError, ConfigError, DataLayoutError, MerkitError
+from merkit.preprocess.cache import ArrayCache, sample_key
+from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
+from merkit.preprocess.flow import (
+    FLOW_METHODS,
+    compute_flow,
+    flow_map_name,
+    minmax_scale,
+    motion_maps,
+    write_flow_map,
+)
+from merkit.preprocess.flowmaps import read_flow_map
+from merkit.preprocess.frames import ClipFrames
+from merkit.preprocess.magnify import magnify
+from merkit.preprocess.spotting import spot_apex
+
+OUTPUT_KINDS = ("flow", "apex", "sequence")
+APEX_POLICIES = ("annotated", "spot")
+ON_ERROR = ("skip", "stop")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What to compute from each clip; its canonical JSON is part of every cache key."""
+
+    output: str = "flow"  # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S)
+    size: int = 28  # S: side of the output maps / images
+    flow: str = "tvl1"  # tvl1 | farneback | dis
+    raw_flow: bool = False  # flow output in pixels/raw strain instead of per-channel 0..1
+    aligned: bool = False  # frames are already aligned face crops (implied for reg_img* files)
+    crop_size: int = 128  # side of the aligned face crop that flow and spotting run on
+    margin: float = 0.1  # padding around the face box, as a fraction of its side
+    magnify: float = 0.0  # Eulerian amplification alpha before flow; 0 = off
+    magnify_band: tuple[float, float] = (0.05, 0.4)  # temporal band, cycles per frame
+    apex_policy: str = "annotated"  # "annotated": spot only where unknown; "spot": always
+    frames: int = 30  # T: frames of a "sequence", resampled evenly from onset to offset
+    color: bool = False  # "apex"/"sequence" in RGB (C=3) instead of gray (C=1)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.output in OUTPUT_KINDS, f"output {self.output!r} must be one of {OUTPUT_KINDS}"),
+            (self.flow in FLOW_METHODS, f"flow {self.flow!r} must be one of {FLOW_METHODS}"),
+            (
+                self.apex_policy in APEX_POLICIES,
+                f"apex_policy {self.apex_policy!r} must be one of {APEX_POLICIES}",
+            ),
+            (self.size >= 4 and self.crop_size >= 16, "size must be >= 4 and crop_size >= 16"),
+            (self.frames >= 1, "frames must be >= 1"),
+            (self.margin >= 0 and self.magnify >= 0, "margin and magnify must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's array."""
+        channels = 3 if self.color else 1
+        if self.output == "flow":
+            return (3, self.size, self.size)
+        if self.output == "apex":
+            return (channels, self.size, self.size)
+        return (self.frames, channels, self.size, self.size)
+
+
+@dataclass
+class Prepared:
+    """Arrays of the samples that succeeded (same order as given) and the failures."""
+
+    x: np.ndarray  # (N, *config.item_shape) float32
+    samples: list[Sample]  # apex / apex_source updated where the apex was spotted
+    failed: list[tuple[str, str]]  # (uid, one-sentence reason)
+    config: PrepareConfig
+    cache_hits: int = 0
+    seconds: float = 0.0
+    computed: int = 0  # clips computed in this call (not cache hits, not published maps)
+
+
+def default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+# --- one clip ---------------------------------------------------------------------------------
+
+
+def is_flow_map_sample(sample: Sample) -> bool:
+    """A sample that is one published u/v/strain PNG (the megc2019-flow loader), not frames."""
+    return not sample.frames and sample.path is not None and sample.path.suffix.lower() == ".png"
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def _span(sample: Sample, clip: ClipFrames) -> list[int]:
+    """Frame numbers from onset to offset (the whole clip where they are not annotated)."""
+    onset = clip.numbers[0] if sample.onset is None else sample.onset
+    offset = clip.numbers[-1] if sample.offset is None else sample.offset
+    if offset < onset:
+        raise AnnotationError(f"{sample.uid}: offset frame {offset} precedes onset frame {onset}")
+    span = [n for n in clip.numbers if onset <= n <= offset]
+    if not span or span[0] != onset:
+        raise DataLayoutError(
+            f"{sample.path or sample.uid}: onset frame {onset} of {sample.uid} is not a frame"
+        )
+    return span
+
+
+def _faces(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np.ndarray:
+    """Aligned grayscale crops, decoded one frame at a time (SAMM frames are 2 Mpixel)."""
+    return np.stack([alignment.apply(_gray(clip.read([n])[0])) for n in numbers])
+
+
+def _as_chw(images: np.ndarray) -> np.ndarray:
+    """(..., H, W[, 3]) uint8 -> (..., C, H, W) float32 in 0..1."""
+    scaled = images.astype(np.float32) / 255.0
+    return scaled[..., None, :, :] if scaled.shape[-1] != 3 else np.moveaxis(scaled, -1, -3)
+
+
+def _flow_output(
+    clip: ClipFrames, span: list[int], apex: int, alignment: Alignment, config: PrepareConfig
+) -> np.ndarray:
+    numbers = [n for n in span if n <= apex] if config.magnify > 0 else [span[0], apex]
+    faces = _faces(clip, numbers, alignment)
+    if config.magnify > 0:
+        faces = magnify(faces, config.magnify, config.magnify_band)
+    maps = motion_maps(compute_flow(faces[0], faces[-1], config.flow), config.size)
+    return maps if config.raw_flow else minmax_scale(maps)
+
+
+def _image_output(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np.ndarray:
+    unique = sorted(set(numbers))
+    decoded = dict(zip(unique, clip.read(unique), strict=True))
+    return _as_chw(np.stack([alignment.apply(decoded[n]) for n in numbers]))
+
+
+def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """One clip's array and its metadata ({"apex": number, "apex_source": ...})."""
+    clip = ClipFrames(sample, color=config.color and config.output != "flow")
+    span = _span(sample, clip)
+    alignment = estimate_alignment(
+        _gray(clip.read([span[0]])[0]),
+        config.crop_size,
+        config.margin,
+        aligned=config.aligned or is_cropped_release(sample),
+        source=f"{sample.uid} (frame {span[0]})",
+    )
+    apex, source = sample.apex, sample.apex_source
+    known = apex is not None and source == APEX_ANNOTATED and apex in span
+    if config.apex_policy == "spot" or not known:
+        apex, source = span[spot_apex(_faces(clip, span, alignment))], APEX_SPOTTED
+    meta = {"apex": apex, "apex_source": source}
+    if config.output == "flow":
+        return _flow_output(clip, span, apex, alignment, config), meta
+    output = alignment.resized(config.size)
+    if config.output == "apex":
+        return _image_output(clip, [apex], output)[0], meta
+    picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
+    return _image_output(clip, [span[i] for i in picks], output), meta
+
+
+def _compute_and_cache(
+    sample: Sample, config: PrepareConfig, cache_root: Path | None, key: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Worker entry point: compute one clip and cache it at once (so interruptions resume)."""
+    x, meta = prepare_sample(sample, config)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if cache_root is not None:
+        ArrayCache(cache_root).save(key, x, meta)
+    return x, meta
+
+
+def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
+    """A published map resized to the output size (re-scaled to 0..1 as computed maps are)."""
+    if config.output != "flow" or config.raw_flow:
+        raise ConfigError(
+            f"{sample.path}: a published flow map holds only min-max scaled u/v/strain; "
+            "use output='flow' with raw_flow=False"
+        )
+    maps = read_flow_map(sample)
+    if maps.shape[1:] == (config.size, config.size):
+        return maps
+    interp = cv2.INTER_AREA if config.size < maps.shape[1] else cv2.INTER_LINEAR
+    resized = [cv2.resize(c, (config.size, config.size), interpolation=interp) for c in maps]
+    return minmax_scale(np.stack(resized))
+
+
+# --- many clips -------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the failure table; non-user errors keep their type so bugs stay visible."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    return first if isinstance(exc, MerkitError) else f"{type(exc).__name__}: {first}"
+
+
+Job = tuple[int, str]  # (index into samples, cache key)
+
+
+def _run_jobs(
+    samples: Sequence[Sample],
+    jobs: list[Job],
+    config: PrepareConfig,
+    cache_root: Path | None,
+    workers: int,
+) -> Iterator[tuple[int, tuple[np.ndarray, dict[str, Any]] | BaseException]]:
+    """Yield (index, result or exception) as clips finish; a pool only when it can help."""
+    if workers <= 1 or len(jobs) <= 1:
+        for index, key in jobs:
+            try:
+                yield index, _compute_and_cache(samples[index], config, cache_root, key)
+            except Exception as exc:
+                yield index, exc
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        pending: dict[Future, int] = {
+            pool.submit(_compute_and_cache, samples[i], config, cache_root, key): i
+            for i, key in jobs
+        }
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    exc = future.exception()
+                    yield index, exc if exc is not None else future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def prepare(
+    samples: Sequence[Sample],
+    config: PrepareConfig | None = None,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    on_error: str = "skip",
+    progress: bool = True,
+) -> Prepared:
+    """Compute (or load from `cache_dir`) every sample's array; see the module docstring.
+
+    Published flow-map samples are read directly (no pool, no cache: reading is faster than a
+    cache lookup). `on_error="skip"` records failures in `Prepared.failed` and goes on;
+    `"stop"` raises the first one.
+    """
+    config = config or PrepareConfig()
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error {on_error!r} must be one of {ON_ERROR}")
+    started = time.perf_counter()
+    results: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    errors: dict[int, str] = {}
+
+    def record(index: int, outcome: tuple[np.ndarray, dict[str, Any]] | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            if on_error == "stop":
+                raise outcome
+            errors[index] = _reason(outcome)
+        else:
+            results[index] = outcome
+
+    cache = ArrayCache(cache_dir) if cache_dir is not None else None
+    jobs: list[Job] = []
+    hits = 0
+    for index, sample in enumerate(samples):
+        if is_flow_map_sample(sample):
+            try:
+                outcome: tuple[np.ndarray, dict[str, Any]] | BaseException = (
+                    _published_map(sample, config),
+                    {},
+                )
+            except MerkitError as exc:
+                outcome = exc
+            record(index, outcome)
+            continue
+        key = sample_key(sample, config)
+        entry = cache.load(key) if cache is not None else None
+        if entry is None:
+            jobs.append((index, key))
+        else:
+            results[index] = (entry.x, entry.meta)
+            hits += 1
+
+    outcomes = _run_jobs(samples, jobs, config, cache_dir, workers or default_workers())
+    if progress and jobs:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"preparing {config.output}", total=len(jobs))
+            for index, outcome in outcomes:
+                record(index, outcome)
+                bar.advance(task)
+    else:
+        for index, outcome in outcomes:
+            record(index, outcome)
+    computed = sum(1 for index, _ in jobs if index in results)
+    return _assemble(samples, results, errors, config, hits, computed, started)
+
+
+def _assemble(
+    samples: Sequence[Sample],
+    results: dict[int, tuple[np.ndarray, dict[str, Any]]],
+    errors: dict[int, str],
+    config: PrepareConfig,
+    hits: int,
+    computed: int,
+    started: float,
+) -> Prepared:
+    kept, arrays = [], []
+    for index, sample in enumerate(samples):
+        if index not in results:
+            continue
+        x, meta = results[index]
+        if meta and (meta["apex"], meta["apex_source"]) != (sample.apex, sample.apex_source):
+            sample = dataclasses.replace(sample, apex=meta["apex"], apex_source=meta["apex_source"])
+        kept.append(sample)
+        arrays.append(x)
+    x = (
+        np.stack(arrays).astype(np.float32, copy=False)
+        if arrays
+        else np.zeros((0, *config.item_shape), np.float32)
+    )
+    failed = [(samples[i].uid, errors[i]) for i in sorted(errors)]
+    return Prepared(x, kept, failed, config, hits, time.perf_counter() - started, computed)
+
+
+def export_flow_maps(prepared: Prepared, folder: Path) -> list[Path]:
+    """Write every "flow" array as a published-format PNG `{subject}_{filename} .png`."""
+    if prepared.config.output != "flow":
+        raise ConfigError(
+            f"only 'flow' outputs can be exported as maps, not {prepared.config.output!r}"
+        )
+    paths = []
+    for sample, maps in zip(prepared.samples, prepared.x, strict=True):
+        path = Path(folder) / flow_map_name(sample.subject, sample.clip)
+        write_flow_map(path, maps)
+        paths.append(path)
+    return paths
