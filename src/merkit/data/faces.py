@@ -144,7 +144,9 @@ def _soft(signed_distance: np.ndarray, edge: float) -> np.ndarray:
     return np.clip(0.5 - signed_distance / edge, 0.0, 1.0)
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, edge: float):
+def _ellipse(
+    x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, edge: float
+) -> np.ndarray:
     """Soft filled ellipse; the distance is approximated in pixels along the smaller axis."""
     r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
     return _soft((r - 1.0) * min(rx, ry), edge)
@@ -251,7 +253,9 @@ def _draw_eye_region(
     _darken(img, lower_lid * _soft(ey - y, edge), 0.15)
 
 
-def _draw_nose(img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: float, edge):
+def _draw_nose(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: float, edge: float
+) -> None:
     cx, ny, nw = f.cx * s, f.nose_y * s, f.nose_w * s
     root_y = (f.eye_y + 0.04) * s
     for sign in SIDES.values():
@@ -259,7 +263,9 @@ def _draw_nose(img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: 
         side = _segment_distance(x, y, (cx + sign * 0.35 * nw, root_y), (cx + sign * 0.6 * nw, ny))
         _darken(img, np.exp(-((side / (2.0 * edge)) ** 2)), 0.06)
         wing = _ellipse(x, y, cx + sign * 0.85 * nw, ny - 0.01 * s, 0.3 * nw, 0.38 * nw, edge)
-        wing_rim = wing - _ellipse(x, y, cx + sign * 0.8 * nw, ny - 0.012 * s, 0.24 * nw, 0.3 * nw, edge)
+        wing_rim = wing - _ellipse(
+            x, y, cx + sign * 0.8 * nw, ny - 0.012 * s, 0.24 * nw, 0.3 * nw, edge
+        )
         _darken(img, np.clip(wing_rim, 0, 1), 0.25)
         nostril = _ellipse(x, y, cx + sign * 0.4 * nw, ny, 0.22 * nw, 0.11 * nw, edge)
         _darken(img, nostril, 0.6)
@@ -272,7 +278,9 @@ def _draw_nose(img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: 
     img *= 1.0 + 0.06 * tip
 
 
-def _draw_mouth(img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: float, edge):
+def _draw_mouth(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, f: FaceParams, s: float, edge: float
+) -> None:
     cx, my, mw = f.cx * s, f.mouth_y * s, f.mouth_w * s
     t = np.clip((x - cx) / mw, -1.0, 1.0)
     inside = _soft(np.abs(x - cx) - mw, edge)
