@@ -11,6 +11,7 @@ from rich.table import Table
 from merkit.cli.app import app, console
 from merkit.data.registry import list_datasets
 from merkit.data.summary import inspect_dataset, parse_options
+from merkit.errors import ConfigError
 from merkit.io import write_json_atomic
 
 
@@ -87,6 +88,8 @@ def inspect(
     limit: Annotated[int, typer.Option(help="Problems to print at most, per kind.")] = 20,
 ) -> None:
     """Load a dataset and report samples, subjects, classes, apex provenance and problems."""
+    if json_path is not None and json_path.is_dir():
+        raise ConfigError(f"--json {json_path}: is a folder; give a file name")
     summary = inspect_dataset(kind, root, taxonomy, **parse_options(kind, option or []))
     console.print(overview_table(summary))
     console.print(counts_table("Classes per taxonomy", summary["classes_per_taxonomy"], "taxonomy"))
@@ -97,5 +100,10 @@ def inspect(
     if summary["skipped"] or summary["notes"]:
         console.print(problems_table(summary, limit))
     if json_path is not None:
-        write_json_atomic(json_path, summary)
+        try:
+            write_json_atomic(json_path, summary)
+        except OSError as exc:
+            raise ConfigError(
+                f"--json {json_path}: cannot write the file ({exc.strerror})"
+            ) from None
         console.print(f"summary written to {json_path}")

@@ -11,7 +11,14 @@ from rich.table import Table
 from merkit.cli.app import app, console
 from merkit.data.registry import load_dataset
 from merkit.errors import ConfigError
-from merkit.preprocess.pipeline import PrepareConfig, Prepared, export_flow_maps, prepare
+from merkit.preprocess.pipeline import (
+    ON_ERROR,
+    PrepareConfig,
+    Prepared,
+    export_flow_maps,
+    output_folder,
+    prepare,
+)
 
 DEFAULT_CACHE = Path(".merkit-cache")
 MAX_FAILURE_ROWS = 20
@@ -55,6 +62,9 @@ def prepare_command(
     aligned: Annotated[
         bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
     ] = False,
+    crop_size: Annotated[
+        int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
+    ] = PrepareConfig.crop_size,
     workers: Annotated[int | None, typer.Option(help="Parallel processes (default 2).")] = None,
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
@@ -64,9 +74,15 @@ def prepare_command(
     taxonomy: Annotated[str | None, typer.Option(help="Class set (default: the loader's).")] = None,
 ) -> None:
     """Compute motion inputs for every sample of a dataset, cached by input and parameters."""
-    config = PrepareConfig(output=output, size=size, flow=flow, aligned=aligned)
+    config = PrepareConfig(
+        output=output, size=size, flow=flow, aligned=aligned, crop_size=crop_size
+    )
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
     if export_maps is not None and output != "flow":
         raise ConfigError(f"--export-maps needs --output flow, not {output!r}")
+    if export_maps is not None:
+        output_folder(export_maps, "--export-maps folder", create=False)
     dataset = load_dataset(kind, root, taxonomy=taxonomy)
     prepared = prepare(dataset.samples, config, cache_dir=out, workers=workers, on_error=on_error)
     console.print(summary_table(kind, prepared, len(dataset)))

@@ -4,15 +4,22 @@ Spreadsheets are read cell by cell (header=None) so that every row keeps the num
 for it: error messages can then say "CASME2-coding-20140508.xlsx row 17" and the user finds the
 cell at once. Frame files are listed in natural numeric order (`img9` before `img10`) because
 the number in a frame's name is what onset/apex/offset refer to.
+
+Everything here expects hostile input (a sheet saved as CSV in another encoding, HTML saved
+under an .xlsx name, unreadable folders, symlink loops) and turns it into one AnnotationError or
+DataLayoutError naming the file, never a traceback from pandas, openpyxl or the OS.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import math
 import re
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +28,26 @@ from merkit.errors import AnnotationError, DataLayoutError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 HEADER_SEARCH_ROWS = 30  # SAMM has 13 preamble rows; no release has more than a few dozen
+# Frame numbers index arrays later on (int32 in NumPy/PyTorch); anything larger is a typo.
+MAX_FRAME_NUMBER = 2**31 - 1
+# Users re-save sheets with Excel's "Save as CSV"; both forms are read.
+SHEET_SUFFIXES = (".xlsx", ".csv")
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Without a BOM: UTF-8, then Windows Excel's cp1252, then latin-1 (which decodes any byte).
+_ENCODINGS = ("utf-8", "cp1252", "latin-1")
 _DIGITS = re.compile(r"(\d+)")
+
+
+class CellError(AnnotationError):
+    """One cell of one row cannot be read.
+
+    Spreadsheet loaders skip that row and report it; files that define a protocol exactly (the
+    MEGC ground truth) are refused instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,12 @@ def as_int(value: object) -> int | None:
     return int(number) if number.is_integer() else None
 
 
+def as_frame(value: object) -> int | None:
+    """A frame-number cell: a whole number in 0..MAX_FRAME_NUMBER, else None (-3, 1e30, "/")."""
+    number = as_int(value)
+    return number if number is not None and 0 <= number <= MAX_FRAME_NUMBER else None
+
+
 def as_text(value: object) -> str:
     """A cell as text: blank -> "", whole floats without ".0" (Excel stores 6 as 6.0)."""
     if is_blank(value):
@@ -80,9 +112,44 @@ def as_text(value: object) -> str:
     return str(value).strip()
 
 
+def is_plain_name(text: str) -> bool:
+    """Whether `text` names one folder inside the dataset (not "", "..", nor a path)."""
+    return text not in ("", ".", "..") and not any(c in text for c in "/\\\0")
+
+
+# --- finding and reading files -----------------------------------------------------------------
+
+
+def _listing(folder: Path) -> list[Path]:
+    """Entries of `folder`; an unreadable or missing folder is a DataLayoutError naming it."""
+    try:
+        return list(folder.iterdir())
+    except NotADirectoryError:
+        raise DataLayoutError(f"{folder}: is a file, expected a folder") from None
+    except FileNotFoundError:
+        raise DataLayoutError(f"{folder}: folder does not exist") from None
+    except OSError as exc:
+        raise DataLayoutError(f"{folder}: cannot list the folder ({exc.strerror})") from None
+
+
 def find_file(root: Path, pattern: str, what: str) -> Path:
-    """The one file in `root` matching glob `pattern`; several are refused, not guessed between."""
-    matches = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("~$"))
+    """The one file in `root` matching glob `pattern`; several are refused, not guessed between.
+
+    A pattern for an .xlsx sheet also finds the same sheet saved as .csv.
+    """
+    if not root.is_dir():
+        state = "is a file" if root.exists() else "does not exist"
+        raise DataLayoutError(f"{root}: {state}; expected the dataset's root folder")
+    patterns = [pattern]
+    if pattern.endswith(".xlsx"):
+        patterns += [pattern.removesuffix(".xlsx") + suffix for suffix in SHEET_SUFFIXES[1:]]
+    matches = sorted(
+        path
+        for path in _listing(root)
+        if any(fnmatchcase(path.name, p) for p in patterns)
+        and path.is_file()
+        and not path.name.startswith("~$")  # Excel's lock file of an open workbook
+    )
     if not matches:
         raise AnnotationError(f"{root}: no {what} found (expected a file named {pattern})")
     if len(matches) > 1:
@@ -91,42 +158,136 @@ def find_file(root: Path, pattern: str, what: str) -> Path:
     return matches[0]
 
 
-def _read_raw_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
+def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file does not exist")
+        state = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise AnnotationError(f"{path}: annotation file {state}")
     try:
-        book = pd.ExcelFile(path, engine="openpyxl")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise AnnotationError(f"{path}: cannot read as an .xlsx spreadsheet ({exc})") from None
-    with book:
-        names = [str(n) for n in book.sheet_names]
-        if sheet is not None and sheet not in names:
-            raise AnnotationError(
-                f"{path}: no sheet named {sheet!r} (sheets present: {', '.join(names)})"
-            )
-        chosen = sheet if sheet is not None else names[0]
-        return pd.read_excel(book, sheet_name=chosen, header=None, dtype=object)
+        return path.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot read the file ({exc.strerror})") from None
 
 
-def _locate_header(raw: pd.DataFrame, columns: Sequence[str], path: Path) -> tuple[int, dict]:
+def read_text(path: Path) -> str:
+    """A text annotation file, whatever encoding a spreadsheet program saved it in."""
+    data = _read_bytes(path)
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                raise AnnotationError(f"{path}: not valid {encoding} text after its BOM") from None
+    if b"\0" in data:
+        raise AnnotationError(f"{path}: holds binary data (NUL bytes), expected a text CSV")
+    for encoding in _ENCODINGS:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes every byte")  # pragma: no cover
+
+
+def _csv_lines(path: Path) -> list[list[str]]:
+    """Fields of every line of a CSV file (blank lines kept as [] so line numbers hold)."""
+    text = read_text(path)
+    try:
+        return [line for line in csv.reader(io.StringIO(text, newline=""), strict=True)]
+    except csv.Error as exc:
+        raise AnnotationError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _not_xlsx_reason(head: bytes) -> str:
+    """What a file named .xlsx really holds (from its first bytes), so the user knows what to do."""
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "it is an old .xls workbook; save it as .xlsx or .csv"
+    if head.lstrip().startswith(b"<"):
+        return "it holds HTML/XML, not a workbook; save the sheet as .xlsx or .csv"
+    if b"\0" not in head[:512]:
+        return "it holds plain text; if that is CSV, rename the file to .csv"
+    return "it is not a zip archive, which every .xlsx is"
+
+
+def _read_tables(path: Path, sheet: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """(name, raw cells) of the sheet asked for, or of every sheet when `sheet` is None."""
+    if path.suffix.lower() == ".csv":
+        lines = _csv_lines(path)
+        width = max((len(line) for line in lines), default=0)
+        table = pd.DataFrame([line + [""] * (width - len(line)) for line in lines], dtype=object)
+        return [(path.name, table)]
+    data = _read_bytes(path)
+    if not data.startswith(b"PK"):
+        reason = _not_xlsx_reason(data[:512])
+        raise AnnotationError(f"{path}: cannot read as an .xlsx spreadsheet ({reason})")
+    # openpyxl and the zip/XML layers below it raise many unrelated types on a damaged file
+    # (BadZipFile, KeyError, ParseError, ...); each means the same thing to the user.
+    try:
+        with pd.ExcelFile(io.BytesIO(data), engine="openpyxl") as book:
+            names = [str(n) for n in book.sheet_names]
+            if sheet is not None and sheet not in names:
+                raise AnnotationError(
+                    f"{path}: no sheet named {sheet!r} (sheets present: {', '.join(names)})"
+                )
+            chosen = [sheet] if sheet is not None else names
+            return [
+                (name, pd.read_excel(book, sheet_name=name, header=None, dtype=object))
+                for name in chosen
+            ]
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise AnnotationError(f"{path}: cannot read as an .xlsx spreadsheet ({reason})") from None
+
+
+def _header_cells(cells: pd.Series) -> dict[str, list[int]]:
+    """Normalised header name -> the positions holding it."""
+    found: dict[str, list[int]] = {}
+    for pos, value in enumerate(cells):
+        if not is_blank(value):
+            found.setdefault(_norm(value), []).append(pos)
+    return found
+
+
+class _NoHeader(AnnotationError):
+    """A table without the expected header; `matched` ranks how close it came (across sheets)."""
+
+    def __init__(self, message: str, matched: int) -> None:
+        super().__init__(message)
+        self.matched = matched
+
+
+def _locate_header(raw: pd.DataFrame, columns: Sequence[str], where: str) -> tuple[int, dict]:
     """Index of the header row and a map column -> position; error names what is missing."""
     wanted = {_norm(c): c for c in columns}
     best: tuple[int, dict[str, int]] = (0, {})
     for index in range(min(HEADER_SEARCH_ROWS, len(raw))):
-        cells = {_norm(v): pos for pos, v in enumerate(raw.iloc[index]) if not is_blank(v)}
+        cells = _header_cells(raw.iloc[index])
         found = {wanted[k]: cells[k] for k in wanted if k in cells}
+        twice = [c for c, positions in found.items() if len(positions) > 1]
+        if len(found) == len(wanted) and twice:
+            raise _NoHeader(
+                f"{where}: column {twice[0]!r} appears {len(found[twice[0]])} times in the "
+                f"header on row {index + 1}; keep only one",
+                len(found),
+            )
         if len(found) == len(wanted):
-            return index, found
+            return index, {c: positions[0] for c, positions in found.items()}
         if len(found) > len(best[1]):
-            best = (index, found)
-    missing = [c for c in columns if c not in best[1]]
+            best = (index, {c: positions[0] for c, positions in found.items()})
     if not best[1]:
-        raise AnnotationError(
-            f"{path}: no header row with the expected columns ({', '.join(columns)})"
+        raise _NoHeader(
+            f"{where}: no header row with the expected columns ({', '.join(columns)}) "
+            f"in its first {HEADER_SEARCH_ROWS} rows",
+            0,
         )
-    raise AnnotationError(
-        f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-        f"in the header on row {best[0] + 1}"
+    missing = [c for c in columns if c not in best[1]]
+    raise _NoHeader(
+        f"{where}: missing column(s) {', '.join(repr(c) for c in missing)} "
+        f"in the header on row {best[0] + 1}",
+        len(best[1]),
     )
 
 
@@ -136,17 +297,34 @@ def read_sheet(
     sheet: str | None = None,
     optional: Sequence[str] = (),
 ) -> list[Row]:
-    """Data rows of a spreadsheet whose header holds `columns` (found in the first rows).
+    """Data rows of a spreadsheet (.xlsx, or the sheet saved as .csv) holding `columns`.
 
-    `optional` columns are read when present and blank otherwise (releases differ in them).
-    Fully blank rows are dropped; an empty sheet, a missing column, a missing sheet or an
-    unreadable file raise AnnotationError naming the file.
+    The header is found in the first rows; without `sheet`, in the first sheet that has it (a
+    workbook may carry notes or pivot sheets before the annotation). `optional` columns are
+    read when present and blank otherwise (releases differ in them). Fully blank rows are
+    dropped; an empty sheet, a missing or repeated column, a missing sheet or an unreadable
+    file raise AnnotationError naming the file.
     """
-    raw = _read_raw_sheet(path, sheet)
-    if raw.dropna(how="all").empty:
+    tables = _read_tables(path, sheet)
+    if all(is_blank(v) for _, raw in tables for v in raw.to_numpy().ravel()):
         raise AnnotationError(f"{path}: the spreadsheet is empty")
-    header, positions = _locate_header(raw, columns, path)
-    header_cells = {_norm(v): pos for pos, v in enumerate(raw.iloc[header]) if not is_blank(v)}
+    failures: list[_NoHeader] = []
+    for name, raw in tables:
+        where = f"{path}" if len(tables) == 1 else f"{path} sheet {name!r}"
+        try:
+            header, positions = _locate_header(raw, columns, where)
+        except _NoHeader as exc:
+            failures.append(exc)
+            continue
+        return _data_rows(path, raw, header, positions, optional)
+    best = max(failures, key=lambda exc: exc.matched)
+    raise AnnotationError(str(best))
+
+
+def _data_rows(
+    path: Path, raw: pd.DataFrame, header: int, positions: dict[str, int], optional: Sequence[str]
+) -> list[Row]:
+    header_cells = {k: p[0] for k, p in _header_cells(raw.iloc[header]).items()}
     extra = {c: header_cells.get(_norm(c)) for c in optional}
     rows = []
     for index in range(header + 1, len(raw)):
@@ -162,24 +340,32 @@ def read_sheet(
 
 
 def read_headerless_csv(path: Path, columns: Sequence[str]) -> list[Row]:
-    """Rows of a CSV without a header whose lines hold exactly `columns`, as text."""
-    if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file does not exist")
-    try:
-        table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise AnnotationError(f"{path}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read as CSV ({exc})") from None
-    if table.shape[1] != len(columns):
-        raise AnnotationError(
-            f"{path}: expected {len(columns)} columns per line ({','.join(columns)}), "
-            f"found {table.shape[1]}"
-        )
-    return [
-        Row(path, index + 1, {c: str(v).strip() for c, v in zip(columns, line, strict=True)})
-        for index, line in enumerate(table.itertuples(index=False))
-    ]
+    """Rows of a CSV without a header whose lines hold exactly `columns`, as stripped text.
+
+    Any encoding a spreadsheet program writes is accepted (UTF-8 with or without BOM, UTF-16,
+    cp1252/latin-1), blank lines are dropped, and a first line that spells the column names is
+    taken as an added header. A line with the wrong number of fields raises AnnotationError.
+    """
+    lines = _csv_lines(path)
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        fields = [field.strip() for field in line]
+        if all(not field for field in fields):
+            continue
+        if not rows and [_norm(f) for f in fields] == [_norm(c) for c in columns]:
+            continue  # a header the user added
+        if len(fields) != len(columns):
+            raise AnnotationError(
+                f"{path.name} row {number}: expected {len(columns)} fields "
+                f"({','.join(columns)}), found {len(fields)}"
+            )
+        rows.append(Row(path, number, dict(zip(columns, fields, strict=True))))
+    if not rows:
+        raise AnnotationError(f"{path}: the file is empty")
+    return rows
+
+
+# --- frames ------------------------------------------------------------------------------------
 
 
 def frame_number(path: Path) -> int | None:
@@ -191,11 +377,12 @@ def frame_number(path: Path) -> int | None:
 def list_frames(folder: Path) -> tuple[tuple[Path, ...], tuple[int, ...]]:
     """Image files of a clip folder in numeric order, and the number each name carries.
 
-    Raises DataLayoutError when two files carry the same number, since the annotation's frame
-    numbers would then be ambiguous.
+    Only regular files (or links to them) count, so a symlink loop is skipped, never followed.
+    Raises DataLayoutError when the folder cannot be listed or two files carry the same number,
+    since the annotation's frame numbers would then be ambiguous.
     """
     numbered: dict[int, Path] = {}
-    for path in folder.iterdir():
+    for path in _listing(folder):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         number = frame_number(path)
@@ -213,7 +400,7 @@ def list_frames(folder: Path) -> tuple[tuple[Path, ...], tuple[int, ...]]:
 
 def subdirs(folder: Path) -> Iterator[Path]:
     """Sub-folders of `folder` in natural order (s2 before s10), hidden ones left out."""
-    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    found = [p for p in _listing(folder) if p.is_dir() and not p.name.startswith(".")]
     yield from sorted(found, key=natural_key)
 
 

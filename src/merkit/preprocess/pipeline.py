@@ -45,6 +45,9 @@ from merkit.preprocess.magnify import magnify
 from merkit.preprocess.spotting import spot_apex
 
 OUTPUT_KINDS = ("flow", "apex", "sequence")
+# A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
+# fine); beyond it the crop is interpolation, which optical flow reads as motion.
+MAX_UPSCALE = 4.0
 APEX_POLICIES = ("annotated", "spot")
 ON_ERROR = ("skip", "stop")
 
@@ -106,6 +109,22 @@ class Prepared:
     computed: int = 0  # clips computed in this call (not cache hits, not published maps)
 
 
+def output_folder(path: Path, what: str, create: bool = True) -> Path:
+    """`path` as a folder to write into (made if `create`); ConfigError when it cannot be one.
+
+    Checked before any work starts, so a bad --out fails at once instead of on every clip.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the {what} is a file; give a folder")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot create the {what} ({exc.strerror})") from None
+    return path
+
+
 def default_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
@@ -139,6 +158,31 @@ def _span(sample: Sample, clip: ClipFrames) -> list[int]:
 def _faces(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np.ndarray:
     """Aligned grayscale crops, decoded one frame at a time (SAMM frames are 2 Mpixel)."""
     return np.stack([alignment.apply(_gray(clip.read([n])[0])) for n in numbers])
+
+
+def _require_contiguous(sample: Sample, numbers: Sequence[int], use: str) -> None:
+    """Steps that treat frames as a time series (spotting, sequences, magnification) need
+    every frame between onset and offset; a gap would silently compress time."""
+    if not numbers:
+        return
+    missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataLayoutError(
+            f"{sample.path or sample.uid}: frame(s) {shown} missing between {numbers[0]} and "
+            f"{numbers[-1]} of {sample.uid}; {use} needs every frame"
+        )
+
+
+def _check_face_size(sample: Sample, alignment: Alignment, frame: int, crop: int) -> None:
+    """Refuse a face so small (a thumbnail, a 1x1 image) that the crop would be interpolation."""
+    scale = float(np.sqrt(abs(np.linalg.det(alignment.matrix[:, :2]))))
+    if scale > MAX_UPSCALE:
+        raise DataLayoutError(
+            f"{sample.path or sample.uid}: the face in frame {frame} of {sample.uid} is about "
+            f"{crop / scale:.0f} px across, too small for the {crop} px face crop (more than "
+            f"{MAX_UPSCALE:g}x enlargement); use larger frames or a smaller crop_size"
+        )
 
 
 def _as_chw(images: np.ndarray) -> np.ndarray:
@@ -175,16 +219,21 @@ def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, d
         aligned=config.aligned or is_cropped_release(sample),
         source=f"{sample.uid} (frame {span[0]})",
     )
+    _check_face_size(sample, alignment, span[0], config.crop_size)
     apex, source = sample.apex, sample.apex_source
     known = apex is not None and source == APEX_ANNOTATED and apex in span
     if config.apex_policy == "spot" or not known:
+        _require_contiguous(sample, span, "apex spotting")
         apex, source = span[spot_apex(_faces(clip, span, alignment))], APEX_SPOTTED
     meta = {"apex": apex, "apex_source": source}
     if config.output == "flow":
+        if config.magnify > 0:
+            _require_contiguous(sample, [n for n in span if n <= apex], "magnification")
         return _flow_output(clip, span, apex, alignment, config), meta
     output = alignment.resized(config.size)
     if config.output == "apex":
         return _image_output(clip, [apex], output)[0], meta
+    _require_contiguous(sample, span, "a frame sequence")
     picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
     return _image_output(clip, [span[i] for i in picks], output), meta
 
@@ -289,6 +338,8 @@ def prepare(
         else:
             results[index] = outcome
 
+    if cache_dir is not None:
+        cache_dir = output_folder(cache_dir, "cache folder")
     cache = ArrayCache(cache_dir) if cache_dir is not None else None
     jobs: list[Job] = []
     hits = 0
@@ -358,9 +409,10 @@ def export_flow_maps(prepared: Prepared, folder: Path) -> list[Path]:
         raise ConfigError(
             f"only 'flow' outputs can be exported as maps, not {prepared.config.output!r}"
         )
+    folder = output_folder(folder, "flow-map folder")
     paths = []
     for sample, maps in zip(prepared.samples, prepared.x, strict=True):
-        path = Path(folder) / flow_map_name(sample.subject, sample.clip)
+        path = folder / flow_map_name(sample.subject, sample.clip)
         write_flow_map(path, maps)
         paths.append(path)
     return paths

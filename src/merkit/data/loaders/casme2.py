@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import as_text, read_sheet
+from merkit.data.annotations import Row, as_text, read_sheet
 from merkit.data.base import SampleSet
 from merkit.data.loaders._common import (
     ClipRow,
     Collector,
-    add_annotated_clip,
+    add_rows,
     annotation_file,
     subject_id,
 )
@@ -71,25 +71,23 @@ def load_casme2(
     if found is None:
         names = " or ".join(FRAME_FOLDERS.values())
         out.note(f"no frame folder ({names}) in {root}: samples carry annotations only")
-    for row in read_sheet(sheet, COLUMNS):
+
+    def to_clip(row: Row) -> ClipRow:
         subject = subject_id(row["Subject"], "sub{:02d}", row.where)
         clip = as_text(row["Filename"])
-        folder = None if found is None else found[1] / subject / clip
-        add_annotated_clip(
-            out,
-            tax,
-            ClipRow(
-                row=row,
-                dataset="casme2",
-                subject=subject,
-                clip=clip,
-                folder=folder,
-                emotion=row["Estimated Emotion"],
-                onset=row["OnsetFrame"],
-                apex=row["ApexFrame"],
-                offset=row["OffsetFrame"],
-                action_units=row["Action Units"],
-                meta={"fps": "200", "frames": found[0] if found else "none"},
-            ),
+        return ClipRow(
+            row=row,
+            dataset="casme2",
+            subject=subject,
+            clip=clip,
+            folder=None if found is None else found[1] / subject / clip,
+            emotion=row["Estimated Emotion"],
+            onset=row["OnsetFrame"],
+            apex=row["ApexFrame"],
+            offset=row["OffsetFrame"],
+            action_units=row["Action Units"],
+            meta={"fps": "200", "frames": found[0] if found else "none"},
         )
+
+    add_rows(out, tax, read_sheet(sheet, COLUMNS), to_clip)
     return out.result("casme2", root, tax)

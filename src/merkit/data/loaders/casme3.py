@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import as_text, read_sheet
+from merkit.data.annotations import Row, as_text, read_sheet
 from merkit.data.base import SampleSet
 from merkit.data.loaders._common import (
     ClipRow,
     Collector,
-    add_annotated_clip,
+    add_rows,
     annotation_file,
     find_dir_holding,
 )
@@ -39,23 +39,22 @@ def load_casme3(
     frames = find_dir_holding(root, "spNO.*")
     if frames is None:
         out.note(f"no subject folders (spNO.*) under {root}: samples carry annotations only")
-    for row in read_sheet(sheet, COLUMNS, sheet=SHEET, optional=OPTIONAL):
+
+    def to_clip(row: Row) -> ClipRow:
         subject, clip = as_text(row["Subject"]), as_text(row["Filename"])
-        add_annotated_clip(
-            out,
-            tax,
-            ClipRow(
-                row=row,
-                dataset="casme3",
-                subject=subject,
-                clip=clip,
-                folder=None if frames is None else frames / subject / clip / "color",
-                emotion=row["emotion"],
-                onset=row["Onset"],
-                apex=row["Apex"],
-                offset=row["Offset"],
-                action_units=row["AU"],
-                meta={"fps": "30", "objective_class": as_text(row["Objective class"])},
-            ),
+        return ClipRow(
+            row=row,
+            dataset="casme3",
+            subject=subject,
+            clip=clip,
+            folder=None if frames is None else frames / subject / clip / "color",
+            emotion=row["emotion"],
+            onset=row["Onset"],
+            apex=row["Apex"],
+            offset=row["Offset"],
+            action_units=row["AU"],
+            meta={"fps": "30", "objective_class": as_text(row["Objective class"])},
         )
+
+    add_rows(out, tax, read_sheet(sheet, COLUMNS, sheet=SHEET, optional=OPTIONAL), to_clip)
     return out.result("casme3", root, tax)

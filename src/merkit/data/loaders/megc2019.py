@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from merkit.data.annotations import read_headerless_csv
+from merkit.data.annotations import as_int, is_plain_name, read_headerless_csv
 from merkit.data.base import SampleSet, Skipped
 from merkit.data.loaders._common import subject_id
 from merkit.data.loaders.casme2 import load_casme2
@@ -52,7 +52,11 @@ class GroundTruth:
 
 
 def read_megc_gt(path: Path) -> list[GroundTruth]:
-    """Lines of `combined_3class_gt.csv` (no header: db,subject,filename,label 0/1/2)."""
+    """Lines of `combined_3class_gt.csv` (no header: db,subject,filename,label 0/1/2).
+
+    The file defines the benchmark, so a bad line refuses the whole file rather than silently
+    changing the protocol; labels saved as floats by a spreadsheet ("1.0") are accepted.
+    """
     entries = []
     for row in read_headerless_csv(path, ("db", "subject", "filename", "label")):
         db = row["db"].lower()
@@ -60,10 +64,13 @@ def read_megc_gt(path: Path) -> list[GroundTruth]:
             raise AnnotationError(
                 f"{row.where}: unknown db {row['db']!r} (expected casme2, samm or smic)"
             )
-        if row["label"] not in ("0", "1", "2"):
+        label = as_int(row["label"])
+        if label not in (0, 1, 2):
             raise LabelError(f"{row.where}: label {row['label']!r} is not 0, 1 or 2")
+        if not is_plain_name(row["filename"]):
+            raise AnnotationError(f"{row.where}: filename {row['filename']!r} is not a clip name")
         subject = subject_id(row["subject"], SUBJECT_TEMPLATES[db], row.where)
-        entries.append(GroundTruth(db, subject, row["filename"], int(row["label"]), row.where))
+        entries.append(GroundTruth(db, subject, row["filename"], label, row.where))
     return entries
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import as_text, read_sheet, subdirs
+from merkit.data.annotations import Row, as_text, read_sheet, subdirs
 from merkit.data.base import SampleSet
 from merkit.data.loaders._common import (
     ClipRow,
     Collector,
-    add_annotated_clip,
+    add_rows,
     annotation_file,
     find_dir_holding,
 )
@@ -49,25 +49,23 @@ def load_mmew(
     folders = {} if micro is None else clip_folders(micro)
     if micro is None:
         out.note(f"no {MICRO_DIR}/ folder under {root}: samples carry annotations only")
-    for row in read_sheet(sheet, COLUMNS, optional=OPTIONAL):
+
+    def to_clip(row: Row) -> ClipRow:
         subject, clip = as_text(row["Subject"]), as_text(row["Filename"])
         emotion = as_text(row["Estimated Emotion"])
-        folder = None if micro is None else folders.get(clip, micro / emotion / clip)
-        add_annotated_clip(
-            out,
-            tax,
-            ClipRow(
-                row=row,
-                dataset="mmew",
-                subject=subject,
-                clip=clip,
-                folder=folder,
-                emotion=emotion,
-                onset=row["OnsetFrame"],
-                apex=row["ApexFrame"],
-                offset=row["OffsetFrame"],
-                action_units=row["Action Units"],
-                meta={"fps": "90", "remarks": as_text(row["remarks"])},
-            ),
+        return ClipRow(
+            row=row,
+            dataset="mmew",
+            subject=subject,
+            clip=clip,
+            folder=None if micro is None else folders.get(clip, micro / emotion / clip),
+            emotion=emotion,
+            onset=row["OnsetFrame"],
+            apex=row["ApexFrame"],
+            offset=row["OffsetFrame"],
+            action_units=row["Action Units"],
+            meta={"fps": "90", "remarks": as_text(row["remarks"])},
         )
+
+    add_rows(out, tax, read_sheet(sheet, COLUMNS, optional=OPTIONAL), to_clip)
     return out.result("mmew", root, tax)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import as_text, read_sheet
+from merkit.data.annotations import Row, as_text, read_sheet
 from merkit.data.base import SampleSet
 from merkit.data.loaders._common import (
     ClipRow,
     Collector,
-    add_annotated_clip,
+    add_rows,
     annotation_file,
     find_dir_holding,
     subject_id,
@@ -54,29 +54,28 @@ def load_samm(
     frames = find_dir_holding(root, SUBJECT_DIRS, depth=1)
     if frames is None:
         out.note(f"no subject folders (006/, ...) in {root} or {root / 'SAMM'}: annotations only")
-    for row in read_sheet(sheet, COLUMNS, optional=OPTIONAL):
+
+    def to_clip(row: Row) -> ClipRow:
         subject = subject_id(row["Subject"], "{:03d}", row.where)
         clip = as_text(row["Filename"])
-        add_annotated_clip(
-            out,
-            tax,
-            ClipRow(
-                row=row,
-                dataset="samm",
-                subject=subject,
-                clip=clip,
-                folder=None if frames is None else frames / subject / clip,
-                emotion=row["Estimated Emotion"],
-                onset=row["Onset Frame"],
-                apex=row["Apex Frame"],
-                offset=row["Offset Frame"],
-                action_units=row["Action Units"],
-                meta={
-                    "fps": "200",
-                    "inducement": as_text(row["Inducement Code"]),
-                    "micro": as_text(row["Micro"]),
-                    "objective_class": as_text(row["Objective Classes"]),
-                },
-            ),
+        return ClipRow(
+            row=row,
+            dataset="samm",
+            subject=subject,
+            clip=clip,
+            folder=None if frames is None else frames / subject / clip,
+            emotion=row["Estimated Emotion"],
+            onset=row["Onset Frame"],
+            apex=row["Apex Frame"],
+            offset=row["Offset Frame"],
+            action_units=row["Action Units"],
+            meta={
+                "fps": "200",
+                "inducement": as_text(row["Inducement Code"]),
+                "micro": as_text(row["Micro"]),
+                "objective_class": as_text(row["Objective Classes"]),
+            },
         )
+
+    add_rows(out, tax, read_sheet(sheet, COLUMNS, optional=OPTIONAL), to_clip)
     return out.result("samm", root, tax)
