@@ -1,0 +1,229 @@
+"""Final models and self-describing checkpoints.
+
+A checkpoint is one `torch.save` file holding a plain dict: the format tag, the metadata as a JSON
+string, and the state dict (tensors only). `torch.load(weights_only=True)` reads it back without
+unpickling any code, and the metadata says everything needed to use the model on a new video: the
+architecture and its options, the class names, and the exact preprocessing (`PrepareConfig`) the
+training inputs were made with -- so `merkit predict` computes the same motion maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import merkit
+from merkit.data.registry import load_dataset
+from merkit.errors import ConfigError, DataLayoutError
+from merkit.io import write_atomic
+from merkit.models import InputSpec, create_model
+from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.training.config import prepare_defaults
+from merkit.training.recipe import Recipe, default_recipe
+
+FORMAT = "merkit-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything a checkpoint says about its model, as JSON-able values."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    num_classes: int
+    in_chans: int
+    class_names: tuple[str, ...]
+    input_spec: dict[str, Any]  # InputSpec fields of the arrays the model was trained on
+    prepare: dict[str, Any]  # PrepareConfig fields: how those arrays were computed
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ensemble: int = 1  # >1: a probability-averaging ensemble of that many members
+    dataset: str = ""
+    taxonomy: str = ""
+    data_fingerprint: str = ""
+    n_samples: int = 0
+    seed: int = 0
+    trained_at: str = ""
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def prepare_config(self) -> PrepareConfig:
+        fields = dict(self.prepare)
+        if "magnify_band" in fields:
+            fields["magnify_band"] = tuple(fields["magnify_band"])
+        return PrepareConfig(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (tuples become lists), so a JSON round trip is exact."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "checkpoint") -> CheckpointMeta:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
+        if missing:
+            raise ConfigError(f"{source}: metadata lacks {', '.join(missing)}")
+        known = {k: v for k, v in data.items() if k in names}
+        known["class_names"] = tuple(known["class_names"])
+        return cls(**known)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+@dataclass
+class Checkpoint:
+    """A trained model (in eval mode) and its metadata."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.model, self.meta)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded with a model (results depend on them)."""
+    return {
+        "merkit": merkit.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def input_spec_of(config: PrepareConfig) -> InputSpec:
+    """The InputSpec of the arrays `config` produces."""
+    shape = config.item_shape
+    channels = shape[-3]
+    frames = config.frames if config.output == "sequence" else 1
+    return InputSpec(config.output, channels, (config.size, config.size), frames)
+
+
+def build_model(meta: CheckpointMeta) -> nn.Module:
+    """An untrained model of the checkpoint's architecture (an ensemble if it has members)."""
+    from merkit.training.engine import ProbabilityAverage
+
+    def one() -> nn.Module:
+        return create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs)
+
+    return (
+        one() if meta.ensemble <= 1 else ProbabilityAverage([one() for _ in range(meta.ensemble)])
+    )
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write `model`'s weights and `meta` atomically as a weights-only-loadable file."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": json.dumps(meta.to_dict()),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    return write_atomic(path, lambda handle: torch.save(payload, handle), binary=True)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """The model of a checkpoint in eval mode, and its metadata; no pickled code is run."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataLayoutError(f"{path}: model checkpoint does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"{path}: not a readable merkit checkpoint ({type(exc).__name__}); "
+            "expected a file written by `merkit fit`"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ConfigError(
+            f"{path}: not a merkit checkpoint; expected a file written by `merkit fit`"
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this merkit "
+            f"reads ({FORMAT_VERSION}); upgrade merkit"
+        )
+    meta = CheckpointMeta.from_dict(json.loads(payload["meta"]), source=str(path))
+    model = build_model(meta)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: weights do not fit model {meta.model!r} ({first})") from None
+    return model.eval(), meta
+
+
+def fit_final(
+    dataset_name: str,
+    root: str | Path,
+    model: str,
+    recipe: Recipe | None = None,
+    prepare_config: PrepareConfig | None = None,
+    seed: int = 0,
+    taxonomy: str | None = None,
+    *,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Checkpoint:
+    """Train `model` on ALL samples of a dataset (no held-out data) and save it to `out`.
+
+    This is the model to ship after an experiment has measured the method under LOSO; its own
+    accuracy is unknown by construction. `recipe` defaults to the model's shipped recipe, and
+    `prepare_config` to the preprocessing of the model's declared input.
+    """
+    from merkit.training import engine  # training code only when training
+
+    recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
+    config = prepare_config or PrepareConfig(**prepare_defaults(model))
+    dataset = load_dataset(dataset_name, root, taxonomy=taxonomy)
+    prepared = prepare(
+        dataset.samples,
+        config,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        workers=workers,
+        progress=progress,
+    )
+    if not prepared.samples:
+        reason = prepared.failed[0][1] if prepared.failed else "the dataset holds no samples"
+        raise DataLayoutError(f"{root}: no {dataset_name} sample could be prepared ({reason})")
+    y = np.array([s.label for s in prepared.samples], dtype=np.int64)
+    num_classes = len(dataset.class_names)
+    net = engine.fit(recipe, prepared.x, y, num_classes, seed=seed, progress=on_epoch)
+    meta = CheckpointMeta(
+        model=model,
+        model_kwargs=dict(recipe.model_kwargs),
+        num_classes=num_classes,
+        in_chans=int(prepared.x.shape[-3]),
+        class_names=tuple(dataset.class_names),
+        input_spec=dataclasses.asdict(input_spec_of(config)),
+        prepare=dataclasses.asdict(config),
+        recipe=recipe.to_dict(),
+        ensemble=recipe.ensemble,
+        dataset=dataset_name,
+        taxonomy=dataset.taxonomy,
+        data_fingerprint=dataset.fingerprint(),
+        n_samples=len(prepared.samples),
+        seed=seed,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        versions=versions(),
+    )
+    meta = CheckpointMeta.from_dict(meta.to_dict())  # JSON-normalised, as it will read back
+    checkpoint = Checkpoint(net.eval(), meta)
+    if out is not None:
+        checkpoint.save(out)
+    return checkpoint

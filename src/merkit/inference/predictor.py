@@ -1,0 +1,373 @@
+"""`Predictor`: a video file or frame folder in, the micro-expression's timing and class out.
+
+Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
+first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`); compute
+the model input with the checkpoint's own `PrepareConfig` through the same pipeline functions
+`merkit prepare` uses, so flow method, sizes and scaling match training; classify; optionally
+draw a picture. Frame numbers are those in the file names for a folder, 0-based for a video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from merkit.data.sample import Sample
+from merkit.errors import DataLayoutError, MerkitError
+from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
+from merkit.inference.export import OnnxBackend
+from merkit.inference.picture import attention_map, render_picture, write_picture
+from merkit.inference.timing import Timing, given_timing, locate
+from merkit.preprocess import pipeline
+from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
+from merkit.preprocess.flow import compute_flow
+from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
+from merkit.training.augment import hflip_flow
+
+DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
+WINDOW_SECONDS = 0.2  # spotting window: a micro-expression's typical onset-to-offset time
+MIN_FRAMES = 2
+
+
+class Backend(Protocol):
+    """What the predictor needs from a model: probabilities, and an attention map if it can."""
+
+    meta: CheckpointMeta
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray: ...
+
+    def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None: ...
+
+
+class TorchBackend:
+    """A checkpoint's PyTorch model."""
+
+    def __init__(self, model: nn.Module, meta: CheckpointMeta) -> None:
+        self.model, self.meta = model.eval(), meta
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        return logits.softmax(-1).numpy()
+
+    def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None:
+        return attention_map(self.model, x, target)
+
+
+def load_backend(path: str | Path) -> Backend:
+    """An exported `.onnx` model (onnxruntime) or a `.pt` checkpoint (PyTorch)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return OnnxBackend(path)
+    return TorchBackend(*load_checkpoint(path))
+
+
+@dataclass
+class InputClip:
+    """An input's frames (decoded lazily by ClipFrames) and what is known about it."""
+
+    path: Path
+    frames: ClipFrames
+    sample: Sample
+    fps: float | None
+
+    @property
+    def numbers(self) -> list[int]:
+        return self.frames.numbers
+
+    def index(self, number: int | None) -> int | None:
+        """Position of frame `number`; a DataLayoutError naming the clip if it has none."""
+        if number is None:
+            return None
+        try:
+            return self.numbers.index(number)
+        except ValueError:
+            raise DataLayoutError(
+                f"{self.path}: no frame numbered {number} "
+                f"(its frames run {self.numbers[0]}..{self.numbers[-1]})"
+            ) from None
+
+
+def _video_fps(path: Path) -> float | None:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return float(fps) if fps and fps > 0 else None
+
+
+def read_input(path: str | Path, color: bool = False) -> InputClip:
+    """Open a video file or a frame folder; errors name the file and what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        files = list_frame_files(path)
+        frames: tuple[Path, ...] = tuple(files)
+        numbers = tuple(frame_number(p) for p in files)
+        fps = None
+    elif path.is_file() and is_video(path):
+        frames, numbers, fps = (), (), _video_fps(path)
+    elif path.exists():
+        raise DataLayoutError(f"{path}: not a video file (mp4, avi, ...) or a folder of frames")
+    else:
+        raise DataLayoutError(f"{path}: input does not exist; expected a video or frame folder")
+    sample = Sample("input", "-", path.stem, path, "", -1, frames=frames, frame_numbers=numbers)
+    clip = InputClip(path, ClipFrames(sample, color=color), sample, fps)
+    if len(clip.numbers) < MIN_FRAMES:
+        raise DataLayoutError(
+            f"{path}: {len(clip.numbers)} frame(s); at least {MIN_FRAMES} are needed to see motion"
+        )
+    return clip
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def face_box(alignment: Alignment) -> list[int]:
+    """The frame region (left, top, right, bottom) that the aligned face crop covers."""
+    inverse = cv2.invertAffineTransform(alignment.matrix)
+    side = alignment.size
+    corners = np.array([[0, 0, 1], [side, 0, 1], [0, side, 1], [side, side, 1]], np.float64)
+    points = corners @ inverse.T
+    low, high = points.min(axis=0), points.max(axis=0)
+    return [round(low[0]), round(low[1]), round(high[0]), round(high[1])]
+
+
+def motion_input(
+    clip: ClipFrames,
+    span: list[int],
+    apex: int,
+    alignment: Alignment,
+    config: pipeline.PrepareConfig,
+) -> np.ndarray:
+    """The model input of one clip, exactly as `prepare_sample` computes it after its apex step.
+
+    (Calls the pipeline's own output functions; see the report about making them public.)
+    """
+    if config.output == "flow":
+        return pipeline._flow_output(clip, span, apex, alignment, config)
+    output = alignment.resized(config.size)
+    if config.output == "apex":
+        return pipeline._image_output(clip, [apex], output)[0]
+    picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
+    return pipeline._image_output(clip, [span[i] for i in picks], output)
+
+
+@dataclass
+class _Stopwatch:
+    """Milliseconds per named stage."""
+
+    times: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(1000 * (time.perf_counter() - start), 1)
+
+
+class Predictor:
+    """A loaded model plus its preprocessing: `Predictor.load(path).predict(video)`."""
+
+    def __init__(self, backend: Backend, source: str | Path = "") -> None:
+        self.backend, self.source = backend, str(source)
+        self.meta = backend.meta
+        self.config = self.meta.prepare_config
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        """From a `.pt` checkpoint written by `merkit fit` or an `.onnx` from `merkit export`."""
+        return cls(load_backend(path), path)
+
+    def predict(
+        self,
+        input: str | Path,
+        onset: int | None = None,
+        apex: int | None = None,
+        offset: int | None = None,
+        *,
+        aligned: bool = False,
+        window: int | None = None,
+        picture_dir: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Timing, face box, class probabilities and per-stage milliseconds of one input.
+
+        `onset`/`apex`/`offset` are frame numbers the user knows (else spotted); `aligned`
+        skips face detection for inputs that are already face crops; `window` is the spotting
+        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders).
+        """
+        watch = _Stopwatch()
+        config = self.config
+        started = time.perf_counter()
+        with watch.stage("read"):
+            clip = read_input(input, color=config.color and config.output != "flow")
+            known = [clip.index(n) for n in (onset, apex, offset)]
+        numbers = clip.numbers
+        fps = clip.fps or DEFAULT_FPS
+        window = window or max(4, round(WINDOW_SECONDS * fps))
+        with watch.stage("face"):
+            reference = known[0] or 0
+            alignment = estimate_alignment(
+                _gray(clip.frames.read([numbers[reference]])[0]),
+                config.crop_size,
+                config.margin,
+                aligned=aligned or config.aligned or is_cropped_release(clip.sample),
+                source=f"{clip.path} (frame {numbers[reference]})",
+            )
+        with watch.stage("spotting"):
+            if known[0] is not None and known[1] is not None:
+                timing = given_timing(len(numbers), *known)
+            else:
+                faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
+                timing = locate(faces, window, *known)
+        span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
+        with watch.stage("motion"):
+            x = motion_input(clip.frames, span, numbers[timing.apex], alignment, config)
+        with watch.stage("model"):
+            probs = self.probabilities(x)
+        best = int(np.argmax(probs))
+        face = {"box": face_box(alignment), "frame": numbers[reference]}
+        result = self._result(clip, face, timing, probs, fps, window)
+        if picture_dir is not None:
+            with watch.stage("picture"):
+                result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
+        watch.times["total"] = round(1000 * (time.perf_counter() - started), 1)
+        result["timings_ms"] = watch.times
+        return result
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of one model input, with the flip test-time averaging the model
+        was evaluated with, if its recipe asked for it (so predict agrees with the evaluation)."""
+        recipe = self.meta.recipe
+        if not (recipe.get("tta_flip") and self.config.output == "flow"):
+            return self.backend.probabilities(x[None])[0]
+        scaling = recipe.get("augment", {}).get("u_scaling", "minmax")
+        mirrored = hflip_flow(torch.from_numpy(np.ascontiguousarray(x[None])), scaling).numpy()
+        return self.backend.probabilities(np.concatenate([x[None], mirrored])).mean(axis=0)
+
+    def _result(
+        self,
+        clip: InputClip,
+        face: dict[str, Any],
+        timing: Timing,
+        probs: np.ndarray,
+        fps: float,
+        window: int,
+    ) -> dict[str, Any]:
+        numbers, names = clip.numbers, self.meta.class_names
+        best = int(np.argmax(probs))
+        return {
+            "input": str(clip.path),
+            "model": {"source": self.source, "name": self.meta.model, "flow": self.config.flow},
+            "frames": len(numbers),
+            "fps": clip.fps,
+            "face": face,
+            "onset": numbers[timing.onset],
+            "apex": numbers[timing.apex],
+            "offset": numbers[timing.offset],
+            "timing_sources": timing.sources,
+            "spotting": {
+                "window": window,
+                "fps": fps,
+                "fps_assumed": clip.fps is None,
+                "score": timing.score,
+            },
+            "probabilities": {
+                name: round(float(p), 6) for name, p in zip(names, probs, strict=True)
+            },
+            "predicted": names[best],
+            "confidence": round(float(probs[best]), 6),
+        }
+
+    def _picture(
+        self,
+        clip: InputClip,
+        timing: Timing,
+        alignment: Alignment,
+        x: np.ndarray,
+        target: int,
+        folder: str | Path,
+    ) -> dict[str, Any]:
+        """Write the picture; its path and which attention map it shows (None: flow only)."""
+        onset, apex = (clip.numbers[i] for i in (timing.onset, timing.apex))
+        faces = [alignment.apply(_gray(f)) for f in clip.frames.read([onset, apex])]
+        flow = compute_flow(faces[0], faces[1], self.config.flow)
+        found = self.backend.attention(x, target)
+        name = self.meta.class_names[target]
+        picture = render_picture(
+            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}"
+        )
+        path = write_picture(Path(folder) / f"{clip.path.stem}.png", picture)
+        return {"path": str(path), "attention": found[1] if found else None}
+
+
+# --- many inputs in a process pool --------------------------------------------------------------
+
+_WORKER: Predictor | None = None
+
+
+def _init_worker(model: str) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = Predictor.load(model)
+
+
+def _predict_safely(
+    predictor: Predictor, input: Path, options: dict[str, Any]
+) -> dict[str, Any] | str:
+    """A result, or one sentence naming the input (bugs keep their type, so they stay visible)."""
+    try:
+        return predictor.predict(input, **options)
+    except MerkitError as exc:
+        return str(exc)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        return f"{input}: {type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _worker_predict(input: Path, options: dict[str, Any]) -> dict[str, Any] | str:
+    assert _WORKER is not None
+    return _predict_safely(_WORKER, input, options)
+
+
+def predict_many(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    workers: int = 1,
+    on_done: Callable[[], None] | None = None,
+    **options: Any,
+) -> list[dict[str, Any] | str]:
+    """Results (or error sentences) in input order; `workers` > 1 runs a process pool."""
+    paths = [Path(p) for p in inputs]
+    if workers <= 1 or len(paths) <= 1:
+        predictor = Predictor.load(model)
+        outcomes = []
+        for path in paths:
+            outcomes.append(_predict_safely(predictor, path, options))
+            if on_done is not None:
+                on_done()
+        return outcomes
+    Predictor.load(model)  # fail once, here, on a bad model file rather than in every worker
+    outcomes: list[dict[str, Any] | str] = [""] * len(paths)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(paths)), initializer=_init_worker, initargs=(str(model),)
+    ) as pool:
+        futures = {pool.submit(_worker_predict, path, options): i for i, path in enumerate(paths)}
+        for future in as_completed(futures):
+            outcomes[futures[future]] = future.result()
+            if on_done is not None:
+                on_done()
+    return outcomes

@@ -1,0 +1,105 @@
+"""ONNX export: same probabilities as PyTorch, metadata travels in the file, predict runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from inference_fixtures import one_thread, untrained_checkpoint
+from merkit.errors import ConfigError
+from merkit.inference import Predictor, export_onnx, read_onnx_meta
+from merkit.inference.export import OnnxBackend
+from merkit.preprocess.pipeline import PrepareConfig
+from preprocess_clips import face_clip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def _real_shaped_maps(count: int = 4) -> np.ndarray:
+    """u/v/strain-like maps in 0..1: smooth blobs, like min-max scaled flow (4, 3, 28, 28)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28] / 27.0
+    maps = []
+    for _ in range(count):
+        cx, cy, s = rng.uniform(0.2, 0.8, size=3)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (0.05 + 0.1 * s))
+        maps.append(np.stack([blob, 1 - blob, blob**2]) + 0.05 * rng.random((3, 28, 28)))
+    return np.clip(np.stack(maps), 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Each model exported once (the dynamo exporter takes seconds): (net, meta, .pt, .onnx)."""
+    folder = tmp_path_factory.mktemp("exported")
+    out = {}
+    with one_thread():
+        for model in ("cabm", "ststnet", "offapexnet"):
+            pt = folder / f"{model}.pt"
+            net, meta = untrained_checkpoint(pt, model, PrepareConfig(flow="farneback"), seed=1)
+            out[model] = (net, meta, pt, export_onnx(net, meta, folder / f"{model}.onnx"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["cabm", "ststnet", "offapexnet"])
+def test_onnxruntime_matches_pytorch(exported: dict[str, tuple], model: str) -> None:
+    net, meta, _, path = exported[model]
+    x = _real_shaped_maps(4)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).softmax(-1).numpy()
+    backend = OnnxBackend(path)
+    np.testing.assert_allclose(backend.probabilities(x), expected, atol=1e-4)
+    np.testing.assert_allclose(backend.probabilities(x[:1]), expected[:1], atol=1e-4)  # batch 1
+
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic axis
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["class_names"]) == list(meta.class_names)
+    assert json.loads(props["input_spec"])["size"] == [28, 28]
+    assert json.loads(props["prepare_config"])["flow"] == "farneback"
+    assert read_onnx_meta(path) == meta
+
+
+def test_export_refuses_old_opsets(tmp_path: Path) -> None:
+    net, meta = untrained_checkpoint(tmp_path / "m.pt")
+    with pytest.raises(ConfigError, match="opset 13 is too old"):
+        export_onnx(net, meta, tmp_path / "m.onnx", opset=13)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_without_merkit_metadata_is_refused(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "bare",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "bare.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.raises(ConfigError, match="bare.onnx: ONNX model lacks merkit metadata"):
+        Predictor.load(path)
+
+
+@pytest.mark.slow
+def test_predict_with_an_exported_model_matches_the_checkpoint(
+    exported: dict[str, tuple], tmp_path: Path
+) -> None:
+    _, _, pt, onnx_path = exported["cabm"]
+    clip = face_clip(tmp_path / "astronaut", count=6, apex=3, peak=3.0)
+    from_pt = Predictor.load(pt).predict(clip.path, picture_dir=tmp_path / "a")
+    from_onnx = Predictor.load(onnx_path).predict(clip.path, picture_dir=tmp_path / "b")
+    assert from_onnx["apex"] == from_pt["apex"] and from_onnx["predicted"] == from_pt["predicted"]
+    for name, p in from_pt["probabilities"].items():
+        assert from_onnx["probabilities"][name] == pytest.approx(p, abs=1e-4)
+    assert Path(from_onnx["picture"]["path"]).is_file()
+    assert from_onnx["picture"]["attention"] is None  # flow arrows only: no maps from onnx

@@ -1,0 +1,233 @@
+"""Final models, checkpoints and `Predictor`: round trips, timing, real and synthetic faces."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from flowdata import write_flow_dataset
+from inference_fixtures import CLEAR, SMALL_CABM, make_meta, one_thread, untrained_checkpoint
+from merkit.data.registry import load_dataset
+from merkit.data.synthetic import (
+    SyntheticConfig,
+    generate_casme2_like,
+    render_clip,
+    write_synthetic_video,
+)
+from merkit.errors import ConfigError, DataLayoutError
+from merkit.inference import Predictor, fit_final, load_checkpoint
+from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
+from merkit.inference.timing import locate
+from merkit.models import create_model
+from merkit.preprocess.pipeline import PrepareConfig
+from merkit.training.augment import hflip_flow
+from merkit.training.engine import ProbabilityAverage
+from merkit.training.recipe import AugmentConfig, Recipe
+from preprocess_clips import face_clip, face_image, write_frames
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def tiny_recipe(epochs: int = 2) -> Recipe:
+    return Recipe(
+        model="cabm",
+        model_kwargs={"dim": 16, "depth": 2},
+        epochs=epochs,
+        batch_size=16,
+        lr=3e-3,
+        weight_decay=0.01,
+        augment=AugmentConfig(max_shift=1),
+    )
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_is_weights_only_and_exact(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    net, meta = untrained_checkpoint(path)
+    payload = torch.load(path, weights_only=True)  # no pickled code anywhere in the file
+    assert payload["format"] == FORMAT and isinstance(payload["meta"], str)
+    assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
+
+    loaded, loaded_meta = load_checkpoint(path)
+    assert loaded_meta == meta
+    assert loaded_meta.prepare_config == PrepareConfig(flow="dis")
+    assert not loaded.training
+    x = torch.rand(3, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="garbage.pt: not a readable merkit checkpoint"):
+        load_checkpoint(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ConfigError, match="other.pt: not a merkit checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(DataLayoutError, match="missing.pt: model checkpoint does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    wrong = tmp_path / "wrong.pt"
+    meta = make_meta()
+    net, _ = untrained_checkpoint(tmp_path / "right.pt")
+    save_checkpoint(wrong, net, dataclasses.replace(meta, model_kwargs={"dim": 32, "depth": 2}))
+    with pytest.raises(ConfigError, match="wrong.pt: weights do not fit model 'cabm'"):
+        load_checkpoint(wrong)
+
+
+def test_fit_final_trains_on_every_sample_and_describes_itself(tmp_path: Path) -> None:
+    root = write_flow_dataset(tmp_path / "megc")
+    out = tmp_path / "final.pt"
+    checkpoint = fit_final("megc2019-flow", root, "cabm", recipe=tiny_recipe(), seed=3, out=out)
+    meta = checkpoint.meta
+    dataset = load_dataset("megc2019-flow", root)
+    assert meta.n_samples == len(dataset) == 24
+    assert meta.class_names == dataset.class_names == ("negative", "positive", "surprise")
+    assert meta.data_fingerprint == dataset.fingerprint()
+    assert meta.model == "cabm" and meta.model_kwargs == {"dim": 16, "depth": 2}
+    assert meta.recipe["epochs"] == 2 and meta.recipe["val_subjects"] == 0 and meta.seed == 3
+    assert meta.input_spec == {"kind": "flow", "channels": 3, "size": [28, 28], "frames": 1}
+    assert meta.prepare_config == PrepareConfig()  # the published maps' TV-L1 preprocessing
+    assert set(meta.versions) >= {"merkit", "torch", "numpy"} and meta.trained_at.startswith("20")
+
+    net, loaded = load_checkpoint(out)
+    assert loaded == meta
+    x = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(net(x), checkpoint.model(x))
+
+
+def test_ensemble_checkpoint_predicts_with_its_flip_averaging(tmp_path: Path) -> None:
+    """An ensemble loads as an ensemble; a tta_flip recipe averages the map and its mirror."""
+    meta = dataclasses.replace(
+        make_meta(), ensemble=2, recipe={"tta_flip": True, "augment": {"u_scaling": "minmax"}}
+    )
+    torch.manual_seed(0)
+    members = [create_model("cabm", 3, 3, **SMALL_CABM) for _ in range(2)]
+    save_checkpoint(tmp_path / "ensemble.pt", ProbabilityAverage(members).eval(), meta)
+    net, _ = load_checkpoint(tmp_path / "ensemble.pt")
+    assert isinstance(net, ProbabilityAverage) and len(net.members) == 2
+
+    x = torch.rand(1, 3, 28, 28)
+    with torch.no_grad():
+        plain = torch.stack([m(x).softmax(-1) for m in members]).mean(0)
+        mirrored = torch.stack([m(hflip_flow(x)).softmax(-1) for m in members]).mean(0)
+    probs = Predictor.load(tmp_path / "ensemble.pt").probabilities(x[0].numpy())
+    np.testing.assert_allclose(probs, ((plain + mirrored) / 2)[0].numpy(), atol=1e-6)
+    assert not np.allclose(probs, plain[0].numpy(), atol=1e-6)
+
+
+def test_meta_from_dict_names_missing_keys() -> None:
+    data = make_meta().to_dict()
+    del data["class_names"], data["prepare"]
+    with pytest.raises(ConfigError, match="model.pt: metadata lacks class_names, prepare"):
+        CheckpointMeta.from_dict(data, source="model.pt")
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("emotion", "subject"), [("surprise", 21), ("disgust", 22)])
+def test_spotting_times_an_expression_inside_neutral_frames(emotion: str, subject: int) -> None:
+    frames, truth = render_clip(emotion, subject, 0, CLEAR, n_frames=100, onset=30, apex=45,
+                                offset=70)  # fmt: skip
+    timing = locate(frames, window=40)
+    assert abs(timing.onset - 30) <= 3 and abs(timing.apex - 45) <= 3
+    assert abs(timing.offset - 70) <= 6
+    assert timing.sources == {"onset": "spotted", "apex": "spotted", "offset": "spotted"}
+
+
+def test_given_frames_are_used_and_checked() -> None:
+    steady = dataclasses.replace(CLEAR, drift_px=0.0, illumination=0.0)
+    frames, _ = render_clip("surprise", 1, 0, steady, n_frames=40, onset=10, apex=20, offset=30)
+    given = locate(frames, 40, onset=10, apex=22)
+    assert (given.onset, given.apex, given.offset) == (10, 22, 39)
+    assert given.sources == {"onset": "given", "apex": "given", "offset": "clip-end"}
+    partly = locate(frames, 40, onset=10, offset=30)
+    assert abs(partly.apex - 20) <= 3 and partly.sources["apex"] == "spotted"
+    with pytest.raises(ConfigError, match="apex frame was given without its onset"):
+        locate(frames, 40, apex=20)
+    with pytest.raises(ConfigError, match="onset <= apex <= offset"):
+        locate(frames, 40, onset=20, apex=10)
+
+
+# --- Predictor ----------------------------------------------------------------------------------
+
+
+def test_predict_runs_face_detection_on_a_real_face_sequence(tmp_path: Path) -> None:
+    """Astronaut frames (a photograph): detect + align on the first frame, spot the apex."""
+    untrained_checkpoint(tmp_path / "model.pt")
+    clip = face_clip(tmp_path / "astronaut", count=9, apex=5, peak=3.0, first=10)
+    result = Predictor.load(tmp_path / "model.pt").predict(clip.path, picture_dir=tmp_path / "pics")
+
+    left, top, right, bottom = result["face"]["box"]
+    assert 100 < left < 200 and 0 <= top < 100 and 250 < right < 350 and 180 < bottom < 300
+    assert (result["onset"], result["apex"], result["offset"]) == (10, 15, 18)
+    assert result["timing_sources"] == {"onset": "clip-start", "apex": "spotted",
+                                        "offset": "clip-end"}  # fmt: skip
+    probs = result["probabilities"]
+    assert list(probs) == ["happiness", "surprise", "disgust"]
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["predicted"] == max(probs, key=probs.get)
+    assert set(result["timings_ms"]) == {
+        "read", "face", "spotting", "motion", "model", "picture", "total"
+    }  # fmt: skip
+    picture = cv2.imread(result["picture"]["path"])
+    assert picture is not None and picture.shape == (384, 384, 3)
+    assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
+
+
+def test_predict_errors_name_the_input(tmp_path: Path) -> None:
+    untrained_checkpoint(tmp_path / "m.pt")
+    predictor = Predictor.load(tmp_path / "m.pt")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    with pytest.raises(DataLayoutError, match="broken.mp4: no video frames could be decoded"):
+        predictor.predict(broken)
+    blank = tmp_path / "blank"
+    write_frames(blank, [np.full((96, 96), 128, np.uint8)] * 3, [1, 2, 3])
+    with pytest.raises(DataLayoutError, match=r"blank \(frame 1\): no face found"):
+        predictor.predict(blank)
+    single = tmp_path / "single"
+    write_frames(single, [face_image()], [7])
+    with pytest.raises(DataLayoutError, match="single: 1 frame.*at least 2"):
+        predictor.predict(single)
+    with pytest.raises(DataLayoutError, match="nowhere.mp4: input does not exist"):
+        predictor.predict(tmp_path / "nowhere.mp4")
+    with pytest.raises(DataLayoutError, match="no frame numbered 99"):
+        predictor.predict(blank, onset=99, apex=100, aligned=True)
+
+
+@pytest.mark.slow
+def test_final_model_classifies_and_times_synthetic_videos(tmp_path: Path) -> None:
+    """Train a small final model on synthetic clips; predict held-out subjects' mp4 videos."""
+    config = dataclasses.replace(CLEAR, n_subjects=6, clips_per_subject=6, n_frames=20)
+    root = generate_casme2_like(tmp_path / "synthetic", config)
+    recipe = dataclasses.replace(tiny_recipe(60), augment=AugmentConfig())
+    fit_final(
+        "casme2", root, "cabm", recipe=recipe, prepare_config=PrepareConfig(flow="farneback"),
+        out=tmp_path / "final.pt", progress=False,
+    )  # fmt: skip
+    predictor = Predictor.load(tmp_path / "final.pt")
+    video = dataclasses.replace(CLEAR, amplitude_px=(2.5, 3.0))
+    for subject, emotion in enumerate(("happiness", "surprise", "disgust"), start=20):
+        path = tmp_path / f"{emotion}.mp4"
+        truth = write_synthetic_video(path, emotion, subject=subject, n_frames=100, onset=30,
+                                      apex=45, offset=70, config=video)  # fmt: skip
+        result = predictor.predict(path, aligned=True)
+        assert result["predicted"] == emotion, result["probabilities"]
+        assert abs(result["onset"] - truth["onset"]) <= 3
+        assert abs(result["apex"] - truth["apex"]) <= 3
+        assert result["fps"] == pytest.approx(SyntheticConfig().fps)
