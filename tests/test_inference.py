@@ -22,9 +22,10 @@ from merkit.data.synthetic import (
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference import Predictor, fit_final, load_checkpoint
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
+from merkit.inference.predictor import read_input
 from merkit.inference.timing import locate
 from merkit.models import create_model
-from merkit.preprocess.pipeline import PrepareConfig
+from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.training.augment import hflip_flow
 from merkit.training.engine import ProbabilityAverage
 from merkit.training.recipe import AugmentConfig, Recipe
@@ -208,6 +209,45 @@ def test_predict_errors_name_the_input(tmp_path: Path) -> None:
         predictor.predict(tmp_path / "nowhere.mp4")
     with pytest.raises(DataLayoutError, match="no frame numbered 99"):
         predictor.predict(blank, onset=99, apex=100, aligned=True)
+
+
+def test_predict_refuses_a_missing_frame_where_prepare_does(tmp_path: Path) -> None:
+    """Spotting and magnification read frames as a time series; onset->apex flow does not."""
+    untrained_checkpoint(tmp_path / "m.pt")
+    untrained_checkpoint(tmp_path / "magnify.pt", config=PrepareConfig(flow="dis", magnify=2.0))
+    folder = face_clip(tmp_path / "gap", count=9, apex=5, first=10).path  # frames 10..18
+    (folder / "img13.jpg").unlink()
+    predictor = Predictor.load(tmp_path / "m.pt")
+    with pytest.raises(DataLayoutError) as spotting:
+        predictor.predict(folder, aligned=True)
+    assert str(spotting.value) == (
+        f"{folder}: frame(s) 13 missing between 10 and 18 of input/-/gap; "
+        "spotting needs every frame"
+    )
+    assert predictor.predict(folder, onset=10, apex=15, aligned=True)["apex"] == 15
+    with pytest.raises(DataLayoutError) as magnified:
+        Predictor.load(tmp_path / "magnify.pt").predict(folder, onset=10, apex=15, aligned=True)
+    assert str(magnified.value) == (
+        f"{folder}: frame(s) 13 missing between 10 and 15 of input/-/gap; "
+        "magnification needs every frame"
+    )
+
+
+def test_predict_refuses_a_face_too_small_for_the_crop_as_prepare_does(tmp_path: Path) -> None:
+    untrained_checkpoint(tmp_path / "m.pt")  # crop_size 128
+    small = cv2.resize(face_image(), (24, 24), interpolation=cv2.INTER_AREA)
+    folder = tmp_path / "tiny"
+    write_frames(folder, [small] * 3, [1, 2, 3])
+    with pytest.raises(DataLayoutError) as refused:
+        Predictor.load(tmp_path / "m.pt").predict(folder, aligned=True)
+    message = str(refused.value)
+    assert message == (
+        f"{folder}: the face in frame 1 of input/-/tiny is about 24 px across, too small for the "
+        "128 px face crop (more than 4x enlargement); use larger frames or a smaller crop_size"
+    )
+    sample = read_input(folder).sample  # the same clip through `prepare`: the same sentence
+    prepared = prepare([sample], PrepareConfig(flow="dis", aligned=True), progress=False)
+    assert prepared.failed == [(sample.uid, message)]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from merkit.errors import ConfigError, DataLayoutError
 from merkit.preprocess import pipeline
 from merkit.preprocess.flow import write_flow_map
 from merkit.preprocess.flowmaps import read_flow_map
+from merkit.preprocess.frames import ClipFrames
 from merkit.preprocess.pipeline import PrepareConfig, export_flow_maps, prepare
 from preprocess_clips import face_clip, write_frames
 
@@ -70,6 +71,22 @@ def test_one_alignment_per_clip(clip: Sample, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(pipeline, "estimate_alignment", counting)
     _run([clip], output="sequence", frames=9, apex_policy="spot")
     assert calls == [(512, 512)]
+
+
+def test_public_steps_reproduce_prepare_sample(clip: Sample) -> None:
+    """`align_clip` + `clip_output` (what `merkit predict` calls) give prepare's exact arrays."""
+    frames = ClipFrames(clip)
+    span = list(clip.frame_numbers)
+    for config in (
+        PrepareConfig(flow="dis", magnify=2.0),
+        PrepareConfig(output="sequence", size=16, frames=5),
+    ):
+        alignment = pipeline.align_clip(clip, frames, span[0], config)
+        x = pipeline.clip_output(clip, frames, span, clip.apex, alignment, config)
+        np.testing.assert_array_equal(x, pipeline.prepare_sample(clip, config)[0])
+    gap = [n for n in span if n != 12]
+    with pytest.raises(DataLayoutError, match="frame.s. 12 missing between 10 and 18 .* sequence"):
+        pipeline.clip_output(clip, frames, gap, clip.apex, alignment, config)
 
 
 def test_clip_without_a_face_fails_alone(tmp_path: Path, clip: Sample) -> None:

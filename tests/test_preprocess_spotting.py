@@ -1,10 +1,16 @@
-"""Apex spotting within an interval, and movement spotting in a long clip."""
+"""Apex spotting within an interval, movement spotting in a long clip, template timing."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from merkit.preprocess.spotting import motion_profile, spot_apex, spot_intervals
+from merkit.preprocess.spotting import (
+    fit_movement,
+    motion_profile,
+    spot_apex,
+    spot_intervals,
+    thumbnails,
+)
 from preprocess_clips import amplitudes, face_image, local_warp
 
 
@@ -42,3 +48,14 @@ def test_long_clip_spotting_finds_each_movement() -> None:
 def test_still_clip_has_no_spots_above_the_noise_floor() -> None:
     frames = _clip({}, count=60, seed=1)
     assert spot_intervals(frames, window=20, min_score=0.2) == []
+
+
+def test_template_fit_times_the_whole_movement() -> None:
+    """The mouth moves over frames 32..48 (apex 40); the half-peak spot sees only its middle."""
+    frames = _clip({40: 4.0}, count=100, width=16)
+    assert thumbnails(frames).shape == (100, 61, 64)  # 64 px wide, aspect kept
+    (spot,) = spot_intervals(frames, window=20, threshold=0.0, min_score=0.2)
+    assert (spot.onset, spot.offset) == (37, 43)
+    onset, apex, offset = fit_movement(frames, spot.apex, window=20)
+    assert abs(onset - 32) <= 1 and abs(apex - 40) <= 1 and abs(offset - 48) <= 1
+    assert fit_movement(frames, spot.apex + 2, window=20) == (onset, apex, offset)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-import merkit
 from merkit.data.registry import load_dataset
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic
 from merkit.models import InputSpec, create_model
 from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.provenance import versions
 from merkit.training.config import prepare_defaults
 from merkit.training.recipe import Recipe, default_recipe
 
@@ -91,16 +90,6 @@ class Checkpoint:
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.model, self.meta)
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded with a model (results depend on them)."""
-    return {
-        "merkit": merkit.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def input_spec_of(config: PrepareConfig) -> InputSpec:

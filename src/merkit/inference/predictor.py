@@ -2,13 +2,15 @@
 
 Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
 first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`); compute
-the model input with the checkpoint's own `PrepareConfig` through the same pipeline functions
-`merkit prepare` uses, so flow method, sizes and scaling match training; classify; optionally
-draw a picture. Frame numbers are those in the file names for a folder, 0-based for a video.
+the model input with the checkpoint's own `PrepareConfig` through the pipeline functions that
+`merkit prepare` uses (`align_clip`, `clip_output`), so flow method, sizes, scaling and the input
+checks (face size, missing frames) match training; classify; optionally draw a picture. Frame
+numbers are those in the file names for a folder, 0-based for a video.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,7 +31,7 @@ from merkit.inference.export import OnnxBackend
 from merkit.inference.picture import attention_map, render_picture, write_picture
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.preprocess import pipeline
-from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
+from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
 from merkit.training.augment import hflip_flow
@@ -144,26 +146,6 @@ def face_box(alignment: Alignment) -> list[int]:
     return [round(low[0]), round(low[1]), round(high[0]), round(high[1])]
 
 
-def motion_input(
-    clip: ClipFrames,
-    span: list[int],
-    apex: int,
-    alignment: Alignment,
-    config: pipeline.PrepareConfig,
-) -> np.ndarray:
-    """The model input of one clip, exactly as `prepare_sample` computes it after its apex step.
-
-    (Calls the pipeline's own output functions; see the report about making them public.)
-    """
-    if config.output == "flow":
-        return pipeline._flow_output(clip, span, apex, alignment, config)
-    output = alignment.resized(config.size)
-    if config.output == "apex":
-        return pipeline._image_output(clip, [apex], output)[0]
-    picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
-    return pipeline._image_output(clip, [span[i] for i in picks], output)
-
-
 @dataclass
 class _Stopwatch:
     """Milliseconds per named stage."""
@@ -210,7 +192,7 @@ class Predictor:
         window in frames (default 0.2 s at the video's rate, 200 fps for frame folders).
         """
         watch = _Stopwatch()
-        config = self.config
+        config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
             clip = read_input(input, color=config.color and config.output != "flow")
@@ -220,22 +202,25 @@ class Predictor:
         window = window or max(4, round(WINDOW_SECONDS * fps))
         with watch.stage("face"):
             reference = known[0] or 0
-            alignment = estimate_alignment(
-                _gray(clip.frames.read([numbers[reference]])[0]),
-                config.crop_size,
-                config.margin,
-                aligned=aligned or config.aligned or is_cropped_release(clip.sample),
+            alignment = pipeline.align_clip(
+                clip.sample,
+                clip.frames,
+                numbers[reference],
+                config,
                 source=f"{clip.path} (frame {numbers[reference]})",
             )
         with watch.stage("spotting"):
             if known[0] is not None and known[1] is not None:
                 timing = given_timing(len(numbers), *known)
             else:
+                pipeline.require_contiguous(clip.sample, numbers[reference:], "spotting")
                 faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
                 timing = locate(faces, window, *known)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
-            x = motion_input(clip.frames, span, numbers[timing.apex], alignment, config)
+            x = pipeline.clip_output(
+                clip.sample, clip.frames, span, numbers[timing.apex], alignment, config
+            )
         with watch.stage("model"):
             probs = self.probabilities(x)
         best = int(np.argmax(probs))

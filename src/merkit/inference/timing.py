@@ -4,10 +4,9 @@ Given frames come first. A short clip (under two spotting windows: too little ne
 contrast a movement against) is taken as one expression from its first to its last frame, with the
 apex spotted as in `merkit prepare`. A long clip is searched with `spotting.spot_intervals`; the
 strongest movement at least half a window from the clip's ends (where the spotting contrast has
-no context) is then timed by fitting a raised-cosine movement template (rise onset -> apex, fall
-apex -> offset, on a linear drift) to a motion profile focused on the moving region. The fit uses
-every frame of the movement, so the onset is pushed late by the noise floor far less than by a
-threshold crossing. On clear synthetic clips onset and apex land within about 3 frames at 200 fps.
+no context) is then timed by `spotting.fit_movement`, a raised-cosine movement template fitted to
+a motion profile focused on the moving region. On clear synthetic clips onset and apex land
+within about 3 frames at 200 fps. This module only decides which of those steps applies.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from merkit.errors import ConfigError
-from merkit.preprocess import spotting
-from merkit.preprocess.spotting import spot_apex, spot_intervals
+from merkit.preprocess.spotting import fit_movement, spot_apex, spot_intervals
 
 GIVEN = "given"
 SPOTTED = "spotted"
@@ -90,76 +88,3 @@ def given_timing(count: int, onset: int, apex: int, offset: int | None = None) -
     end = max(apex, offset if offset is not None else count - 1)
     sources = {"onset": GIVEN, "apex": GIVEN, "offset": GIVEN if offset is not None else CLIP_END}
     return Timing(onset, apex, end, sources)
-
-
-def raised_cosine(t: np.ndarray, onset: np.ndarray, apex: np.ndarray, offset: np.ndarray):
-    """0 before onset, rising to 1 at apex, falling to 0 at offset (broadcasting)."""
-    rise = 0.5 - 0.5 * np.cos(np.pi * np.clip((t - onset) / (apex - onset), 0, 1))
-    fall = 0.5 + 0.5 * np.cos(np.pi * np.clip((t - apex) / (offset - apex), 0, 1))
-    return np.where(t <= apex, rise, fall)
-
-
-def focused_profile(faces: np.ndarray) -> np.ndarray:
-    """Motion of every frame against the first, averaged where the clip moves (T,).
-
-    A micro-expression moves a small part of the face; a whole-face mean (the spotting
-    profile) drowns its first frames in sensor noise, which makes onsets look late. Weighting
-    each thumbnail pixel by its mean motion over the clip keeps the moving region's signal.
-    """
-    thumbs = spotting._features(faces)
-    motion = np.abs(thumbs - thumbs[0])
-    weight = motion.mean(axis=0)
-    return (motion * (weight / max(float(weight.sum()), 1e-12))).sum(axis=(1, 2))
-
-
-def fit_movement(faces: np.ndarray, apex: int, window: int) -> tuple[int, int, int]:
-    """(onset, apex, offset) of the movement spotted near `apex`, by least-squares template fit.
-
-    The profile is the focused motion of each frame against the frame `window` before the spot,
-    smoothed over a tenth of a window (codecs add a periodic quality ripple); the model is
-    `a + b * t + c * raised_cosine(t)` with c > 0 (the linear term absorbs head drift and
-    lighting change), searched over apex within a quarter window of the spot, and onset/offset
-    between an eighth of a window and a window from the apex.
-    """
-    first = max(0, apex - window)
-    stop = min(len(faces), apex + window + 1)
-    raw = focused_profile(faces[first:stop])[1:].astype(np.float64)  # frames first+1...
-    width = max(1, window // 10)
-    profile = np.convolve(np.pad(raw, width // 2, mode="edge"), np.ones(width) / width, "valid")
-    n, quarter, step, shortest = (
-        len(profile),
-        window // 4,
-        max(1, window // 20),
-        max(1, window // 8),
-    )
-    centre = apex - first - 1
-    candidates = np.array(
-        [
-            (on, top, off)
-            for top in range(max(1, centre - quarter), min(n - 2, centre + quarter) + 1)
-            for on in range(top - shortest, max(-quarter, top - window) - 1, -step)
-            for off in range(top + shortest, min(n + quarter, top + window) + 1, step)
-        ],
-        dtype=np.float64,
-    )
-    t = np.arange(n, dtype=np.float64)
-    shape = raised_cosine(t, *(candidates[:, i, None] for i in range(3)))  # (K, n)
-    # Normal equations of the fit on the basis (1, t, shape), per candidate.
-    ones = np.ones(len(shape))
-    s1, st, ss = shape.sum(1), shape @ t, (shape * shape).sum(1)
-    gram = np.stack(
-        [
-            np.stack([ones * n, ones * t.sum(), s1], -1),
-            np.stack([ones * t.sum(), ones * (t @ t), st], -1),
-            np.stack([s1, st, ss], -1),
-        ],
-        -2,
-    ) + 1e-9 * np.eye(3)
-    rhs = np.stack([ones * profile.sum(), ones * (t @ profile), shape @ profile], -1)
-    coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
-    fitted = coef[:, :1] + coef[:, 1:2] * t + coef[:, 2:] * shape
-    residual = ((fitted - profile) ** 2).sum(axis=1)
-    residual[coef[:, 2] <= 0] = np.inf
-    on, top, off = candidates[int(np.argmin(residual))].astype(int) + first + 1
-    last = len(faces) - 1
-    return int(np.clip(on, 0, last)), int(top), int(np.clip(off, 0, last))

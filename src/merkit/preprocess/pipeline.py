@@ -1,9 +1,10 @@
 """`prepare`: samples -> model inputs (flow maps, apex faces or frame sequences), cached.
 
 One clip is one unit of work: read the onset frame, align the face once, choose the apex
-(annotated, or spotted where unknown), then compute the requested output. Clips run in a
-process pool, each result is cached as soon as it exists, and a clip that fails is reported
-with its reason while the others continue.
+(annotated, or spotted where unknown), then compute the requested output. The first and last
+steps (`align_clip`, `clip_output`) are public so that `merkit predict` prepares a video with the
+same code and the same input checks. Clips run in a process pool, each result is cached as soon
+as it exists, and a clip that fails is reported with its reason while the others continue.
 
 Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like the published
 28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
@@ -160,9 +161,9 @@ def _faces(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np
     return np.stack([alignment.apply(_gray(clip.read([n])[0])) for n in numbers])
 
 
-def _require_contiguous(sample: Sample, numbers: Sequence[int], use: str) -> None:
+def require_contiguous(sample: Sample, numbers: Sequence[int], use: str) -> None:
     """Steps that treat frames as a time series (spotting, sequences, magnification) need
-    every frame between onset and offset; a gap would silently compress time."""
+    every frame between the first and last of `numbers`; a gap would silently compress time."""
     if not numbers:
         return
     missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
@@ -208,34 +209,66 @@ def _image_output(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment
     return _as_chw(np.stack([alignment.apply(decoded[n]) for n in numbers]))
 
 
+def align_clip(
+    sample: Sample,
+    clip: ClipFrames,
+    frame: int,
+    config: PrepareConfig,
+    source: str | None = None,
+) -> Alignment:
+    """The clip's face alignment, estimated once on `frame` (its onset), refusing tiny faces.
+
+    Checked here, before spotting reads every frame, so a thumbnail fails at once. `source`
+    names the clip in a no-face error (default: the sample's uid and the frame).
+    """
+    alignment = estimate_alignment(
+        _gray(clip.read([frame])[0]),
+        config.crop_size,
+        config.margin,
+        aligned=config.aligned or is_cropped_release(sample),
+        source=source or f"{sample.uid} (frame {frame})",
+    )
+    _check_face_size(sample, alignment, frame, config.crop_size)
+    return alignment
+
+
+def clip_output(
+    sample: Sample,
+    clip: ClipFrames,
+    span: list[int],
+    apex: int,
+    alignment: Alignment,
+    config: PrepareConfig,
+) -> np.ndarray:
+    """One clip's model input once its apex is chosen: what `prepare` caches, `predict` classifies.
+
+    `span` holds the clip's frame numbers from onset to offset; the outputs that read frames as
+    a time series (magnified flow, sequences) refuse a gap in it, naming the missing frames.
+    """
+    if config.output == "flow":
+        if config.magnify > 0:
+            require_contiguous(sample, [n for n in span if n <= apex], "magnification")
+        return _flow_output(clip, span, apex, alignment, config)
+    output = alignment.resized(config.size)
+    if config.output == "apex":
+        return _image_output(clip, [apex], output)[0]
+    require_contiguous(sample, span, "a frame sequence")
+    picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
+    return _image_output(clip, [span[i] for i in picks], output)
+
+
 def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """One clip's array and its metadata ({"apex": number, "apex_source": ...})."""
     clip = ClipFrames(sample, color=config.color and config.output != "flow")
     span = _span(sample, clip)
-    alignment = estimate_alignment(
-        _gray(clip.read([span[0]])[0]),
-        config.crop_size,
-        config.margin,
-        aligned=config.aligned or is_cropped_release(sample),
-        source=f"{sample.uid} (frame {span[0]})",
-    )
-    _check_face_size(sample, alignment, span[0], config.crop_size)
+    alignment = align_clip(sample, clip, span[0], config)
     apex, source = sample.apex, sample.apex_source
     known = apex is not None and source == APEX_ANNOTATED and apex in span
     if config.apex_policy == "spot" or not known:
-        _require_contiguous(sample, span, "apex spotting")
+        require_contiguous(sample, span, "apex spotting")
         apex, source = span[spot_apex(_faces(clip, span, alignment))], APEX_SPOTTED
     meta = {"apex": apex, "apex_source": source}
-    if config.output == "flow":
-        if config.magnify > 0:
-            _require_contiguous(sample, [n for n in span if n <= apex], "magnification")
-        return _flow_output(clip, span, apex, alignment, config), meta
-    output = alignment.resized(config.size)
-    if config.output == "apex":
-        return _image_output(clip, [apex], output)[0], meta
-    _require_contiguous(sample, span, "a frame sequence")
-    picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
-    return _image_output(clip, [span[i] for i in picks], output), meta
+    return clip_output(sample, clip, span, apex, alignment, config), meta
 
 
 def _compute_and_cache(
