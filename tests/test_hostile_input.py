@@ -749,11 +749,6 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluation/report.read_run_meta uses yaml.safe_load (safe) but lets the YAMLError "
-    "escape as a traceback instead of a ConfigError; not this task's file",
-)
 def test_run_file_with_python_tags_is_refused_with_a_message(tmp_path: Path) -> None:
     report = pytest.importorskip("merkit.evaluation.report")
     marker = tmp_path / "pwned"

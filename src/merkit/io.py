@@ -13,6 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
+from merkit.errors import ConfigError
+
 
 def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
     """Call `write(handle)` on a temp file beside `path`, then rename it over `path`."""
@@ -40,3 +44,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, data: object) -> Path:
     return write_atomic(path, lambda handle: json.dump(data, handle, indent=2, sort_keys=False))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping read with the safe loader (no tags run code); ConfigError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    return data

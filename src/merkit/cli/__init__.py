@@ -17,6 +17,9 @@ from merkit.errors import MerkitError
 # Importing the command modules registers their commands on `app`.
 from merkit.cli import commands_data, commands_eval, commands_prepare  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_train  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_models  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_use  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_demo  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

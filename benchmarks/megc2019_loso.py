@@ -1,0 +1,125 @@
+"""MEGC2019 composite under LOSO: each model's shipped default recipe on the published flow maps.
+
+    python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models cabm,ststnet]
+        [--out runs/bench] [--seeds 0,1,2] [--epochs N]
+
+Prints ONE JSON line per model: model, uf1, uar, accuracy, per_dataset ({db: {uf1, uar}}),
+seconds, params, gflops (+ uf1_std/uar_std/accuracy_std over seeds when there are several).
+Figures are pooled over all folds (MEGC2019 rule); with several seeds they are the mean over
+seeds of each seed's pooled figure. `gflops` is the achieved training rate, estimated as
+3 x (forward FLOPs of one sample, counted by torch's FlopCounterMode) x samples trained / wall
+time (the wall time includes reading the maps and evaluating, so it is a lower bound).
+`--root` may hold any subset of the official 442 samples; `--out DIR` keeps each model's run
+folder as DIR/<model> (and resumes it on a rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from merkit.models import create_model, get_model_entry, list_models
+from merkit.training.config import ExperimentConfig
+from merkit.training.recipe import Recipe
+from merkit.training.runner import RunResult, run_experiment
+
+NUM_CLASSES = 3
+INPUT_SHAPE = (3, 28, 28)  # the published maps
+
+
+def forward_flops(recipe: Recipe, shape: tuple[int, ...] = INPUT_SHAPE) -> int:
+    """FLOPs of one forward pass of one sample (multiply-add = 2 FLOPs)."""
+    model = create_model(recipe.model, NUM_CLASSES, shape[0], **recipe.model_kwargs).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *shape))
+    return int(counter.get_total_flops())
+
+
+def param_count(recipe: Recipe) -> int:
+    model = create_model(recipe.model, NUM_CLASSES, INPUT_SHAPE[0], **recipe.model_kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def training_gflops(recipe: Recipe, result: RunResult) -> float | None:
+    """Achieved training GFLOP/s of the folds this call computed (None if it computed none)."""
+    if result.folds_computed == 0 or result.seconds <= 0:
+        return None
+    n = result.n_samples
+    train_per_fold = (
+        n * (result.n_folds - 1) / result.n_folds
+    )  # LOSO: every sample trains in all folds but one
+    samples = train_per_fold * result.folds_computed * recipe.epochs * recipe.ensemble
+    return 3 * forward_flops(recipe) * samples / result.seconds / 1e9
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """uf1/uar/accuracy overall and per dataset: pooled, or the mean (and std) over seeds."""
+    stats = metrics.get("seed_statistics")
+    if stats is None:
+        line = {k: round(metrics["overall"][k], 4) for k in ("uf1", "uar", "accuracy")}
+        per_dataset = metrics["per_dataset"]
+        line["per_dataset"] = {
+            db: {k: round(m[k], 4) for k in ("uf1", "uar")} for db, m in per_dataset.items()
+        }
+        return line
+    line = {}
+    for key in ("uf1", "uar", "accuracy"):
+        line[key] = round(stats["overall"][key]["mean"], 4)
+        line[f"{key}_std"] = round(stats["overall"][key]["std"], 4)
+    line["per_dataset"] = {
+        db: {k: round(m[k]["mean"], 4) for k in ("uf1", "uar")}
+        for db, m in stats["per_dataset"].items()
+    }
+    return line
+
+
+def run_model(name: str, root: Path, out: Path, seeds: list[int], epochs: int | None) -> dict:
+    keys = {"model": name} if epochs is None else {"model": name, "epochs": epochs}
+    config = ExperimentConfig.from_dict(
+        {"data": {"name": "megc2019-flow", "root": str(root)}, "recipe": keys, "seeds": seeds}
+    )
+    recipe = config.recipe  # the shipped default recipe (epochs overridden if asked)
+    result = run_experiment(config, out, progress=sys.stderr.isatty())
+    line: dict[str, Any] = {"model": name, **headline(result.metrics)}
+    line["seconds"] = round(result.seconds, 1)
+    line["params"] = param_count(recipe)
+    gflops = training_gflops(recipe, result)
+    if gflops is None:
+        line["note"] = "gflops omitted: every fold was resumed from the run folder"
+    else:
+        line["gflops"] = round(gflops, 2)
+    line["epochs"] = recipe.epochs
+    line["n"] = result.n_samples
+    return line
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, required=True, help="folder of the flow maps + gt")
+    parser.add_argument("--models", default=None, help="comma-separated (default: flow models)")
+    parser.add_argument("--out", type=Path, default=None, help="keep run folders in OUT/<model>")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = args.models.split(",") if args.models else list_models("flow")
+    for name in models:
+        get_model_entry(name)  # fail before any training on a misspelt model
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory(prefix="merkit-bench-") as scratch:
+        for name in models:
+            out = (args.out or Path(scratch)) / name
+            print(json.dumps(run_model(name, args.root, out, seeds, args.epochs)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""`merkit train` and `merkit report`: run an experiment into a run folder, re-render its report."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from merkit.cli.app import app, console, err_console
+from merkit.cli.commands_eval import metrics_table
+from merkit.errors import ConfigError
+from merkit.evaluation.report import REPORT_FILE, render_run
+from merkit.evaluation.splitters import SubjectLeakageWarning
+from merkit.training.config import ExperimentConfig, read_config_file, with_overrides
+from merkit.training.runner import build_splitter, run_experiment
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """`"0,1,2"` -> [0, 1, 2]; ConfigError naming the bad item."""
+    if text is None:
+        return None
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds {text!r}: expected comma-separated integers like 0,1,2"
+        ) from None
+
+
+def seed_table(metrics: dict[str, Any]) -> Table:
+    """Mean ± std over seeds of the headline figures, overall and per dataset."""
+    stats = metrics["seed_statistics"]
+    table = Table(title=f"mean ± std over {stats['n_seeds']} seeds")
+    for column in ("scope", "UF1", "UAR", "accuracy", "macro precision"):
+        table.add_column(column, justify="left" if column == "scope" else "right")
+    for scope, m in [("overall", stats["overall"]), *stats["per_dataset"].items()]:
+        cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" for k in ("uf1", "uar", "accuracy")]
+        table.add_row(scope, *cells, f"{m['macro_precision']['mean']:.4f}")
+    return table
+
+
+def print_metrics(metrics: dict[str, Any], title: str) -> None:
+    if "seed_statistics" in metrics:
+        console.print(seed_table(metrics))
+        title = f"{title} (seed ensemble)"
+    console.print(metrics_table(metrics, title))
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder (resumed if it holds this config).")],
+    data: Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")] = None,
+    root: Annotated[Path | None, typer.Option(help="The dataset's folder.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model; its shipped default recipe is used.")
+    ] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="loso (default), lodo, group-kfold, kfold (leaks subjects).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML experiment config; the options here override it.")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (overrides the recipe).")
+    ] = None,
+    taxonomy: Annotated[
+        str | None, typer.Option(help="Label taxonomy: all, 5class, 3class.")
+    ] = None,
+    n_splits: Annotated[
+        int | None, typer.Option(help="Folds of group-kfold / kfold protocols.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
+    allow_leakage: Annotated[
+        bool, typer.Option("--allow-leakage", help="Allow a protocol that leaks subjects.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run folder holding another config.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train and evaluate a model under a protocol; write predictions, metrics and a report."""
+    raw = read_config_file(config) if config is not None else {}
+    raw = with_overrides(
+        raw,
+        {
+            "data.name": data,
+            "data.root": str(root) if root is not None else None,
+            "data.taxonomy": taxonomy,
+            "protocol.name": protocol,
+            "protocol.options.n_splits": n_splits,
+            "protocol.allow_leakage": True if allow_leakage else None,
+            "recipe.model": model,
+            "recipe.epochs": epochs,
+            "seeds": parse_seeds(seeds),
+            "workers": workers,
+        },
+    )
+    experiment = ExperimentConfig.from_dict(raw, where=str(config) if config else "options")
+    if not experiment.data.root:
+        raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
+    splitter = build_splitter(experiment)  # refuses a leaking protocol unless allowed
+    if not splitter.subject_independent:
+        err_console.print(
+            f"[bold yellow]warning:[/] {splitter.describe()} puts the same subject in train and "
+            "test: its figures are inflated and not comparable with LOSO (the report lists the "
+            "subjects on both sides)",
+            highlight=False,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SubjectLeakageWarning)  # said once above
+        result = run_experiment(experiment, out, overwrite=overwrite, progress=not quiet)
+    title = f"{experiment.recipe.model} on {experiment.data.name}, {experiment.protocol.name}"
+    print_metrics(result.metrics, title)
+    console.print(
+        f"{result.folds_computed} folds trained, {result.folds_loaded} resumed from the run "
+        f"folder, {len(result.failed)} samples failed preparation; {result.seconds:.1f} s",
+        soft_wrap=True,
+    )
+    console.print(f"report: {result.out_dir / REPORT_FILE}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `merkit train`.")],
+) -> None:
+    """Recompute metrics.json, confusion.png and report.md of a run folder from its predictions."""
+    metrics = render_run(run)
+    print_metrics(metrics, f"{run.name}: {metrics['overall']['n']} predictions")
+    console.print(f"report: {run / REPORT_FILE}", soft_wrap=True, highlight=False)

@@ -1,0 +1,273 @@
+"""An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
+
+A config file only needs the keys it changes: `recipe` keys override the shipped default recipe
+of the model it names (`default_recipe(recipe.model)`), `prepare` keys override what the model's
+declared input implies (flow maps, apex images or frame sequences, their size), everything else
+overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
+a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from merkit.errors import ConfigError
+from merkit.io import read_yaml, write_text_atomic
+from merkit.models import get_model_entry
+from merkit.preprocess.pipeline import PrepareConfig
+from merkit.training.recipe import Recipe, default_recipe
+
+# Keys that change how fast a run goes, not what it computes: ignored when a run folder is
+# checked against the config that resumes it.
+RUNTIME_KEYS = ("workers", "cache_dir")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to load, from where, with which label taxonomy and loader options."""
+
+    name: str = "megc2019-flow"
+    root: str = ""
+    taxonomy: str | None = None  # None: the loader's own default
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProtocolConfig:
+    """The evaluation protocol; `allow_leakage` must be set to run a subject-leaking one."""
+
+    name: str = "loso"
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. {n_splits: 10, seed: 0}
+    allow_leakage: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that decides a run's figures (plus `workers`/`cache_dir`, which do not).
+
+    `extra_recipes` ensemble other models with the main recipe: their per-fold class
+    probabilities are averaged with the main recipe's. Each seed in `seeds` repeats the whole
+    protocol; multi-seed runs report every seed and the mean and std over seeds.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    extra_recipes: list[Recipe] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 1
+    cache_dir: str | None = None  # preprocessing cache; None: no cache
+
+    @property
+    def recipes(self) -> list[Recipe]:
+        return [self.recipe, *self.extra_recipes]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (tuples become lists, paths strings)."""
+        return _plain(dataclasses.asdict(self))
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the config that decides the results (runtime keys removed)."""
+        data = self.to_dict()
+        for key in RUNTIME_KEYS:
+            data.pop(key, None)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> ExperimentConfig:
+        """Build from a (partial) dict; unknown keys raise ConfigError naming the key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of config keys, got {_kind(data)}")
+        data = dict(data)
+        recipe = _recipe_from_dict(data.pop("recipe", {}) or {}, f"{where}: recipe")
+        prepare = data.get("prepare", {}) or {}
+        if isinstance(prepare, dict):
+            data["prepare"] = {**prepare_defaults(recipe.model), **prepare}
+        extras = data.pop("extra_recipes", []) or []
+        if not isinstance(extras, list):
+            raise ConfigError(f"{where}: extra_recipes must be a list of recipes")
+        extra = [_recipe_from_dict(r, f"{where}: extra_recipes[{i}]") for i, r in enumerate(extras)]
+        config = _build(cls, data, where)
+        config.recipe, config.extra_recipes = recipe, extra
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ConfigError("seeds: at least one seed is needed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: {self.seeds} repeats a seed")
+        if self.workers < 1:
+            raise ConfigError(f"workers: {self.workers} is not a positive number")
+        main_input = get_model_entry(self.recipe.model).input_spec
+        for recipe in self.recipes:
+            if get_model_entry(recipe.model).input_spec != main_input:
+                raise ConfigError(
+                    f"extra_recipes: {recipe.model} takes other input than {self.recipe.model} "
+                    "(ensembled models share one prepared input)"
+                )
+            if recipe.epochs < 1:
+                raise ConfigError(
+                    f"recipe {recipe.model}: epochs must be >= 1, got {recipe.epochs}"
+                )
+
+
+def prepare_defaults(model: str) -> dict[str, Any]:
+    """Preparation keys implied by the model's declared input (a config may still override)."""
+    spec = get_model_entry(model).input_spec
+    defaults: dict[str, Any] = {"output": spec.kind, "size": spec.size[0]}
+    if spec.kind != "flow":
+        defaults["color"] = spec.channels == 3
+    if spec.kind == "sequence":
+        defaults["frames"] = spec.frames
+    return defaults
+
+
+def _recipe_from_dict(data: object, where: str) -> Recipe:
+    """A recipe: the shipped default of the model it names, with the given keys overriding it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
+    base = default_recipe(str(data.get("model", Recipe().model)))
+    return _build(Recipe, data, where, base=base)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config as a plain dict (a run folder's config.yaml gives its `config` section)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    data = read_yaml(path)
+    if "config" in data and "versions" in data:
+        data = data["config"]  # a run folder's config.yaml: the resolved config is one section
+    return data
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML experiment config (a run folder's config.yaml works too)."""
+    return ExperimentConfig.from_dict(read_config_file(path), where=str(path))
+
+
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Copy of a plain config dict with dotted keys set (`{"recipe.epochs": 3}`); None skips.
+
+    Setting `recipe.model` to another model than the file's drops the file's other recipe keys:
+    a recipe tuned for one model says nothing about another, so the new model's shipped
+    default recipe is used.
+    """
+    result = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, key = dotted.split(".")
+        node = result
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {name!r} must be a mapping to set {dotted}")
+        if dotted == "recipe.model" and node.get("model", value) != value:
+            node.clear()
+        node[key] = value
+    return result
+
+
+def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write `data` as YAML atomically (temp file, then rename)."""
+    write_text_atomic(path, yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
+
+
+def save_config(path: str | Path, config: ExperimentConfig) -> None:
+    save_yaml(path, config.to_dict())
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    keys = list(dict.fromkeys([*a, *b]))
+    diffs: list[str] = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diffs.extend(config_differences(va, vb, f"{name}."))
+        elif va != vb:
+            diffs.append(name)
+    return diffs
+
+
+# ---- generic dataclass <-> dict ---------------------------------------------------------------
+
+
+def _build(cls: type, data: object, where: str, base: Any = None) -> Any:
+    """Instance of dataclass `cls` from `data`, starting from `base` (or the defaults)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_kind(data)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(names))})"
+        )
+    obj = base if base is not None else cls()
+    values = {k: _coerce(hints[k], v, getattr(obj, k), f"{where}.{k}") for k, v in data.items()}
+    try:
+        return dataclasses.replace(obj, **values)  # re-runs __post_init__ checks; frozen-safe
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _coerce(hint: Any, value: Any, current: Any, where: str) -> Any:
+    """Check and convert one YAML value to the field's declared type."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, base=current)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, current, where) if len(inner) == 1 else value
+    if hint is Any:
+        return value
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
+        item = args[0] if args else Any
+        items = [_coerce(item, v, None, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or hint) is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not _is_exact(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {_kind(value)} {value!r}")
+    return value
+
+
+def _is_exact(value: Any, hint: type) -> bool:
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | Path):
+        return str(value)  # also str subclasses such as torch's TorchVersion
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()  # numpy scalars
+    return value

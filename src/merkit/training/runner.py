@@ -1,0 +1,426 @@
+"""Run an experiment: dataset -> preparation -> protocol folds -> engine -> pooled predictions.
+
+Each finished fold is saved at once (`folds/seed{S}/{fold}.csv`, atomically), so an interrupted
+run resumes where it stopped and never recomputes a finished fold. A run folder belongs to one
+config: running a different config into it is refused unless asked to overwrite.
+
+Layout of a run folder:
+    config.yaml            resolved config + data fingerprint, protocol, versions, git, times
+    folds/seed{S}/*.csv    each fold's test predictions with class probabilities
+    predictions.csv        pooled predictions (multi-seed: probabilities averaged over seeds)
+    predictions_seed{S}.csv  each seed's pooled predictions (multi-seed runs only)
+    metrics.json, confusion.png, report.md   derived by merkit.evaluation.report
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import merkit
+from merkit.data.base import SampleSet
+from merkit.data.registry import load_dataset
+from merkit.data.sample import Sample
+from merkit.errors import ConfigError, DataLayoutError
+from merkit.evaluation.audit import LeakageReport, leakage_audit
+from merkit.evaluation.predictions import Predictions, read_predictions, write_predictions
+from merkit.evaluation.report import (
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    SEED_FILE,
+    read_probabilities,
+    read_run_meta,
+    render_run,
+)
+from merkit.evaluation.splitters import Fold, Splitter, make_splitter
+from merkit.preprocess.pipeline import prepare
+from merkit.provenance import versions
+from merkit.training.config import ExperimentConfig, config_differences, save_yaml
+from merkit.training.recipe import Recipe
+
+# fit_predict(recipe, x, y, folds, num_classes, seed, groups=None, progress=None) -> [probs]
+Engine = Callable[..., list[np.ndarray]]
+
+FOLDS_DIR = "folds"
+# Folds handed to the engine per call when the recipe does not say: large enough for the engine
+# to batch light models well (its grouped buckets), small enough that a 68-fold LOSO run saves
+# its folds in a few steps (a resume then loses at most one call's work).
+DEFAULT_FOLDS_PER_CALL = 24
+OUTPUT_FILES = ("metrics.json", "confusion.png", "report.md", PREDICTIONS_FILE, RUN_FILE)
+
+
+@dataclass
+class RunResult:
+    """What a run produced (all of it is also on disk in `out_dir`)."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+    folds_computed: int
+    folds_loaded: int
+    n_samples: int
+    n_folds: int  # folds of one seed
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One fold of one seed: its name, index arrays and where its predictions go."""
+
+    seed: int
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    path: Path
+
+
+# ---- the protocol and the run folder ---------------------------------------------------------
+
+
+def build_splitter(config: ExperimentConfig) -> Splitter:
+    """The protocol's splitter; a subject-leaking one only when `allow_leakage` is set."""
+    splitter = make_splitter(config.protocol.name, **config.protocol.options)
+    if not splitter.subject_independent and not config.protocol.allow_leakage:
+        raise ConfigError(
+            f"protocol {splitter.describe()} puts one subject in both train and test; pass "
+            "--allow-leakage (protocol.allow_leakage: true) to run it anyway"
+        )
+    return splitter
+
+
+def _clear_run(out_dir: Path) -> None:
+    """Remove what a run wrote (and nothing else the folder may hold)."""
+    shutil.rmtree(out_dir / FOLDS_DIR, ignore_errors=True)
+    for name in OUTPUT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for path in out_dir.glob("predictions_seed*.csv"):
+        path.unlink()
+
+
+def claim_run_folder(
+    out_dir: Path, config: ExperimentConfig, fingerprint: str, *, resume: bool, overwrite: bool
+) -> dict[str, Any] | None:
+    """Check `out_dir` can take this run; return the earlier run's metadata when resuming."""
+    if (out_dir / RUN_FILE).is_file():
+        if overwrite or not resume:
+            _clear_run(out_dir)
+            return None
+        previous = read_run_meta(out_dir)
+        diffs = config_differences(_identity(previous["config"], out_dir), config.identity())
+        if previous.get("data", {}).get("fingerprint") != fingerprint:
+            diffs.append("data (fingerprint of the samples)")
+        if diffs:
+            raise ConfigError(
+                f"{out_dir} holds a run with a different config ({', '.join(diffs[:5])} differ); "
+                "pass --overwrite to replace it, or choose another output folder"
+            )
+        return previous
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{out_dir} exists and is not a merkit run folder; choose another output folder "
+            "or pass --overwrite to write into it"
+        )
+    return None
+
+
+def _identity(config_dict: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """A recorded config's identity, normalised through the current config classes."""
+    try:
+        return ExperimentConfig.from_dict(config_dict).identity()
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{out_dir / RUN_FILE} holds a config this merkit cannot read ({exc}); "
+            "pass --overwrite to replace the run, or choose another output folder"
+        ) from None
+
+
+# ---- metadata --------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    """Commit of the merkit source tree, when it is a git checkout."""
+    source = Path(merkit.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _run_meta(
+    config: ExperimentConfig,
+    dataset: SampleSet,
+    samples: Sequence[Sample],
+    failed: Sequence[tuple[str, str]],
+    splitter: Splitter,
+    audit: LeakageReport,
+    out_dir: Path,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    leaking = sorted({s for f in audit.leaking_folds for s in f.shared_subjects})
+    started = (previous or {}).get("run", {}).get("started_at") or _now()
+    return {
+        "config": config.to_dict(),
+        "run": {"name": out_dir.name, "started_at": started, "finished_at": None},
+        "data": {
+            "name": dataset.name,
+            "root": str(dataset.root),
+            "taxonomy": dataset.taxonomy,
+            "class_names": list(dataset.class_names),
+            "fingerprint": dataset.fingerprint(),
+            "n_samples": len(dataset),
+            "n_used": len(samples),
+            "n_subjects": len({s.subject_key for s in samples}),
+            "skipped_by_loader": len(dataset.skipped),
+            "notes": list(dataset.notes),
+            "failed": [{"sample": uid, "reason": reason} for uid, reason in failed],
+        },
+        "protocol": {
+            "description": splitter.describe(),
+            "subject_independent": splitter.subject_independent,
+            "n_folds": len(audit.folds),
+            "leakage": audit.summary(),
+            "leaking_subjects": leaking,
+        },
+        "versions": versions(),
+        "git_commit": _git_commit(),
+    }
+
+
+# ---- folds -----------------------------------------------------------------------------------
+
+
+def fold_tasks(
+    samples: Sequence[Sample], splitter: Splitter, seed: int, out_dir: Path
+) -> list[FoldTask]:
+    """The folds of one seed, checked to test every sample exactly once (pooling needs it)."""
+    splits: list[Fold] = list(splitter.split(samples))
+    names = splitter.fold_names(samples)
+    tested = np.concatenate([test for _, test in splits]) if splits else np.zeros(0, int)
+    if sorted(tested.tolist()) != list(range(len(samples))):
+        raise ConfigError(f"protocol {splitter.describe()} does not test every sample exactly once")
+    folder = out_dir / FOLDS_DIR / f"seed{seed}"
+    return [
+        FoldTask(seed, name, np.asarray(train), np.asarray(test), folder / f"{name}.csv")
+        for name, (train, test) in zip(names, splits, strict=True)
+    ]
+
+
+def _table(samples: Sequence[Sample], probs: np.ndarray, class_names: Sequence[str]) -> Predictions:
+    predicted = probs.argmax(axis=1)
+    return Predictions(
+        dataset=[s.dataset for s in samples],
+        subject=[s.subject for s in samples],
+        sample=[s.clip for s in samples],
+        true=[class_names[s.label] for s in samples],
+        predicted=[class_names[int(p)] for p in predicted],
+    )
+
+
+def load_fold(
+    task: FoldTask, samples: Sequence[Sample], class_names: Sequence[str]
+) -> np.ndarray | None:
+    """A finished fold's probabilities, or None if it is missing or not this fold's samples."""
+    if not task.path.is_file():
+        return None
+    table = read_predictions(task.path)
+    expected = [(samples[i].dataset, samples[i].subject, samples[i].clip) for i in task.test]
+    if list(zip(table.dataset, table.subject, table.sample, strict=True)) != expected:
+        return None
+    probs = read_probabilities(task.path, class_names)
+    return probs if probs is not None and probs.shape == (len(expected), len(class_names)) else None
+
+
+def _chunks(tasks: list[FoldTask], size: int) -> Iterator[list[FoldTask]]:
+    for start in range(0, len(tasks), size):
+        yield tasks[start : start + size]
+
+
+def run_fold_chunk(
+    engine: Engine,
+    recipes: Sequence[Recipe],
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    chunk: Sequence[FoldTask],
+    num_classes: int,
+    epoch_progress: Callable[..., None] | None,
+) -> list[np.ndarray]:
+    """Test probabilities of each fold in `chunk`, averaged over the recipes (model ensemble)."""
+    folds = [(t.train, t.test) for t in chunk]
+    total: list[np.ndarray] | None = None
+    for recipe in recipes:
+        probs = engine(
+            recipe, x, y, folds, num_classes, chunk[0].seed, groups=groups, progress=epoch_progress
+        )
+        if len(probs) != len(chunk):
+            raise RuntimeError(f"engine returned {len(probs)} folds for {len(chunk)}")
+        probs = [np.asarray(p, dtype=np.float64) for p in probs]
+        total = probs if total is None else [a + b for a, b in zip(total, probs, strict=True)]
+    return [p / len(recipes) for p in total or []]
+
+
+def model_input(x: np.ndarray) -> np.ndarray:
+    """Prepared arrays in the models' layout: sequences (N, T, C, H, W) become (N, T*C, H, W)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x.reshape(len(x), -1, *x.shape[-2:]) if x.ndim == 5 else x
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+
+class RunProgress:
+    """A rich progress display over folds, with a second bar fed by the engine's callback."""
+
+    def __init__(self, enabled: bool, total_folds: int) -> None:
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._folds = self._progress.add_task("folds", total=total_folds)
+        self._epochs = self._progress.add_task("fold-epochs", total=None, visible=False)
+
+    def folds_done(self, n: int) -> None:
+        self._progress.advance(self._folds, n)
+
+    def epoch(self, done: int, total: int, **_: Any) -> None:
+        """Engine callback: `done` of `total` steps of the current engine call."""
+        self._progress.update(self._epochs, completed=done, total=total, visible=True)
+
+    @contextmanager
+    def running(self) -> Iterator[RunProgress]:
+        with self._progress:
+            yield self
+
+
+# ---- the experiment --------------------------------------------------------------------------
+
+
+def _default_engine() -> Engine:
+    from merkit.training.engine import fit_predict
+
+    return fit_predict
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    engine: Engine | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run `config` into `out_dir` (resuming finished folds) and write its figures and report."""
+    start = datetime.now(UTC)
+    out_dir = Path(out_dir)
+    engine = engine or _default_engine()
+    config.validate()
+    dataset = load_dataset(
+        config.data.name, config.data.root, config.data.taxonomy, **config.data.options
+    )
+    splitter = build_splitter(config)
+    previous = claim_run_folder(
+        out_dir, config, dataset.fingerprint(), resume=resume, overwrite=overwrite
+    )
+    prepared = prepare(
+        dataset.samples,
+        config.prepare,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        workers=config.workers,
+        on_error="skip",
+        progress=progress,
+    )
+    samples = list(prepared.samples)
+    if not samples:
+        raise DataLayoutError(f"{config.data.root}: no sample of {dataset.name} could be prepared")
+    audit = leakage_audit(samples, splitter)
+    meta = _run_meta(config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous)
+    save_yaml(out_dir / RUN_FILE, meta)
+
+    class_names = list(dataset.class_names)
+    x = model_input(prepared.x)
+    y = np.asarray([s.label for s in samples], dtype=np.int64)
+    groups = np.asarray([s.subject_key for s in samples])
+    per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
+    seed_probs: dict[int, np.ndarray] = {}
+    computed = loaded = 0
+    tasks = {seed: fold_tasks(samples, splitter, seed, out_dir) for seed in config.seeds}
+    with RunProgress(progress, sum(len(t) for t in tasks.values())).running() as bar:
+        for seed, seed_tasks in tasks.items():
+            probs = np.zeros((len(samples), len(class_names)), dtype=np.float64)
+            todo = []
+            for task in seed_tasks:
+                done = load_fold(task, samples, class_names)
+                if done is None:
+                    todo.append(task)
+                else:
+                    probs[task.test] = done
+                    loaded += 1
+            bar.folds_done(len(seed_tasks) - len(todo))
+            for chunk in _chunks(todo, per_call):
+                results = run_fold_chunk(
+                    engine, config.recipes, x, y, groups, chunk, len(class_names), bar.epoch
+                )
+                for task, fold_probs in zip(chunk, results, strict=True):
+                    fold_samples = [samples[i] for i in task.test]
+                    table = _table(fold_samples, fold_probs, class_names)
+                    write_predictions(task.path, table, fold_probs, class_names)
+                    probs[task.test] = fold_probs
+                computed += len(chunk)
+                bar.folds_done(len(chunk))
+            seed_probs[seed] = probs
+
+    _write_pooled(out_dir, samples, seed_probs, class_names)
+    meta["run"]["finished_at"] = _now()
+    save_yaml(out_dir / RUN_FILE, meta)
+    metrics = render_run(out_dir)
+    return RunResult(
+        out_dir=out_dir,
+        metrics=metrics,
+        seconds=(datetime.now(UTC) - start).total_seconds(),
+        folds_computed=computed,
+        folds_loaded=loaded,
+        n_samples=len(samples),
+        n_folds=len(audit.folds),
+        failed=list(prepared.failed),
+    )
+
+
+def _write_pooled(
+    out_dir: Path,
+    samples: Sequence[Sample],
+    seed_probs: dict[int, np.ndarray],
+    class_names: Sequence[str],
+) -> None:
+    """predictions.csv (seed-averaged probabilities) and, for several seeds, one file per seed."""
+    if len(seed_probs) > 1:
+        for seed, probs in seed_probs.items():
+            path = out_dir / SEED_FILE.format(seed=seed)
+            write_predictions(path, _table(samples, probs, class_names), probs, class_names)
+    mean = np.mean(list(seed_probs.values()), axis=0)
+    table = _table(samples, mean, class_names)
+    write_predictions(out_dir / PREDICTIONS_FILE, table, mean, class_names)

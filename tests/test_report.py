@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from merkit.errors import AnnotationError, ConfigError
+from merkit.evaluation.predictions import Predictions, write_predictions
+from merkit.evaluation.report import (
+    read_probabilities,
+    render_markdown,
+    render_run,
+    run_metrics,
+    seed_prediction_files,
+    seed_statistics,
+)
+
+CLASSES = ["negative", "positive", "surprise"]
+
+
+def table(true: list[str], predicted: list[str]) -> Predictions:
+    n = len(true)
+    return Predictions(
+        dataset=["casme2"] * (n // 2) + ["samm"] * (n - n // 2),
+        subject=[f"s{i % 3}" for i in range(n)],
+        sample=[f"clip{i}" for i in range(n)],
+        true=true,
+        predicted=predicted,
+    )
+
+
+TRUE = ["negative", "negative", "positive", "surprise", "negative", "positive"]
+PRED = ["negative", "positive", "positive", "surprise", "negative", "negative"]
+
+
+def test_run_metrics_values() -> None:
+    metrics = run_metrics(table(TRUE, PRED), CLASSES)
+    overall = metrics["overall"]
+    assert overall["accuracy"] == pytest.approx(4 / 6)
+    # negative: tp 2, fp 1, fn 1 -> f1 2/3; positive: tp 1, fp 1, fn 1 -> 1/2; surprise: 1
+    assert overall["uf1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert overall["uar"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert overall["confusion"] == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert metrics["per_dataset"]["casme2"]["n"] == 3
+    # keys are dataset/subject: casme2 = rows 0-2 (s0 right, s1 wrong), samm = rows 3-5
+    assert metrics["per_subject"]["casme2/s0"] == {"n": 1, "correct": 1, "accuracy": 1.0}
+    assert metrics["per_subject"]["casme2/s1"]["accuracy"] == 0.0
+    assert metrics["per_subject"]["samm/s1"]["accuracy"] == 1.0
+    assert "seeds" not in metrics
+
+
+def test_seed_statistics_mean_and_sample_std() -> None:
+    per_seed = {
+        s: {
+            "overall": {"uf1": v, "uar": v, "accuracy": v, "macro_precision": v, "n": 4},
+            "per_dataset": {
+                "casme2": {"uf1": v, "uar": v, "accuracy": v, "macro_precision": v, "n": 2}
+            },
+        }  # fmt: skip
+        for s, v in ((0, 0.5), (1, 0.7), (2, 0.9))
+    }
+    stats = seed_statistics(per_seed)
+    assert stats["n_seeds"] == 3
+    assert stats["overall"]["uf1"]["mean"] == pytest.approx(0.7)
+    assert stats["overall"]["uf1"]["std"] == pytest.approx(0.2)
+    assert stats["per_dataset"]["casme2"]["uar"]["std"] == pytest.approx(0.2)
+
+
+def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: bool = False) -> None:
+    meta = {
+        "config": {"recipe": {"model": "cabm", "epochs": 3}, "seeds": list(seeds or [0])},
+        "run": {"name": run.name, "started_at": "t0", "finished_at": "t1"},
+        "data": {
+            "name": "megc2019-flow",
+            "class_names": CLASSES,
+            "fingerprint": "abc123",
+            "failed": [{"sample": "samm/006/x", "reason": "cannot decode"}],
+        },  # fmt: skip
+        "protocol": {
+            "description": "kfold(k=2, seed=0)" if leaking else "loso",
+            "subject_independent": not leaking,
+            "n_folds": 2,
+            "leakage": "kfold: 2 of 2 folds put 3 subjects in both train and test",
+            "leaking_subjects": ["casme2/s0", "casme2/s1", "samm/s2"] if leaking else [],
+        },
+        "versions": {"python": "3.11", "merkit": "0.1.0"},
+        "git_commit": None,
+    }
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(meta))
+    probs = np.full((len(TRUE), 3), 1 / 3)
+    write_predictions(run / "predictions.csv", table(TRUE, PRED), probs, CLASSES)
+    for seed, predicted in (seeds or {}).items():
+        write_predictions(run / f"predictions_seed{seed}.csv", table(TRUE, predicted))
+
+
+def test_render_run_writes_metrics_png_and_report(tmp_path: Path) -> None:
+    run = tmp_path / "cabm-loso"
+    write_run(run)
+    metrics = render_run(run)
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    report = (run / "report.md").read_text()
+    assert report.startswith("# merkit run: cabm-loso")
+    assert "| overall | 6 | 0.7222 | 0.7222 | 0.6667 |" in report
+    assert "| negative | 3 | 0.6667 | 0.6667 | 0.6667 |" in report
+    assert "| samm/s1 | 1 | 1 | 1.0000 |" in report
+    assert "data fingerprint**: abc123" in report and "is subject-independent" in report
+    assert "samm/006/x: cannot decode" in report
+    assert "mean ± std" not in report
+
+
+def test_render_run_multi_seed_and_leakage(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run, seeds={0: PRED, 1: TRUE}, leaking=True)
+    assert list(seed_prediction_files(run)) == [0, 1]
+    metrics = render_run(run)
+    assert metrics["seeds"]["1"]["overall"]["uf1"] == 1.0
+    assert metrics["seed_statistics"]["overall"]["accuracy"]["mean"] == pytest.approx(5 / 6)
+    report = (run / "report.md").read_text()
+    assert "## Results over 2 seeds (mean ± std)" in report
+    assert "| overall | 0.8611 ± 0.1964 |" in report
+    assert "**Warning: subject leakage.**" in report
+    assert "3 subjects appear in both train and test" in report and "samm/s2" in report
+
+
+def test_render_markdown_needs_no_optional_metadata() -> None:
+    metrics = run_metrics(table(TRUE, PRED), CLASSES)
+    text = render_markdown({"config": {}}, metrics)
+    assert "| overall | 6 |" in text and "git commit**: unknown" in text
+
+
+def test_read_probabilities(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    write_predictions(path, table(TRUE, PRED))
+    assert read_probabilities(path, CLASSES) is None
+    probs = np.eye(3)[[0, 1, 1, 2, 0, 0]]
+    write_predictions(path, table(TRUE, PRED), probs, CLASSES)
+    assert np.array_equal(read_probabilities(path, CLASSES), probs)
+    path.write_text(path.read_text().replace("1.000000", "x", 1))
+    with pytest.raises(AnnotationError, match="not a number"):
+        read_probabilities(path, CLASSES)
+
+
+def test_render_run_rejects_non_run_folder_and_unfinished_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a run folder"):
+        render_run(tmp_path)
+    write_run(tmp_path / "run")
+    (tmp_path / "run" / "predictions.csv").unlink()
+    with pytest.raises(ConfigError, match="has not finished"):
+        render_run(tmp_path / "run")
