@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 import yaml
 
+from merkit.cli import main
 from merkit.errors import AnnotationError, ConfigError
 from merkit.evaluation.predictions import Predictions, write_predictions
 from merkit.evaluation.report import (
+    read_curves,
     read_probabilities,
     render_markdown,
     render_run,
     run_metrics,
     seed_prediction_files,
     seed_statistics,
+    write_comparison,
 )
 
 CLASSES = ["negative", "positive", "surprise"]
@@ -152,3 +155,55 @@ def test_render_run_rejects_non_run_folder_and_unfinished_run(tmp_path: Path) ->
     (tmp_path / "run" / "predictions.csv").unlink()
     with pytest.raises(ConfigError, match="has not finished"):
         render_run(tmp_path / "run")
+
+
+def test_read_curves_json_csv_and_absent(tmp_path: Path) -> None:
+    assert read_curves(tmp_path) is None
+    (tmp_path / "curves.csv").write_text("epoch,train_loss,val_loss\n1,1.5,\n2,0.5,0.9\n")
+    curves = read_curves(tmp_path)
+    assert curves["train_loss"] == [1.5, 0.5]
+    assert np.isnan(curves["val_loss"][0]) and curves["val_loss"][1] == 0.9
+    (tmp_path / "curves.json").write_text('{"train_loss": [2.0, 1.0]}')  # json wins
+    assert read_curves(tmp_path) == {"train_loss": [2.0, 1.0]}
+    (tmp_path / "curves.json").write_text('{"train_loss": [2.0, "x"]}')
+    with pytest.raises(AnnotationError, match="curves.json: a curve value is not a number"):
+        read_curves(tmp_path)
+
+
+def test_report_shows_training_curves_only_when_recorded(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run)
+    render_run(run)
+    assert "Training curves" not in (run / "report.md").read_text()
+    assert not (run / "curves.png").exists()
+    (run / "curves.json").write_text('{"train_loss": [1.0, 0.7, 0.5]}')
+    render_run(run)
+    assert "![training curves](curves.png)" in (run / "report.md").read_text()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_comparison_of_runs_side_by_side(tmp_path: Path) -> None:
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b", leaking=True)
+    entries = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    assert [e["leaking"] for e in entries] == [False, True]
+    assert entries[0]["per_dataset"]["samm"]["n"] == 3
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| run | model | protocol | overall UF1 | overall UAR | overall acc | casme2 UF1 |" in md
+    # casme2 rows 0-2: negative/negative, negative/positive, positive/positive -> acc 2/3
+    assert "| a | cabm | loso | 0.7222 | 0.7222 | 0.6667 |" in md
+    assert "| b | cabm | kfold(k=2, seed=0) ⚠ leaks subjects | 0.7222 |" in md
+    assert "inflated and not comparable" in md
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text()) == entries
+
+
+def test_report_cli_one_run_and_several(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b", leaking=True)
+    main(["report", str(tmp_path / "a")])
+    assert (tmp_path / "a" / "report.html").is_file()
+    assert "report.html" in capsys.readouterr().out
+    main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")])
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "leaks subjects" in out
+    assert (tmp_path / "cmp" / "comparison.html").is_file()

@@ -12,7 +12,15 @@ from rich.table import Table
 from merkit.cli.app import app, console, err_console
 from merkit.cli.commands_eval import metrics_table
 from merkit.errors import ConfigError
-from merkit.evaluation.report import REPORT_FILE, render_run
+from merkit.evaluation.report import (
+    COMPARISON_FILE,
+    HTML_FILE,
+    LEAK_NOTE,
+    REPORT_FILE,
+    comparison_table,
+    render_run,
+    write_comparison,
+)
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.training.config import ExperimentConfig, read_config_file, with_overrides
 from merkit.training.runner import build_splitter, run_experiment
@@ -74,6 +82,22 @@ def train(
         int | None, typer.Option(help="Folds of group-kfold / kfold protocols.")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="Where training jobs run: local (default), processes or ray."),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Training jobs at once with --executor processes/ray (default: cores)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            "--address",
+            help="Ray cluster to join ('auto' or host:port); default: start a local Ray.",
+        ),
+    ] = None,
     allow_leakage: Annotated[
         bool, typer.Option("--allow-leakage", help="Allow a protocol that leaks subjects.")
     ] = False,
@@ -97,6 +121,9 @@ def train(
             "recipe.epochs": epochs,
             "seeds": parse_seeds(seeds),
             "workers": workers,
+            "executor": executor,
+            "executor_workers": jobs,
+            "ray_address": ray_address,
         },
     )
     experiment = ExperimentConfig.from_dict(raw, where=str(config) if config else "options")
@@ -125,9 +152,31 @@ def train(
 
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `merkit train`.")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders written by `merkit train` (several: compare).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Where a comparison of several runs writes comparison.md/.html.")
+    ] = Path("."),
 ) -> None:
-    """Recompute metrics.json, confusion.png and report.md of a run folder from its predictions."""
-    metrics = render_run(run)
-    print_metrics(metrics, f"{run.name}: {metrics['overall']['n']} predictions")
-    console.print(f"report: {run / REPORT_FILE}", soft_wrap=True, highlight=False)
+    """Re-render a run's metrics, report.md and report.html; with several runs, compare them."""
+    if len(runs) == 1:
+        run = runs[0]
+        metrics = render_run(run)
+        print_metrics(metrics, f"{run.name}: {metrics['overall']['n']} predictions")
+        console.print(
+            f"report: {run / REPORT_FILE} and {run / HTML_FILE}", soft_wrap=True, highlight=False
+        )
+        return
+    entries = write_comparison(runs, out)
+    header, rows = comparison_table(entries)
+    table = Table(title=f"{len(entries)} runs (pooled predictions)")
+    for column in header:
+        table.add_column(column, justify="left" if column in header[:3] else "right")
+    for entry, row in zip(entries, rows, strict=True):
+        table.add_row(*row, style="yellow" if entry["leaking"] else None)
+    console.print(table)
+    if any(e["leaking"] for e in entries):
+        console.print(f"[yellow]{LEAK_NOTE}[/]", soft_wrap=True, highlight=False)
+    md, html = (out / COMPARISON_FILE.format(ext=ext) for ext in ("md", "html"))
+    console.print(f"comparison: {md} and {html}", soft_wrap=True, highlight=False)

@@ -23,11 +23,12 @@ from merkit.errors import ConfigError
 from merkit.io import read_yaml, write_text_atomic
 from merkit.models import get_model_entry
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.training.executors import EXECUTORS
 from merkit.training.recipe import Recipe, default_recipe
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
-RUNTIME_KEYS = ("workers", "cache_dir")
+RUNTIME_KEYS = ("workers", "cache_dir", "executor", "executor_workers", "ray_address")
 
 
 @dataclass
@@ -51,7 +52,7 @@ class ProtocolConfig:
 
 @dataclass
 class ExperimentConfig:
-    """Everything that decides a run's figures (plus `workers`/`cache_dir`, which do not).
+    """Everything that decides a run's figures (plus the RUNTIME_KEYS, which do not).
 
     `extra_recipes` ensemble other models with the main recipe: their per-fold class
     probabilities are averaged with the main recipe's. Each seed in `seeds` repeats the whole
@@ -66,6 +67,9 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     workers: int = 1
     cache_dir: str | None = None  # preprocessing cache; None: no cache
+    executor: str = "local"  # where training jobs run: local, processes or ray
+    executor_workers: int = 0  # parallel training jobs; 0: one per core (local: always 1)
+    ray_address: str | None = None  # "auto" or a cluster address; None: start a local Ray
 
     @property
     def recipes(self) -> list[Recipe]:
@@ -108,6 +112,12 @@ class ExperimentConfig:
             raise ConfigError(f"seeds: {self.seeds} repeats a seed")
         if self.workers < 1:
             raise ConfigError(f"workers: {self.workers} is not a positive number")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"executor: {self.executor!r} is unknown; choose one of {', '.join(EXECUTORS)}"
+            )
+        if self.executor_workers < 0:
+            raise ConfigError(f"executor_workers: {self.executor_workers} is negative")
         main_input = get_model_entry(self.recipe.model).input_spec
         for recipe in self.recipes:
             if get_model_entry(recipe.model).input_spec != main_input:

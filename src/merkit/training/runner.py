@@ -1,8 +1,11 @@
 """Run an experiment: dataset -> preparation -> protocol folds -> engine -> pooled predictions.
 
-Each finished fold is saved at once (`folds/seed{S}/{fold}.csv`, atomically), so an interrupted
-run resumes where it stopped and never recomputes a finished fold. A run folder belongs to one
-config: running a different config into it is refused unless asked to overwrite.
+The folds are cut into (seed, recipe, chunk of folds) jobs that an executor runs (in this process,
+a local process pool, or Ray: `merkit.training.executors`). The driver saves each fold as soon as
+its chunk's results arrive (`folds/seed{S}/{fold}.csv`, atomically), so an interrupted run
+resumes where it stopped, whatever executed it, and never recomputes a finished fold. A run
+folder belongs to one config: running a different config into it is refused unless asked to
+overwrite.
 
 Layout of a run folder:
     config.yaml            resolved config + data fingerprint, protocol, versions, git, times
@@ -31,7 +34,7 @@ import merkit
 from merkit.data.base import SampleSet
 from merkit.data.registry import load_dataset
 from merkit.data.sample import Sample
-from merkit.errors import ConfigError, DataLayoutError
+from merkit.errors import ConfigError, DataLayoutError, MerkitError
 from merkit.evaluation.audit import LeakageReport, leakage_audit
 from merkit.evaluation.predictions import Predictions, read_predictions, write_predictions
 from merkit.evaluation.report import (
@@ -43,13 +46,20 @@ from merkit.evaluation.report import (
     render_run,
 )
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
+from merkit.models import get_model_entry
+from merkit.models.inputs import check_input
 from merkit.preprocess.pipeline import prepare
+from merkit.preprocess.targets import PACKED_CHANNELS, pack_sequences
 from merkit.provenance import versions
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
+from merkit.training.executors import (
+    Engine,
+    Executor,
+    SharedInputs,
+    TrainJob,
+    make_executor,
+)
 from merkit.training.recipe import Recipe
-
-# fit_predict(recipe, x, y, folds, num_classes, seed, groups=None, progress=None) -> [probs]
-Engine = Callable[..., list[np.ndarray]]
 
 FOLDS_DIR = "folds"
 # Folds handed to the engine per call when the recipe does not say: large enough for the engine
@@ -174,6 +184,7 @@ def _run_meta(
     audit: LeakageReport,
     out_dir: Path,
     previous: dict[str, Any] | None,
+    executor: Executor,
 ) -> dict[str, Any]:
     leaking = sorted({s for f in audit.leaking_folds for s in f.shared_subjects})
     started = (previous or {}).get("run", {}).get("started_at") or _now()
@@ -199,6 +210,11 @@ def _run_meta(
             "n_folds": len(audit.folds),
             "leakage": audit.summary(),
             "leaking_subjects": leaking,
+        },
+        "determinism": {
+            **executor.determinism().to_dict(),
+            "seeds": list(config.seeds),
+            "job_seeds": "engine.job_seed(seed, member, test indices) per (fold, member) job",
         },
         "versions": versions(),
         "git_commit": _git_commit(),
@@ -241,41 +257,94 @@ def load_fold(
     """A finished fold's probabilities, or None if it is missing or not this fold's samples."""
     if not task.path.is_file():
         return None
-    table = read_predictions(task.path)
     expected = [(samples[i].dataset, samples[i].subject, samples[i].clip) for i in task.test]
-    if list(zip(table.dataset, table.subject, table.sample, strict=True)) != expected:
+    try:  # a file that does not parse (e.g. cut short by a crash) is a fold still to run
+        table = read_predictions(task.path)
+        if list(zip(table.dataset, table.subject, table.sample, strict=True)) != expected:
+            return None
+        probs = read_probabilities(task.path, class_names)
+    except (MerkitError, ValueError, KeyError):
         return None
-    probs = read_probabilities(task.path, class_names)
     return probs if probs is not None and probs.shape == (len(expected), len(class_names)) else None
 
 
-def _chunks(tasks: list[FoldTask], size: int) -> Iterator[list[FoldTask]]:
-    for start in range(0, len(tasks), size):
-        yield tasks[start : start + size]
+def _load_finished(
+    tasks: dict[int, list[FoldTask]], samples: Sequence[Sample], class_names: Sequence[str]
+) -> tuple[dict[int, np.ndarray], int, dict[int, list[FoldTask | None]]]:
+    """Per seed: probabilities of the finished folds, how many there are, and the folds to run
+    (None where a fold is finished, so chunks keep their positions)."""
+    seed_probs, todo, loaded = {}, {}, 0
+    for seed, seed_tasks in tasks.items():
+        probs = np.zeros((len(samples), len(class_names)), dtype=np.float64)
+        todo[seed] = []
+        for task in seed_tasks:
+            done = load_fold(task, samples, class_names)
+            if done is not None:
+                probs[task.test] = done
+                loaded += 1
+            todo[seed].append(task if done is None else None)
+        seed_probs[seed] = probs
+    return seed_probs, loaded, todo
 
 
-def run_fold_chunk(
-    engine: Engine,
-    recipes: Sequence[Recipe],
-    x: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    chunk: Sequence[FoldTask],
-    num_classes: int,
-    epoch_progress: Callable[..., None] | None,
-) -> list[np.ndarray]:
-    """Test probabilities of each fold in `chunk`, averaged over the recipes (model ensemble)."""
-    folds = [(t.train, t.test) for t in chunk]
-    total: list[np.ndarray] | None = None
-    for recipe in recipes:
-        probs = engine(
-            recipe, x, y, folds, num_classes, chunk[0].seed, groups=groups, progress=epoch_progress
-        )
-        if len(probs) != len(chunk):
-            raise RuntimeError(f"engine returned {len(probs)} folds for {len(chunk)}")
-        probs = [np.asarray(p, dtype=np.float64) for p in probs]
-        total = probs if total is None else [a + b for a, b in zip(total, probs, strict=True)]
-    return [p / len(recipes) for p in total or []]
+def _chunks(todo: dict[int, list[FoldTask | None]], size: int) -> list[list[FoldTask]]:
+    """The unfinished folds, cut at fixed positions of each seed's fold list.
+
+    Fixed cuts make a chunk the same set of folds whatever the executor and after a resume (a
+    fold's result depends on its batch companions at float-rounding level).
+    """
+    chunks = []
+    for seed_todo in todo.values():
+        for start in range(0, len(seed_todo), size):
+            chunk = [t for t in seed_todo[start : start + size] if t is not None]
+            if chunk:
+                chunks.append(chunk)
+    return chunks
+
+
+class ChunkPlan:
+    """One job per (chunk, recipe); a chunk is finished when all its recipes are."""
+
+    def __init__(self, chunks: list[list[FoldTask]], recipes: Sequence[Recipe]) -> None:
+        self.chunks, self.recipes = chunks, list(recipes)
+
+    def jobs(self) -> list[TrainJob]:
+        return [
+            TrainJob(chunk[0].seed, recipe, tuple((t.train, t.test) for t in chunk))
+            for chunk in self.chunks
+            for recipe in self.recipes
+        ]
+
+    def run(
+        self, executor: Executor, shared: SharedInputs, progress: Callable[..., None] | None
+    ) -> Iterator[tuple[list[FoldTask], list[np.ndarray]]]:
+        """Yield each chunk with its folds' probabilities averaged over the recipes (ensemble)."""
+        n = len(self.recipes)
+        arrived: dict[int, dict[int, list[np.ndarray]]] = {}
+        for index, probs in executor.run(shared, self.jobs(), progress):
+            c, r = divmod(index, n)
+            arrived.setdefault(c, {})[r] = probs
+            if len(arrived[c]) == n:
+                parts = arrived.pop(c)
+                total = parts[0]
+                for k in range(1, n):  # recipe order, as a sequential run adds them
+                    total = [a + b for a, b in zip(total, parts[k], strict=True)]
+                yield self.chunks[c], [p / n for p in total]
+
+
+def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
+    """Prepared arrays as the model needs them, checked before any training starts.
+
+    Models that learn from packed targets (MOL: gray + flow + landmark channels per frame) get
+    them computed here from the prepared gray sequences.
+    """
+    recipe = config.recipe
+    spec = get_model_entry(recipe.model).input_spec
+    packed = spec.kind == "sequence" and spec.channels == len(PACKED_CHANNELS)
+    if packed and x.ndim == 5 and x.shape[2] == 1:
+        x = pack_sequences(x, margin=0.0 if config.prepare.aligned else config.prepare.margin)
+    check_input(recipe.model, x.shape, config.prepare.output, **recipe.model_kwargs)
+    return x
 
 
 def model_input(x: np.ndarray) -> np.ndarray:
@@ -358,41 +427,33 @@ def run_experiment(
     if not samples:
         raise DataLayoutError(f"{config.data.root}: no sample of {dataset.name} could be prepared")
     audit = leakage_audit(samples, splitter)
-    meta = _run_meta(config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous)
-    save_yaml(out_dir / RUN_FILE, meta)
 
     class_names = list(dataset.class_names)
-    x = model_input(prepared.x)
+    x = model_input(training_input(config, prepared.x))
     y = np.asarray([s.label for s in samples], dtype=np.int64)
     groups = np.asarray([s.subject_key for s in samples])
     per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
-    seed_probs: dict[int, np.ndarray] = {}
-    computed = loaded = 0
     tasks = {seed: fold_tasks(samples, splitter, seed, out_dir) for seed in config.seeds}
-    with RunProgress(progress, sum(len(t) for t in tasks.values())).running() as bar:
-        for seed, seed_tasks in tasks.items():
-            probs = np.zeros((len(samples), len(class_names)), dtype=np.float64)
-            todo = []
-            for task in seed_tasks:
-                done = load_fold(task, samples, class_names)
-                if done is None:
-                    todo.append(task)
-                else:
-                    probs[task.test] = done
-                    loaded += 1
-            bar.folds_done(len(seed_tasks) - len(todo))
-            for chunk in _chunks(todo, per_call):
-                results = run_fold_chunk(
-                    engine, config.recipes, x, y, groups, chunk, len(class_names), bar.epoch
-                )
-                for task, fold_probs in zip(chunk, results, strict=True):
-                    fold_samples = [samples[i] for i in task.test]
-                    table = _table(fold_samples, fold_probs, class_names)
-                    write_predictions(task.path, table, fold_probs, class_names)
-                    probs[task.test] = fold_probs
-                computed += len(chunk)
-                bar.folds_done(len(chunk))
-            seed_probs[seed] = probs
+    shared = SharedInputs(engine, x, y, groups, len(class_names))
+    with (
+        make_executor(config.executor, config.executor_workers, config.ray_address) as executor,
+        RunProgress(progress, sum(len(t) for t in tasks.values())).running() as bar,
+    ):
+        meta = _run_meta(
+            config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous, executor
+        )
+        save_yaml(out_dir / RUN_FILE, meta)
+        seed_probs, loaded, todo = _load_finished(tasks, samples, class_names)
+        bar.folds_done(loaded)
+        plan = ChunkPlan(_chunks(todo, per_call), config.recipes)
+        for chunk, probs in plan.run(executor, shared, bar.epoch):
+            for task, fold_probs in zip(chunk, probs, strict=True):
+                fold_samples = [samples[i] for i in task.test]
+                table = _table(fold_samples, fold_probs, class_names)
+                write_predictions(task.path, table, fold_probs, class_names)
+                seed_probs[task.seed][task.test] = fold_probs
+            bar.folds_done(len(chunk))
+    computed = sum(len(c) for c in plan.chunks)
 
     _write_pooled(out_dir, samples, seed_probs, class_names)
     meta["run"]["finished_at"] = _now()

@@ -1,0 +1,77 @@
+"""`merkit models`: every registered model with its input, size, FLOPs and CPU speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from merkit.cli.app import app, console, err_console
+from merkit.errors import ConfigError
+from merkit.io import write_json_atomic
+from merkit.models import c3dgru, convat, list_models, mol  # noqa: F401  (register the family)
+from merkit.models.profile import ModelProfile, as_dicts, default_cache_path, profile_models
+from merkit.models.registry import INPUT_KINDS
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def models_table(rows: list[ModelProfile]) -> Table:
+    table = Table(title="Registered models (costs per sample, CPU)")
+    table.add_column("model")
+    table.add_column("input")
+    table.add_column("shape", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("MFLOPs", justify="right")
+    table.add_column("train ms", justify="right")
+    table.add_column("infer ms", justify="right")
+    table.add_column("description", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.kind,
+            r.input,
+            f"{r.params:,}",
+            f"{r.mflops:.2f}",
+            _ms(r.train_ms),
+            _ms(r.infer_ms),
+            r.description,
+        )
+    return table
+
+
+@app.command()
+def models(
+    kind: Annotated[
+        str | None, typer.Option(help="Only models taking this input: flow, apex or sequence.")
+    ] = None,
+    refresh: Annotated[bool, typer.Option(help="Re-measure cached timings.")] = False,
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Measure CPU milliseconds per sample.")
+    ] = True,
+    cache: Annotated[
+        Path | None, typer.Option(help="Timing cache file (default: the user cache folder).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the rows to this JSON file.")
+    ] = None,
+) -> None:
+    """List the models merkit can train, with parameters, MFLOPs and train/infer speed."""
+    if kind is not None and kind not in INPUT_KINDS:
+        raise ConfigError(f"--kind {kind!r} must be one of {', '.join(INPUT_KINDS)}")
+    names = list_models(kind)
+    with err_console.status("measuring models") as status:
+        rows = profile_models(
+            names,
+            timing=timing,
+            refresh=refresh,
+            cache_path=cache or default_cache_path(),
+            progress=lambda name: status.update(f"measuring {name}"),
+        )
+    console.print(models_table(rows))
+    if json_path is not None:
+        write_json_atomic(json_path, as_dicts(rows))

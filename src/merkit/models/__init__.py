@@ -1,0 +1,31 @@
+"""Models: a registry (`create_model`, `list_models`) and one module per model family."""
+
+from merkit.models import (  # noqa: F401  (register the models)
+    c3dgru,
+    cabm,
+    convat,
+    mol,
+    offapexnet,
+    ststnet,
+)
+from merkit.models.registry import (
+    InputSpec,
+    ModelEntry,
+    create_model,
+    get_model_entry,
+    list_models,
+    register_model,
+    stack_models,
+    unstack_model,
+)
+
+__all__ = [
+    "InputSpec",
+    "ModelEntry",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+    "stack_models",
+    "unstack_model",
+]

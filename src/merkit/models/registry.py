@@ -1,0 +1,145 @@
+"""Model registry: `@register_model`, `create_model`, `list_models`, and what input a model takes.
+
+Every model declares an `InputSpec` (flow maps, apex images or frame sequences; channels; default
+size) so that a runner can build the right preprocessing without knowing the model.
+
+Models registered with `groupable=True` accept a `groups` keyword: one module then holds `groups`
+independent copies of the model (one per fold or ensemble member) laid side by side in grouped
+convolutions. Its input is (B, groups * in_chans, H, W) -- channel block g is copy g's batch -- and
+its output (B, groups * num_classes). Every tensor of its `state_dict` is the concatenation, along
+dim 0, of the copies' tensors, so `stack_models` / `unstack_model` move between the grouped and the
+ordinary (groups=1) form exactly. The training engine uses this to fit many folds at once on CPU.
+
+Auxiliary losses: a model may define `aux_loss() -> Tensor | None`, called by the engine right
+after each training forward; the returned scalar (already weighted) is added to the
+classification loss. A grouped model returns the SUM over its copies, so each copy receives its
+own gradient unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from merkit.errors import ConfigError
+
+INPUT_KINDS = ("flow", "apex", "sequence")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model consumes: `kind` flow/apex/sequence, channels, (H, W) and frames per clip."""
+
+    kind: str = "flow"
+    channels: int = 3
+    size: tuple[int, int] = (28, 28)
+    frames: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, its input, and whether it can be built grouped."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_spec: InputSpec
+    groupable: bool
+    description: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, input_spec: InputSpec | None = None, groupable: bool = False
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Class or function decorator adding a model builder under `name`.
+
+    The builder is called as `builder(num_classes=..., in_chans=..., **kwargs)` (plus `groups=`
+    when `groupable`).
+    """
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _MODELS[name] = ModelEntry(
+            name=name,
+            builder=builder,
+            input_spec=input_spec or InputSpec(),
+            groupable=groupable,
+            description=doc[0] if doc else "",
+        )
+        return builder
+
+    return decorator
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of `name`; a ConfigError listing the known models if there is none."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(_MODELS)) or "none"
+        raise ConfigError(f"unknown model {name!r}; registered models: {known}") from None
+
+
+def create_model(
+    name: str, num_classes: int = 3, in_chans: int | None = None, **kwargs: object
+) -> nn.Module:
+    """Build a registered model; `in_chans` defaults to the channels of its input spec."""
+    entry = get_model_entry(name)
+    groups = kwargs.pop("groups", 1)
+    if entry.groupable:
+        kwargs["groups"] = groups
+    elif groups != 1:
+        raise ConfigError(f"model {name!r} cannot be built grouped (groups={groups})")
+    spec = entry.input_spec
+    # Sequences arrive as (B, T*C, H, W): their default channel count covers every frame.
+    default = spec.channels * spec.frames if spec.kind == "sequence" else spec.channels
+    chans = default if in_chans is None else in_chans
+    try:
+        return entry.builder(num_classes=num_classes, in_chans=chans, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for model {name!r}: {exc}") from None
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Names of the registered models, optionally only those whose input is of `kind`."""
+    return sorted(n for n, e in _MODELS.items() if kind is None or e.input_spec.kind == kind)
+
+
+def stack_models(models: list[nn.Module], grouped: nn.Module) -> nn.Module:
+    """Load the ordinary `models` into `grouped` (built with groups=len(models)) as its copies."""
+    states = [m.state_dict() for m in models]
+    merged = {
+        key: _cat_or_first([s[key] for s in states])
+        for key in grouped.state_dict()
+        if key in states[0]
+    }
+    grouped.load_state_dict(merged)
+    return grouped
+
+
+def unstack_model(grouped: nn.Module, index: int, single: nn.Module, groups: int) -> nn.Module:
+    """Copy copy `index` of a grouped model (of `groups` copies) into the ordinary `single`."""
+    state = {}
+    for key, value in grouped.state_dict().items():
+        if value.ndim == 0:
+            state[key] = value.clone()
+        else:
+            state[key] = value.chunk(groups, dim=0)[index].clone()
+    single.load_state_dict(state)
+    return single
+
+
+def _cat_or_first(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-copy tensors along dim 0; scalars (BatchNorm's counter) are shared."""
+    return tensors[0].clone() if tensors[0].ndim == 0 else torch.cat(tensors, dim=0)

@@ -1,0 +1,603 @@
+"""The training engine: fit a recipe on many folds at once and return test probabilities.
+
+Public API (stable; the experiment runner builds on it):
+
+- `fit_predict(recipe, x, y, folds, num_classes, seed, groups, progress, workers)
+  -> list[np.ndarray]` per fold, the test-sample class probabilities (averaged over
+  `recipe.ensemble` members). `workers` > 1 spreads batches of folds over single-threaded
+  processes ("spawn": a calling script needs the usual `if __name__ == "__main__":` guard).
+- `fit_predict_epochs(...)` the same, but per fold an array (epochs, n_test, K) of the test
+  probabilities after every epoch -- only for the leakage audit's labelled "oracle" figure.
+- `fit(recipe, x, y, num_classes, seed) -> nn.Module` one final model on all the data.
+
+Why it is fast on CPU: models registered `groupable` are built with `groups=G`, so the G models
+of G (fold, member) jobs train as one network of grouped convolutions, each copy on its own
+batches. The copies share nothing: BatchNorm is per channel, the loss is a sum of per-copy
+losses, and Adam/AdamW/SGD update every element independently (no gradient clipping).
+
+Why it is honest: a job's model sees only its training indices (minus `val_subjects` validation
+subjects when asked); the held-out fold is evaluated, never used to choose anything. With
+validation subjects, the epoch with the lowest validation loss gives the test probabilities.
+
+Why it is reproducible: each job draws its initial weights, batches and augmentations from its
+own generator seeded by (seed, member, test indices), so a fold gives the same result whether it
+is trained alone, in a batch of folds, or after a resume (dropout masks excepted: they come from
+the global generator, seeded per batch of jobs).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from queue import Empty
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from merkit.errors import ConfigError
+from merkit.models import create_model, get_model_entry, unstack_model
+from merkit.models.registry import stack_models
+from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
+from merkit.training.recipe import Recipe
+
+Fold = tuple[np.ndarray, np.ndarray]
+Progress = Callable[[int, int], None]
+
+# Activation memory the engine allows one batch of grouped jobs (floats), when it picks the size.
+_AUTO_BUDGET_FLOATS = 150_000_000
+
+
+@dataclass
+class Job:
+    """One model to train: member `member` of fold `fold`."""
+
+    fold: int
+    member: int
+    train: np.ndarray
+    test: np.ndarray
+    val: np.ndarray
+    seed: int
+
+
+class _Counter:
+    """Counts finished job-epochs for the progress callback."""
+
+    def __init__(self, callback: Progress | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def fit_predict(
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    num_classes: int,
+    seed: int = 0,
+    groups: Sequence[str] | np.ndarray | None = None,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> list[np.ndarray]:
+    """Per fold, the (len(test_idx), num_classes) probabilities of its test samples.
+
+    `groups` (subject key per sample) is needed only when `recipe.val_subjects` > 0.
+    `workers` > 1 trains batches of folds in that many single-threaded processes; the
+    probabilities do not depend on it (up to float rounding).
+    """
+    curves = _run(recipe, x, y, folds, num_classes, seed, groups, progress, False, workers)
+    return [c[-1] for c in curves]
+
+
+def fit_predict_epochs(
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    num_classes: int,
+    seed: int = 0,
+    groups: Sequence[str] | np.ndarray | None = None,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> list[np.ndarray]:
+    """Per fold, (epochs, len(test_idx), num_classes): test probabilities after every epoch.
+
+    For the leakage audit's "oracle" figure only (choosing an epoch on these is peeking).
+    """
+    return _run(recipe, x, y, folds, num_classes, seed, groups, progress, True, workers)
+
+
+def fit(
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Train on all samples; an ordinary model (or a probability-averaging ensemble of them)."""
+    if recipe.val_subjects:
+        raise ConfigError("fit() trains on all samples; set val_subjects to 0 for a final model")
+    fold = (np.arange(len(y)), np.zeros(0, dtype=np.int64))
+    jobs = _make_jobs(recipe, [fold], seed, None)
+    models: list[nn.Module] = []
+    _check_inputs(recipe, x, y, [fold], num_classes)
+    counter = _Counter(progress, len(jobs) * recipe.epochs)
+    with _deterministic():
+        for bucket in _buckets(recipe, jobs, x.shape):
+            trainer = _BucketTrainer(recipe, bucket, x, y, num_classes)
+            trainer.train(counter)
+            models.extend(trainer.single_models())
+    if len(models) == 1:
+        return models[0].eval()
+    return ProbabilityAverage(models).eval()
+
+
+class ProbabilityAverage(nn.Module):
+    """An ensemble returning log(mean softmax) of its members (softmax gives the mean probs)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(-1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def job_seed(seed: int, member: int, test_idx: np.ndarray) -> int:
+    """A job's seed: depends on the run seed, the member and WHICH samples are held out only."""
+    key = zlib.crc32(np.asarray(test_idx, dtype=np.int64).tobytes())
+    return int(np.random.SeedSequence([seed, member, key]).generate_state(1)[0])
+
+
+def _run(
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    num_classes: int,
+    seed: int,
+    groups: Sequence[str] | np.ndarray | None,
+    progress: Progress | None,
+    record: bool,
+    workers: int = 1,
+) -> list[np.ndarray]:
+    _check_inputs(recipe, x, y, folds, num_classes)
+    jobs = _make_jobs(recipe, folds, seed, groups)
+    counter = _Counter(progress, len(jobs) * recipe.epochs)
+    buckets = list(_buckets(recipe, jobs, x.shape, max(workers, 1)))
+    if workers > 1 and len(buckets) > 1:
+        results = _train_in_processes(recipe, buckets, x, y, num_classes, record, workers, counter)
+    else:
+        results = [_train_bucket(recipe, b, x, y, num_classes, record, counter) for b in buckets]
+    curves = {
+        (job.fold, job.member): curve
+        for bucket, result in zip(buckets, results, strict=True)
+        for job, curve in zip(bucket, result, strict=True)
+    }
+    return [
+        np.mean([curves[f, m] for m in range(recipe.ensemble)], axis=0) for f in range(len(folds))
+    ]
+
+
+def _train_bucket(
+    recipe: Recipe,
+    bucket: list[Job],
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    record: bool,
+    counter: _Counter,
+) -> list[np.ndarray]:
+    with _deterministic():
+        return _BucketTrainer(recipe, bucket, x, y, num_classes).train(counter, record)
+
+
+_worker_progress: Queue | None = None
+
+
+def _init_worker(progress: Queue, threads: int, parent: int) -> None:
+    global _worker_progress
+    _worker_progress = progress
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent was killed exits instead of training on as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+class _QueueCounter(_Counter):
+    """A worker's counter: finished job-epochs go to the parent through a queue."""
+
+    def add(self, n: int) -> None:
+        _worker_progress.put(n)
+
+
+def _train_in_worker(
+    recipe: Recipe, bucket: list[Job], x: np.ndarray, y: np.ndarray, k: int, record: bool
+) -> list[np.ndarray]:
+    return _train_bucket(recipe, bucket, x, y, k, record, _QueueCounter(None, 0))
+
+
+def _train_in_processes(
+    recipe: Recipe,
+    buckets: list[list[Job]],
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    record: bool,
+    workers: int,
+    counter: _Counter,
+) -> list[list[np.ndarray]]:
+    """Buckets spread over `workers` single-threaded processes (robust on a shared CPU)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    with ProcessPoolExecutor(workers, context, _init_worker, (queue, 1, os.getpid())) as pool:
+        futures = [
+            pool.submit(_train_in_worker, recipe, b, x, y, num_classes, record) for b in buckets
+        ]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+            _drain(queue, counter)
+    _drain(queue, counter)
+    return [f.result() for f in futures]
+
+
+def _drain(queue: Queue, counter: _Counter) -> None:
+    """Forward the job-epochs the workers finished to the progress callback."""
+    while True:
+        try:
+            counter.add(queue.get_nowait())
+        except Empty:
+            return
+
+
+def _check_inputs(
+    recipe: Recipe, x: np.ndarray, y: np.ndarray, folds: Sequence[Fold], num_classes: int
+) -> None:
+    if x.ndim != 4 or len(x) != len(y):
+        raise ConfigError(f"expected x of shape (N, C, H, W) with N = {len(y)}, got {x.shape}")
+    if recipe.ensemble < 1 or recipe.epochs < 1 or recipe.batch_size < 1:
+        raise ConfigError("recipe ensemble, epochs and batch_size must be at least 1")
+    kind = get_model_entry(recipe.model).input_spec.kind
+    if kind != "flow" and (recipe.augment.hflip or recipe.tta_flip):
+        # The flip rewrites channel 0 as the u component of a flow map; elsewhere it is wrong.
+        raise ConfigError(
+            f"recipe {recipe.model}: the flow-aware flip (augment.hflip / tta_flip) applies to "
+            f"flow maps only, and {recipe.model} takes {kind} input: set both to false"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ConfigError(f"labels must lie in 0..{num_classes - 1}")
+    for i, (train, test) in enumerate(folds):
+        if len(train) == 0:
+            raise ConfigError(f"fold {i} has no training samples")
+        if np.intersect1d(train, test).size:
+            raise ConfigError(f"fold {i} puts the same sample in its training and test sides")
+
+
+def _make_jobs(
+    recipe: Recipe,
+    folds: Sequence[Fold],
+    seed: int,
+    groups: Sequence[str] | np.ndarray | None,
+) -> list[Job]:
+    if recipe.val_subjects and groups is None:
+        raise ConfigError("recipe.val_subjects > 0 needs the subject of every sample (groups)")
+    jobs = []
+    for f, (train, test) in enumerate(folds):
+        train, test = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+        for member in range(recipe.ensemble):
+            s = job_seed(seed, member, test)
+            fit_idx, val_idx = train, np.zeros(0, dtype=np.int64)
+            if recipe.val_subjects:
+                fit_idx, val_idx = _carve_validation(train, np.asarray(groups), recipe, s, f)
+            jobs.append(Job(f, member, fit_idx, test, val_idx, s))
+    return jobs
+
+
+def _carve_validation(
+    train: np.ndarray, groups: np.ndarray, recipe: Recipe, seed: int, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move `val_subjects` randomly chosen training subjects to a validation side."""
+    subjects = np.array(sorted(set(groups[train].tolist())))
+    if len(subjects) <= recipe.val_subjects:
+        raise ConfigError(
+            f"fold {fold} has {len(subjects)} training subjects, too few to hold out "
+            f"{recipe.val_subjects} for validation"
+        )
+    chosen = np.random.default_rng(seed).choice(subjects, recipe.val_subjects, replace=False)
+    is_val = np.isin(groups[train], chosen)
+    return train[~is_val], train[is_val]
+
+
+def _steps_per_epoch(job: Job, batch_size: int) -> int:
+    return math.ceil(len(job.train) / min(batch_size, len(job.train)))
+
+
+def _buckets(
+    recipe: Recipe, jobs: list[Job], shape: tuple[int, ...], workers: int = 1
+) -> Iterator[list[Job]]:
+    """Group jobs that can train side by side (same steps per epoch), in bounded numbers,
+    and in at least `workers` buckets when the engine picks the size."""
+    if not get_model_entry(recipe.model).groupable:
+        size = 1
+    elif recipe.folds_per_batch > 0:
+        size = recipe.folds_per_batch
+    else:
+        size = _auto_bucket_size(recipe, shape)
+    by_steps: dict[tuple[int, int], list[Job]] = {}
+    for job in jobs:
+        batch = min(recipe.batch_size, len(job.train))
+        by_steps.setdefault((_steps_per_epoch(job, recipe.batch_size), batch), []).append(job)
+    for same in by_steps.values():
+        if recipe.folds_per_batch <= 0:
+            size = min(size, math.ceil(len(same) / workers))
+        for start in range(0, len(same), size):
+            yield same[start : start + size]
+
+
+def _auto_bucket_size(recipe: Recipe, shape: tuple[int, ...]) -> int:
+    """How many copies fit the activation budget (a rough count from one probe forward)."""
+    probe = create_model(recipe.model, 2, shape[1], **recipe.model_kwargs)
+    floats = 0
+
+    def count(_: nn.Module, __: object, out: object) -> None:
+        nonlocal floats
+        floats += out.numel() if isinstance(out, torch.Tensor) else 0
+
+    leaves = [m for m in probe.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    with torch.no_grad():
+        probe.eval()(torch.zeros(1, *shape[1:]))
+    for h in hooks:
+        h.remove()
+    per_copy = max(floats, 1) * recipe.batch_size
+    return int(max(1, min(64, _AUTO_BUDGET_FLOATS // per_copy)))
+
+
+class _BatchStream:
+    """Endless batches of a job's training indices: reshuffled every pass, fixed batch size."""
+
+    def __init__(self, indices: np.ndarray, batch_size: int, generator: torch.Generator) -> None:
+        self.indices = torch.from_numpy(indices)
+        self.batch_size, self.generator = batch_size, generator
+        self.buffer = torch.zeros(0, dtype=torch.int64)
+
+    def next(self) -> torch.Tensor:
+        while len(self.buffer) < self.batch_size:
+            order = torch.randperm(len(self.indices), generator=self.generator)
+            self.buffer = torch.cat([self.buffer, self.indices[order]])
+        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
+        return batch
+
+
+class _BucketTrainer:
+    """Trains the jobs of one bucket as one grouped model (or one ordinary model if alone)."""
+
+    def __init__(
+        self, recipe: Recipe, jobs: list[Job], x: np.ndarray, y: np.ndarray, num_classes: int
+    ) -> None:
+        self.recipe, self.jobs, self.k = recipe, jobs, num_classes
+        self.g = len(jobs)
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.in_chans = x.shape[1]
+        self.model = self._build()
+        self.batch = min(recipe.batch_size, len(jobs[0].train))
+        self.steps = _steps_per_epoch(jobs[0], recipe.batch_size)
+        self.class_weight = torch.stack([self._class_weight(j) for j in jobs])  # (G, K)
+
+    def _single(self, job: Job) -> nn.Module:
+        torch.manual_seed(job.seed)
+        return create_model(self.recipe.model, self.k, self.in_chans, **self.recipe.model_kwargs)
+
+    def _build(self) -> nn.Module:
+        singles = [self._single(j) for j in self.jobs]
+        if self.g == 1:
+            return singles[0]
+        grouped = create_model(
+            self.recipe.model, self.k, self.in_chans, groups=self.g, **self.recipe.model_kwargs
+        )
+        return stack_models(singles, grouped)
+
+    def single_models(self) -> list[nn.Module]:
+        """The trained copies as ordinary models."""
+        if self.g == 1:
+            return [self.model]
+        return [
+            unstack_model(self.model, i, self._single(j), self.g) for i, j in enumerate(self.jobs)
+        ]
+
+    def _class_weight(self, job: Job) -> torch.Tensor:
+        if not self.recipe.class_weighted:
+            return torch.ones(self.k)
+        counts = torch.bincount(self.y[job.train], minlength=self.k).float()
+        weight = counts.sum() / (self.k * counts.clamp_min(1))
+        return torch.where(counts > 0, weight, torch.zeros_like(weight))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        r = self.recipe
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        rest = [p for p in self.model.parameters() if p.ndim <= 1]
+        params = [
+            {"params": decay, "weight_decay": r.weight_decay},
+            {"params": rest, "weight_decay": 0},
+        ]
+        if r.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=r.lr, fused=True)
+        if r.optimizer == "adam":  # L2 penalty in the gradient, as the original papers
+            return torch.optim.Adam(params, lr=r.lr, fused=True)
+        if r.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=r.lr, momentum=0.9, nesterov=True)
+        raise ConfigError(f"unknown optimizer {r.optimizer!r}; choose adamw, adam or sgd")
+
+    def _lr_factor(self, step: int) -> float:
+        r, total = self.recipe, self.recipe.epochs * self.steps
+        warmup = r.warmup_epochs * self.steps
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if r.schedule == "constant":
+            return 1.0
+        if r.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+        raise ConfigError(f"unknown schedule {r.schedule!r}; choose cosine or constant")
+
+    def train(self, counter: _Counter, record: bool = False) -> list[np.ndarray]:
+        """Run the schedule; per job its test probabilities (epochs or 1, n_test, K)."""
+        r = self.recipe
+        opt = self._optimizer()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        gens = [torch.Generator().manual_seed(j.seed) for j in self.jobs]
+        streams = [
+            _BatchStream(j.train, self.batch, gen) for j, gen in zip(self.jobs, gens, strict=True)
+        ]
+        torch.manual_seed(self.jobs[0].seed)  # dropout masks
+        watch = record or r.val_subjects > 0
+        test_curve, val_loss = [], []
+        for _ in range(r.epochs):
+            self.model.train()
+            for _ in range(self.steps):
+                idx = torch.stack([s.next() for s in streams])  # (G, B)
+                loss = self._loss(idx, gens)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if watch:
+                test_curve.append(self._probabilities([j.test for j in self.jobs]))
+                if r.val_subjects:
+                    val_loss.append(self._val_loss())
+            counter.add(self.g)
+        if not watch:
+            test_curve.append(self._probabilities([j.test for j in self.jobs]))
+        curves = np.stack(test_curve, axis=1)  # (G, epochs, M, K)
+        if record:
+            return [c[:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        if r.val_subjects:
+            best = np.argmin(np.stack(val_loss), axis=0)  # per job
+            return [
+                curves[i, b, None, : len(j.test)]
+                for i, (b, j) in enumerate(zip(best, self.jobs, strict=True))
+            ]
+        return [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+
+    def _loss(self, idx: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy."""
+        r, g, b = self.recipe, self.g, self.batch
+        xb = self.x[idx.flatten()]  # (G*B, C, H, W), copy-major
+        params = AugmentParams.cat(
+            [sample_params((b, *xb.shape[1:]), r.augment, gen) for gen in gens]
+        )
+        xb = apply_params(xb, params, r.augment)
+        target = F.one_hot(self.y[idx], self.k).float()  # (G, B, K)
+        weight = self.class_weight.gather(1, self.y[idx])  # (G, B)
+        if r.augment.mixup > 0:
+            xb, target, weight = self._mixup(xb, target, weight, gens)
+        if r.label_smoothing > 0:
+            target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
+        logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
+        nll = -(target.transpose(0, 1) * logits.log_softmax(-1)).sum(-1)  # (B, G)
+        w = weight.transpose(0, 1)
+        loss = ((nll * w).sum(0) / w.sum(0).clamp_min(1e-12)).sum()
+        aux = getattr(self.model, "aux_loss", None)
+        if callable(aux) and (extra := aux()) is not None:
+            loss = loss + extra
+        return loss
+
+    def _mixup(
+        self,
+        xb: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor,
+        gens: list[torch.Generator],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mix each sample with another of the same copy's batch, one Beta(a, a) draw per copy."""
+        g, b, a = self.g, self.batch, self.recipe.augment.mixup
+        lam, perm = [], []
+        for gen in gens:
+            lam.append(_beta(a, gen))
+            perm.append(torch.randperm(b, generator=gen))
+        lam_t = torch.tensor(lam).view(g, 1)
+        order = torch.stack(perm)  # (G, B)
+        xs = xb.view(g, b, *xb.shape[1:])
+        other = torch.stack([xs[i, order[i]] for i in range(g)])
+        lx = lam_t.view(g, 1, 1, 1, 1)
+        mixed = (lx * xs + (1 - lx) * other).view_as(xb)
+        tgt = lam_t[..., None] * target + (1 - lam_t[..., None]) * target.gather(
+            1, order[..., None].expand_as(target)
+        )
+        wgt = lam_t * weight + (1 - lam_t) * weight.gather(1, order)
+        return mixed, tgt, wgt
+
+    def _forward(self, xs: torch.Tensor) -> torch.Tensor:
+        """Copy-major inputs (G, B, C, H, W) -> logits (B, G, K)."""
+        g, b = xs.shape[:2]
+        grouped = xs.transpose(0, 1).reshape(b, g * xs.shape[2], *xs.shape[3:])
+        return self.model(grouped).view(b, g, self.k)
+
+    @torch.no_grad()
+    def _probabilities(self, sides: list[np.ndarray]) -> np.ndarray:
+        """Softmax of every copy on its own samples, padded to a common length: (G, M, K)."""
+        self.model.eval()
+        m = max(1, max(len(s) for s in sides))
+        idx = torch.stack(
+            [torch.from_numpy(np.resize(s, m) if len(s) else np.zeros(m, np.int64)) for s in sides]
+        )
+        flat = self.x[idx.flatten()]
+        probs = self._forward(flat.view(self.g, m, *flat.shape[1:])).softmax(-1)
+        if self.recipe.tta_flip:
+            flipped = hflip_flow(flat, self.recipe.augment.u_scaling)
+            probs = (
+                probs + self._forward(flipped.view(self.g, m, *flat.shape[1:])).softmax(-1)
+            ) / 2
+        return probs.transpose(0, 1).numpy()
+
+    @torch.no_grad()
+    def _val_loss(self) -> np.ndarray:
+        """Per copy, the mean cross-entropy on its validation subjects."""
+        probs = self._probabilities([j.val for j in self.jobs])
+        losses = []
+        for p, job in zip(probs, self.jobs, strict=True):
+            true = p[np.arange(len(job.val)), self.y[job.val].numpy()]
+            losses.append(float(-np.log(np.clip(true, 1e-12, None)).mean()))
+        return np.asarray(losses)
+
+
+def _beta(a: float, generator: torch.Generator) -> float:
+    """A Beta(a, a) draw from `generator` (Johnk's method), so mixup follows the job's seed."""
+    while True:
+        u, v = torch.rand(2, generator=generator).tolist()
+        x, y = u ** (1 / a), v ** (1 / a)
+        if 0 < x + y <= 1:
+            return x / (x + y)
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels during training; the caller's setting is restored afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)

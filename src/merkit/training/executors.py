@@ -1,0 +1,301 @@
+"""Executors: where the (seed, recipe, chunk of folds) training jobs of an experiment run.
+
+The runner cuts a run into `TrainJob`s and hands them to an executor, which yields each job's
+result as soon as it finishes; the runner (the driver) writes the finished folds itself, so an
+interrupted run resumes the same way whatever executed it.
+
+- `local`: one job after the other in this process (the default).
+- `processes`: a pool of N "spawn" processes on this machine. Each worker gets the prepared
+  arrays once (its initializer) and `max(1, cores // N)` torch threads, so N workers together
+  use the machine's cores without oversubscribing it.
+- `ray`: Ray tasks, on a running cluster (`address="auto"` or a cluster address) or on a local
+  Ray started on the spot with `num_cpus = cores`. The prepared arrays are `ray.put` once.
+
+Results do not depend on the executor: jobs are cut the same way for all of them and the engine
+seeds every (fold, member) job from the run seed and its test indices. CPU kernels split their
+reductions by thread, so predictions are bit-identical for the same torch thread count per
+worker and agree to float rounding (~1e-7) across thread counts; the run records that count.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from queue import Empty
+from typing import Any
+
+import numpy as np
+import torch
+
+from merkit.errors import ConfigError
+from merkit.training.recipe import Recipe
+
+EXECUTORS = ("local", "processes", "ray")
+
+# fit_predict(recipe, x, y, folds, num_classes, seed, groups=None, progress=None) -> [probs]
+Engine = Callable[..., list[np.ndarray]]
+Fold = tuple[np.ndarray, np.ndarray]
+# progress(done, total): finished and planned fold-epochs of the jobs started so far
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One engine call: `recipe` on `folds` (train, test index pairs) with run seed `seed`."""
+
+    seed: int
+    recipe: Recipe
+    folds: tuple[Fold, ...]
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """What every job reads: sent to each worker once, not once per job."""
+
+    engine: Engine
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Determinism:
+    """How a run's numbers were produced, recorded in its config.yaml."""
+
+    executor: str
+    workers: int
+    torch_threads: int  # per worker
+    deterministic_algorithms: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "executor": self.executor,
+            "workers": self.workers,
+            "torch_threads_per_worker": self.torch_threads,
+            "torch_deterministic_algorithms": self.deterministic_algorithms,
+        }
+
+
+def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> list[np.ndarray]:
+    """A job's per-fold test probabilities, under deterministic torch kernels."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        probs = shared.engine(
+            job.recipe,
+            shared.x,
+            shared.y,
+            list(job.folds),
+            shared.num_classes,
+            job.seed,
+            groups=shared.groups,
+            progress=progress,
+        )
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    if len(probs) != len(job.folds):
+        raise RuntimeError(f"engine returned {len(probs)} folds for {len(job.folds)}")
+    return [np.asarray(p, dtype=np.float64) for p in probs]
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads of each of `workers` workers so that together they use the cores."""
+    return max(1, (cores or cpu_count()) // max(1, workers))
+
+
+class _Tally:
+    """Sums the (done, total) fold-epochs reported by concurrently running jobs."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.jobs: dict[int, tuple[int, int]] = {}
+
+    def update(self, job: int, done: int, total: int) -> None:
+        self.jobs[job] = (done, total)
+        if self.progress is not None:
+            self.progress(
+                sum(d for d, _ in self.jobs.values()), sum(t for _, t in self.jobs.values())
+            )
+
+
+class Executor:
+    """Runs jobs and yields `(job index, per-fold probabilities)` in the order they finish."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what the executor started (nothing for the local one)."""
+
+    def determinism(self) -> Determinism:
+        return Determinism(self.name, self.workers, self._threads(), True)
+
+    def _threads(self) -> int:
+        return torch.get_num_threads()
+
+    def run(
+        self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        tally = _Tally(progress)
+        for index, job in enumerate(jobs):
+            yield index, run_job(shared, job, lambda d, t, i=index: tally.update(i, d, t))
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+_shared: SharedInputs | None = None
+_progress_queue: Queue | None = None
+
+
+def _init_worker(shared: SharedInputs, threads: int, queue: Queue) -> None:
+    """Worker start: keep the shared inputs, and take this worker's share of the cores."""
+    global _shared, _progress_queue
+    _shared, _progress_queue = shared, queue
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(index: int, job: TrainJob) -> list[np.ndarray]:
+    assert _shared is not None and _progress_queue is not None
+    queue = _progress_queue
+    return run_job(_shared, job, lambda done, total: queue.put((index, done, total)))
+
+
+class ProcessExecutor(Executor):
+    """A local pool of "spawn" workers (no fork after torch started its threads)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int = 0) -> None:
+        super().__init__(workers or cpu_count())
+
+    def _threads(self) -> int:
+        return threads_per_worker(self.workers)
+
+    def run(
+        self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        tally = _Tally(progress)
+        workers = max(1, min(self.workers, len(jobs)))
+        initargs = (shared, self._threads(), queue)
+        pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
+        try:
+            futures: dict[Future, int] = {
+                pool.submit(_run_in_worker, i, job): i for i, job in enumerate(jobs)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(queue, tally)
+                for future in done:
+                    yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(queue: Queue, tally: _Tally) -> None:
+    while True:
+        try:
+            tally.update(*queue.get_nowait())
+        except Empty:
+            return
+
+
+# ---- ray -------------------------------------------------------------------------------------
+
+
+def _ray_job(shared: SharedInputs, x: np.ndarray, job: TrainJob, threads: int) -> list[np.ndarray]:
+    """A Ray task: `x` arrives from the object store (read-only), the rest with the task."""
+    torch.set_num_threads(threads)
+    inputs = SharedInputs(shared.engine, np.array(x), shared.y, shared.groups, shared.num_classes)
+    return run_job(inputs, job, None)
+
+
+class RayExecutor(Executor):
+    """Ray tasks on a cluster (`address`) or on a local Ray with one CPU per core."""
+
+    name = "ray"
+
+    def __init__(self, workers: int = 0, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "executor 'ray' needs the ray package: pip install 'merkit[ray]'"
+            ) from None
+        self.ray = ray
+        self.address = address
+        self.started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
+            self.started = True
+        self.cpus = int(ray.cluster_resources().get("CPU", 1))
+        super().__init__(workers or self.cpus)
+
+    def _threads(self) -> int:
+        return threads_per_worker(self.workers, self.cpus)
+
+    def run(
+        self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        ray = self.ray
+        threads = self._threads()
+        task = ray.remote(num_cpus=threads)(_ray_job)
+        x_ref = ray.put(shared.x)
+        light = SharedInputs(
+            shared.engine, np.zeros(0), shared.y, shared.groups, shared.num_classes
+        )
+        light_ref = ray.put(light)
+        queue = list(enumerate(jobs))
+        running: dict[Any, int] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.workers:
+                    index, job = queue.pop(0)
+                    running[task.remote(light_ref, x_ref, job, threads)] = index
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    yield running.pop(ref), ray.get(ref)
+        finally:
+            for ref in running:
+                ray.cancel(ref)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_executor(name: str, workers: int = 0, address: str | None = None) -> Executor:
+    """The executor called `name`; `workers` 0 means one per core (local: always 1)."""
+    if name == "local":
+        return Executor()
+    if name == "processes":
+        return ProcessExecutor(workers)
+    if name == "ray":
+        return RayExecutor(workers, address)
+    raise ConfigError(f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}")

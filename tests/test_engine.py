@@ -1,0 +1,239 @@
+"""Training engine: augmentation, determinism, batched folds, no leakage, hooks, final models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from merkit.errors import ConfigError
+from merkit.models import register_model
+from merkit.models import registry as registry_module
+from merkit.models.cabm import center_motion
+from merkit.training import engine
+from merkit.training.augment import augment, hflip_flow
+from merkit.training.engine import ProbabilityAverage, fit, fit_predict, fit_predict_epochs
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
+
+TINY = {"dim": 8, "depth": 1, "kernel": 3, "patch": 4}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared machine: one thread avoids OpenMP contention (much faster)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _data(n: int = 48, subjects: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maps whose class shows as a bright band, from `subjects` subjects of n/subjects samples."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 3
+    x = rng.random((n, 3, 28, 28), dtype=np.float32) * 0.5
+    for i, label in enumerate(y):
+        x[i, :, 4 + 8 * label : 10 + 8 * label] += 0.5
+    groups = np.repeat([f"s{i}" for i in range(subjects)], n // subjects)
+    return x, y, groups
+
+
+def _loso(groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    idx = np.arange(len(groups))
+    return [(idx[groups != s], idx[groups == s]) for s in dict.fromkeys(groups.tolist())]
+
+
+def _recipe(**kw: object) -> Recipe:
+    base = {"model": "cabm", "model_kwargs": TINY, "epochs": 2, "batch_size": 16, "lr": 3e-3}
+    return Recipe.from_dict({**base, **kw})
+
+
+def test_hflip_mirrors_the_map_and_reverses_u() -> None:
+    x = torch.rand(2, 3, 5, 6)
+    flipped = hflip_flow(x)  # min-max scaled maps: reversed u is 1 - u
+    torch.testing.assert_close(flipped[:, 0], 1 - x[:, 0].flip(-1))
+    torch.testing.assert_close(flipped[:, 1:], x[:, 1:].flip(-1))
+    signed = hflip_flow(x - 0.5, u_scaling="signed")
+    torch.testing.assert_close(signed[:, 0], -(x[:, 0] - 0.5).flip(-1))
+    torch.testing.assert_close(hflip_flow(hflip_flow(x)), x)
+    with pytest.raises(ValueError, match="u_scaling"):
+        hflip_flow(x, u_scaling="raw")
+
+
+def test_flip_of_a_scaled_map_is_the_flip_of_the_centered_motion() -> None:
+    x = torch.rand(3, 3, 7, 7)  # odd count: the median is a sample, exactly
+    lhs = center_motion(hflip_flow(x), 3)
+    rhs = center_motion(x, 3).flip(-1)
+    torch.testing.assert_close(lhs[:, 0], -rhs[:, 0])
+    torch.testing.assert_close(lhs[:, 1:], rhs[:, 1:])
+
+
+def test_augment_flips_shifts_and_is_seeded() -> None:
+    x = torch.rand(64, 3, 12, 12)
+    flip_only = AugmentConfig(hflip=True, max_shift=0)
+    out = augment(x, flip_only, torch.Generator().manual_seed(0))
+    flipped = (out != x).flatten(1).any(1)
+    assert 10 < int(flipped.sum()) < 54  # about half
+    torch.testing.assert_close(out[flipped], hflip_flow(x[flipped]))
+    shift_only = AugmentConfig(hflip=False, max_shift=2)
+    a = augment(x, shift_only, torch.Generator().manual_seed(1))
+    b = augment(x, shift_only, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+    # an integer shift moves content exactly: some sample matches x shifted by (dx, dy)
+    one = augment(x[:1], AugmentConfig(hflip=False, max_shift=0), torch.Generator())
+    torch.testing.assert_close(one, x[:1])
+
+
+def test_fit_predict_is_deterministic_and_returns_probabilities() -> None:
+    x, y, groups = _data()
+    folds = _loso(groups)
+    recipe = _recipe(label_smoothing=0.1, class_weighted=True, augment={"mixup": 0.4})
+    first = fit_predict(recipe, x, y, folds, 3, seed=3)
+    second = fit_predict(recipe, x, y, folds, 3, seed=3)
+    other = fit_predict(recipe, x, y, folds, 3, seed=4)
+    assert len(first) == len(folds)
+    for a, b, (_, test) in zip(first, second, folds, strict=True):
+        assert a.shape == (len(test), 3)
+        np.testing.assert_allclose(a.sum(1), 1, rtol=1e-5)
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.concatenate(first), np.concatenate(other))
+
+
+def test_batched_folds_equal_folds_trained_alone() -> None:
+    x, y, groups = _data()
+    folds = _loso(groups)
+    recipe = _recipe(epochs=3)
+    together = fit_predict(recipe, x, y, folds, 3, seed=0)
+    alone = fit_predict(recipe, x, y, folds[2:3], 3, seed=0)
+    np.testing.assert_allclose(together[2], alone[0], atol=2e-4)
+    single = fit_predict(_recipe(epochs=3, folds_per_batch=1), x, y, folds, 3, seed=0)
+    for a, b in zip(together, single, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_probabilities() -> None:
+    x, y, groups = _data()
+    folds = _loso(groups)
+    calls: list[tuple[int, int]] = []
+    serial = fit_predict(_recipe(), x, y, folds, 3, seed=1)
+    parallel = fit_predict(
+        _recipe(), x, y, folds, 3, seed=1, workers=2, progress=lambda d, t: calls.append((d, t))
+    )
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    assert calls[-1] == (2 * len(folds), 2 * len(folds))
+
+
+def test_no_fold_ever_trains_on_its_test_or_validation_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn: list[tuple[np.ndarray, set[int]]] = []  # per batch stream: its pool, what it gave
+    original = engine._BatchStream.next
+
+    def spy(self: engine._BatchStream) -> torch.Tensor:
+        batch = original(self)
+        if not drawn or drawn[-1][0] is not self.indices:
+            drawn.append((self.indices, set()))
+        drawn[-1][1].update(batch.tolist())
+        return batch
+
+    monkeypatch.setattr(engine._BatchStream, "next", spy)
+    x, y, groups = _data()
+    folds = _loso(groups)
+    recipe = _recipe(val_subjects=2, ensemble=2, folds_per_batch=1)
+    jobs = engine._make_jobs(recipe, folds, 0, groups)
+    fit_predict(recipe, x, y, folds, 3, seed=0, groups=groups)
+    assert len(drawn) == len(jobs) == 2 * len(folds)
+    for job, (pool, used) in zip(jobs, drawn, strict=True):
+        np.testing.assert_array_equal(pool.numpy(), job.train)
+        assert used == set(job.train.tolist())  # every training sample, and nothing else
+        assert not used & set(job.test.tolist())
+        assert not used & set(job.val.tolist())
+        val_subjects = set(groups[job.val].tolist())
+        assert len(val_subjects) == 2
+        assert not val_subjects & set(groups[job.test].tolist())
+
+
+def test_validation_needs_groups_and_enough_subjects() -> None:
+    x, y, groups = _data()
+    with pytest.raises(ConfigError, match="groups"):
+        fit_predict(_recipe(val_subjects=1), x, y, _loso(groups), 3)
+    with pytest.raises(ConfigError, match="too few"):
+        fit_predict(_recipe(val_subjects=5), x, y, _loso(groups), 3, groups=groups)
+    leaky = [(np.arange(10), np.arange(5, 15))]
+    with pytest.raises(ConfigError, match="same sample"):
+        fit_predict(_recipe(), x, y, leaky, 3)
+
+
+def test_epoch_curves_and_progress() -> None:
+    x, y, groups = _data()
+    folds = _loso(groups)[:2]
+    calls: list[tuple[int, int]] = []
+    curves = fit_predict_epochs(
+        _recipe(epochs=3), x, y, folds, 3, progress=lambda d, t: calls.append((d, t))
+    )
+    assert curves[0].shape == (3, len(folds[0][1]), 3)
+    final = fit_predict(_recipe(epochs=3), x, y, folds, 3)
+    np.testing.assert_allclose(curves[1][-1], final[1], atol=1e-6)
+    assert calls[-1] == (6, 6) and all(d <= t for d, t in calls)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_MODELS", dict(registry_module._MODELS))
+
+
+def test_aux_loss_hook_is_added_to_the_training_loss(scratch_registry: None) -> None:
+    calls = []
+
+    class Shrunk(nn.Module):
+        """A linear model whose auxiliary loss pulls its weights to zero."""
+
+        def __init__(self, num_classes: int, in_chans: int, strength: float) -> None:
+            super().__init__()
+            self.linear = nn.Linear(in_chans * 28 * 28, num_classes)
+            self.strength = strength
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.flatten(1))
+
+        def aux_loss(self) -> torch.Tensor | None:
+            calls.append(1)
+            return self.strength * self.linear.weight.abs().sum() if self.strength else None
+
+    @register_model("shrunk")
+    def shrunk(num_classes: int = 3, in_chans: int = 3, strength: float = 0.0) -> nn.Module:
+        return Shrunk(num_classes, in_chans, strength)
+
+    x, y, _ = _data()
+    plain = fit(_recipe(model="shrunk", model_kwargs={}, weight_decay=0), x, y, 3)
+    n_plain = len(calls)
+    shrunk_model = fit(
+        _recipe(model="shrunk", model_kwargs={"strength": 1.0}, weight_decay=0), x, y, 3
+    )
+    assert n_plain == 2 * 3 and len(calls) == 2 * n_plain  # once per training step
+    assert shrunk_model.linear.weight.abs().mean() < 0.3 * plain.linear.weight.abs().mean()
+
+
+def test_fit_returns_an_ordinary_model_or_an_averaging_ensemble() -> None:
+    x, y, _ = _data()
+    model = fit(_recipe(), x, y, 3)
+    assert type(model).__name__ == "CABMFMER" and model.groups == 1 and not model.training
+    assert model(torch.from_numpy(x[:4])).shape == (4, 3)
+    ensemble = fit(_recipe(ensemble=3), x, y, 3)
+    assert isinstance(ensemble, ProbabilityAverage) and len(ensemble.members) == 3
+    probs = ensemble(torch.from_numpy(x[:4])).softmax(-1)
+    np.testing.assert_allclose(probs.sum(-1).detach().numpy(), 1, rtol=1e-5)
+    with pytest.raises(ConfigError, match="val_subjects"):
+        fit(_recipe(val_subjects=1), x, y, 3)
+
+
+@pytest.mark.parametrize("name", ["cabm", "ststnet", "offapexnet"])
+def test_default_recipes_name_their_model_and_round_trip(name: str) -> None:
+    recipe = default_recipe(name)
+    assert recipe.model == name
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
