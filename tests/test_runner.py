@@ -16,9 +16,10 @@ from merkit.evaluation.predictions import read_predictions
 from merkit.evaluation.report import read_probabilities
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.models import registry as model_registry
+from merkit.models.inputs import model_input
 from merkit.models.registry import InputSpec, ModelEntry
 from merkit.training.config import ExperimentConfig, load_config, save_config
-from merkit.training.runner import model_input, run_experiment
+from merkit.training.runner import run_experiment, training_input
 
 CLASSES = ["negative", "positive", "surprise"]
 
@@ -252,9 +253,17 @@ def test_prepare_follows_the_model_input(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_model_input_packs_sequences() -> None:
     x = np.arange(2 * 3 * 1 * 4 * 4, dtype=np.float64).reshape(2, 3, 1, 4, 4)
     packed = model_input(x)
-    assert packed.shape == (2, 3, 4, 4) and packed.dtype == np.float32
+    assert packed.shape == (2, 3, 4, 4)
     assert np.array_equal(packed[1, 2], x[1, 2, 0])
     assert model_input(np.zeros((2, 3, 28, 28))).shape == (2, 3, 28, 28)
+
+
+def test_training_input_is_checked_float32() -> None:
+    config = ExperimentConfig.from_dict({"recipe": {"model": "cabm"}})
+    x = training_input(config, np.zeros((2, 3, 28, 28), dtype=np.float64))
+    assert x.shape == (2, 3, 28, 28) and x.dtype == np.float32
+    with pytest.raises(ConfigError):
+        training_input(config, np.zeros((2, 5, 1, 28, 28)))  # a sequence for a flow model
 
 
 @pytest.mark.shared_data

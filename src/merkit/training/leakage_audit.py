@@ -26,10 +26,10 @@ import numpy as np
 
 from merkit.data.registry import load_dataset
 from merkit.data.sample import Sample
-from merkit.errors import ConfigError, DataLayoutError
+from merkit.errors import ConfigError
 from merkit.evaluation import html
 from merkit.evaluation.audit import LeakageReport, leakage_audit
-from merkit.evaluation.predictions import Predictions, read_predictions, write_predictions
+from merkit.evaluation.predictions import read_predictions, write_predictions
 from merkit.evaluation.report import (
     SUMMARY_KEYS,
     headline_figures,
@@ -44,9 +44,15 @@ from merkit.evaluation.splitters import (
     SubjectLeakageWarning,
 )
 from merkit.io import read_yaml, write_json_atomic, write_text_atomic
-from merkit.preprocess.pipeline import prepare
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
-from merkit.training.runner import FoldTask, RunProgress, fold_tasks, model_input
+from merkit.training.runner import (
+    FoldTask,
+    RunProgress,
+    fold_tasks,
+    prediction_table,
+    prepare_samples,
+    training_input,
+)
 
 # fit_predict_epochs(recipe, x, y, folds, num_classes, seed, groups=None, progress=None)
 #   -> per fold (epochs, n_test, K)
@@ -86,17 +92,8 @@ def load_audit_data(config: ExperimentConfig, progress: bool) -> AuditData:
     dataset = load_dataset(
         config.data.name, config.data.root, config.data.taxonomy, **config.data.options
     )
-    prepared = prepare(
-        dataset.samples,
-        config.prepare,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-        workers=config.workers,
-        on_error="skip",
-        progress=progress,
-    )
+    prepared = prepare_samples(config, dataset, progress)
     samples = list(prepared.samples)
-    if not samples:
-        raise DataLayoutError(f"{config.data.root}: no sample of {dataset.name} could be prepared")
     meta = {
         "name": dataset.name,
         "root": str(dataset.root),
@@ -108,7 +105,7 @@ def load_audit_data(config: ExperimentConfig, progress: bool) -> AuditData:
     }
     return AuditData(
         samples=samples,
-        x=model_input(prepared.x),
+        x=training_input(config, prepared.x),
         y=np.asarray([s.label for s in samples], dtype=np.int64),
         groups=np.asarray([s.subject_key for s in samples]),
         class_names=list(dataset.class_names),
@@ -139,19 +136,6 @@ def _claim(out_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
 
 
 # ---- predictions -----------------------------------------------------------------------------
-
-
-def prediction_table(
-    samples: Sequence[Sample], probs: np.ndarray, class_names: Sequence[str]
-) -> Predictions:
-    """A predictions table (argmax class) for `samples` in order."""
-    return Predictions(
-        dataset=[s.dataset for s in samples],
-        subject=[s.subject for s in samples],
-        sample=[s.clip for s in samples],
-        true=[class_names[s.label] for s in samples],
-        predicted=[class_names[int(p)] for p in probs.argmax(axis=1)],
-    )
 
 
 def _pooled_path(out_dir: Path, protocol: str) -> Path:

@@ -47,8 +47,8 @@ from merkit.evaluation.report import (
 )
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
 from merkit.models import get_model_entry
-from merkit.models.inputs import check_input
-from merkit.preprocess.pipeline import prepare
+from merkit.models.inputs import check_input, model_input
+from merkit.preprocess.pipeline import Prepared, prepare
 from merkit.preprocess.targets import PACKED_CHANNELS, pack_sequences
 from merkit.provenance import versions
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
@@ -240,7 +240,10 @@ def fold_tasks(
     ]
 
 
-def _table(samples: Sequence[Sample], probs: np.ndarray, class_names: Sequence[str]) -> Predictions:
+def prediction_table(
+    samples: Sequence[Sample], probs: np.ndarray, class_names: Sequence[str]
+) -> Predictions:
+    """A predictions table (argmax class) for `samples` in order."""
     predicted = probs.argmax(axis=1)
     return Predictions(
         dataset=[s.dataset for s in samples],
@@ -332,6 +335,21 @@ class ChunkPlan:
                 yield self.chunks[c], [p / n for p in total]
 
 
+def prepare_samples(config: ExperimentConfig, dataset: SampleSet, progress: bool) -> Prepared:
+    """Prepare `dataset` as `config` says (bad clips skipped and listed); error if none is left."""
+    prepared = prepare(
+        dataset.samples,
+        config.prepare,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        workers=config.workers,
+        on_error="skip",
+        progress=progress,
+    )
+    if not prepared.samples:
+        raise DataLayoutError(f"{config.data.root}: no sample of {dataset.name} could be prepared")
+    return prepared
+
+
 def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
     """Prepared arrays as the model needs them, checked before any training starts.
 
@@ -344,13 +362,7 @@ def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
     if packed and x.ndim == 5 and x.shape[2] == 1:
         x = pack_sequences(x, margin=0.0 if config.prepare.aligned else config.prepare.margin)
     check_input(recipe.model, x.shape, config.prepare.output, **recipe.model_kwargs)
-    return x
-
-
-def model_input(x: np.ndarray) -> np.ndarray:
-    """Prepared arrays in the models' layout: sequences (N, T, C, H, W) become (N, T*C, H, W)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x.reshape(len(x), -1, *x.shape[-2:]) if x.ndim == 5 else x
+    return np.asarray(model_input(x), dtype=np.float32)
 
 
 # ---- progress --------------------------------------------------------------------------------
@@ -415,21 +427,12 @@ def run_experiment(
     previous = claim_run_folder(
         out_dir, config, dataset.fingerprint(), resume=resume, overwrite=overwrite
     )
-    prepared = prepare(
-        dataset.samples,
-        config.prepare,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-        workers=config.workers,
-        on_error="skip",
-        progress=progress,
-    )
+    prepared = prepare_samples(config, dataset, progress)
     samples = list(prepared.samples)
-    if not samples:
-        raise DataLayoutError(f"{config.data.root}: no sample of {dataset.name} could be prepared")
     audit = leakage_audit(samples, splitter)
 
     class_names = list(dataset.class_names)
-    x = model_input(training_input(config, prepared.x))
+    x = training_input(config, prepared.x)
     y = np.asarray([s.label for s in samples], dtype=np.int64)
     groups = np.asarray([s.subject_key for s in samples])
     per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
@@ -449,7 +452,7 @@ def run_experiment(
         for chunk, probs in plan.run(executor, shared, bar.epoch):
             for task, fold_probs in zip(chunk, probs, strict=True):
                 fold_samples = [samples[i] for i in task.test]
-                table = _table(fold_samples, fold_probs, class_names)
+                table = prediction_table(fold_samples, fold_probs, class_names)
                 write_predictions(task.path, table, fold_probs, class_names)
                 seed_probs[task.seed][task.test] = fold_probs
             bar.folds_done(len(chunk))
@@ -481,7 +484,9 @@ def _write_pooled(
     if len(seed_probs) > 1:
         for seed, probs in seed_probs.items():
             path = out_dir / SEED_FILE.format(seed=seed)
-            write_predictions(path, _table(samples, probs, class_names), probs, class_names)
+            write_predictions(
+                path, prediction_table(samples, probs, class_names), probs, class_names
+            )
     mean = np.mean(list(seed_probs.values()), axis=0)
-    table = _table(samples, mean, class_names)
+    table = prediction_table(samples, mean, class_names)
     write_predictions(out_dir / PREDICTIONS_FILE, table, mean, class_names)
