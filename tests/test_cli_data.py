@@ -8,26 +8,12 @@ from pathlib import Path
 import pytest
 
 from builders import CASME2_XLSX, build_casme2, build_megc2019, write_xlsx
-from merkit.cli import main
-from merkit.cli.app import console, err_console
+from cli_helpers import run, widen_consoles
 
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rich wraps at 80 columns when not on a terminal; tests read whole lines."""
-    monkeypatch.setattr(console, "width", 1000)
-    monkeypatch.setattr(err_console, "width", 1000)
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `merkit ARGV`."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    widen_consoles(monkeypatch)
 
 
 def test_datasets_lists_every_loader(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,27 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from merkit.cli import main
-from merkit.cli.app import console, err_console
+from cli_helpers import run, widen_consoles
 from merkit.models import profile
 from merkit.models.profile import count_flops, default_cache_path, profile_models
 
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 1000)
-    monkeypatch.setattr(err_console, "width", 1000)
+    widen_consoles(monkeypatch)
     torch.set_num_threads(1)
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_flops_of_a_linear_layer() -> None:

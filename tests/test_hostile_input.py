@@ -39,8 +39,8 @@ from builders import (
     build_smic,
     write_xlsx,
 )
+from cli_helpers import widen_consoles
 from merkit.cli import main
-from merkit.cli.app import console, err_console
 from merkit.data.base import SampleSet
 from merkit.data.registry import load_dataset
 from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE, Sample
@@ -53,9 +53,7 @@ ROW2 = f"{CASME2_XLSX} row 2"  # the first data row (EP02_01f: onset 46, apex 48
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rich wraps at 80 columns off a terminal; the tests read whole messages."""
-    monkeypatch.setattr(console, "width", 1000)
-    monkeypatch.setattr(err_console, "width", 1000)
+    widen_consoles(monkeypatch)
 
 
 def casme2_rows(clips=CASME2_CLIPS) -> list[list[object]]:
