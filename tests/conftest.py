@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from torch_threads import torch_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -20,3 +23,10 @@ def megc2019_root() -> Path:
     if not (MEGC2019 / "combined_3class_gt.csv").is_file():
         pytest.skip(f"real MEGC2019 data not found at {MEGC2019} (../shared/data is absent)")
     return MEGC2019
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared CPU run far faster on one torch thread than on several."""
+    with torch_threads(1):
+        yield

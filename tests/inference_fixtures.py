@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,17 +25,6 @@ CLEAR = SyntheticConfig(
     noise_std=1.0,
     missing_apex=0,
 )
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small models on a shared, loaded CPU run far faster on one thread than on several."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def make_meta(

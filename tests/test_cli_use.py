@@ -9,16 +9,12 @@ import pytest
 import torch
 
 from flowdata import write_flow_dataset
-from inference_fixtures import one_thread, untrained_checkpoint
+from inference_fixtures import untrained_checkpoint
 from merkit.cli import main
 from merkit.inference import load_checkpoint, read_onnx_meta
 from preprocess_clips import face_clip
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(argv: list[str]) -> int:

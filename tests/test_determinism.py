@@ -3,7 +3,6 @@ and the run folder says how that was made sure of."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from merkit.models import get_model_entry, list_models
 from merkit.training.config import ExperimentConfig
 from merkit.training.engine import fit_predict
 from merkit.training.runner import run_experiment
-from torch_threads import torch_threads
 
 FLOW_MODELS = [m for m in list_models() if get_model_entry(m).input_spec.kind == "flow"]
 
@@ -32,10 +30,7 @@ class Recording:
         return probs
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

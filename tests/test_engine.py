@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -21,13 +19,7 @@ from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 TINY = {"dim": 8, "depth": 1, "kernel": 3, "patch": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared machine: one thread avoids OpenMP contention (much faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int = 48, subjects: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

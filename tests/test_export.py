@@ -10,18 +10,15 @@ import onnx
 import pytest
 import torch
 
-from inference_fixtures import one_thread, untrained_checkpoint
+from inference_fixtures import untrained_checkpoint
 from merkit.errors import ConfigError
 from merkit.inference import Predictor, export_onnx, read_onnx_meta
 from merkit.inference.export import OnnxBackend
 from merkit.preprocess.pipeline import PrepareConfig
 from preprocess_clips import face_clip
+from torch_threads import torch_threads
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _real_shaped_maps(count: int = 4) -> np.ndarray:
@@ -41,7 +38,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """Each model exported once (the dynamo exporter takes seconds): (net, meta, .pt, .onnx)."""
     folder = tmp_path_factory.mktemp("exported")
     out = {}
-    with one_thread():
+    with torch_threads(1):
         for model in ("cabm", "ststnet", "offapexnet"):
             pt = folder / f"{model}.pt"
             net, meta = untrained_checkpoint(pt, model, PrepareConfig(flow="farneback"), seed=1)

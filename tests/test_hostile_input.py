@@ -39,6 +39,7 @@ from builders import (
     build_smic,
     write_xlsx,
 )
+from cli_helpers import run as cli
 from cli_helpers import widen_consoles
 from merkit.cli import main
 from merkit.data.base import SampleSet
@@ -653,16 +654,6 @@ def test_truncated_video_is_refused(tmp_path: Path, keep: float) -> None:
 
 
 # --- the CLI: exit codes, messages, no partial output ------------------------------------------
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _cropped_casme2(root: Path) -> Path:

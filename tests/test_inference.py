@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flowdata import write_flow_dataset
-from inference_fixtures import CLEAR, SMALL_CABM, make_meta, one_thread, untrained_checkpoint
+from inference_fixtures import CLEAR, SMALL_CABM, make_meta, untrained_checkpoint
 from merkit.data.registry import load_dataset
 from merkit.data.synthetic import (
     SyntheticConfig,
@@ -31,11 +31,7 @@ from merkit.training.engine import ProbabilityAverage
 from merkit.training.recipe import AugmentConfig, Recipe
 from preprocess_clips import face_clip, face_image, write_frames
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_recipe(epochs: int = 2) -> Recipe:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -26,13 +24,7 @@ FLOW_MODELS = ["cabm", "ststnet", "offapexnet"]
 SMALL = {"cabm": {"dim": 16, "depth": 2, "patch": 4}, "ststnet": {}, "offapexnet": {"hidden": 64}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared machine: one thread avoids OpenMP contention (much faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
