@@ -104,6 +104,38 @@ def test_rerun_resumes_without_recomputing(flow_root: Path, tmp_path: Path) -> N
     assert third.folds == 1
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_training_curves_reach_the_report_and_survive_a_resume(
+    flow_root: Path, tmp_path: Path
+) -> None:
+    """The real engine records per-epoch loss/accuracy per fold; the run averages them."""
+    out = tmp_path / "run"
+    recipe = {"model": "cabm", "epochs": 4, "batch_size": 8, "val_subjects": 1}
+    config = make_config(flow_root, recipe=recipe)
+    run_experiment(config, out, progress=False)
+
+    curves = json.loads((out / "curves.json").read_text())
+    assert sorted(curves) == ["train_accuracy", "train_loss", "val_accuracy", "val_loss"]
+    assert all(len(v) == 4 for v in curves.values())
+    assert curves["train_loss"][-1] < curves["train_loss"][0]  # it learns the coloured maps
+    assert all(0 <= a <= 1 for a in curves["train_accuracy"] + curves["val_accuracy"])
+    folds = sorted((out / "folds" / "seed0").glob("*.curves.json"))
+    assert len(folds) == 6
+    fold_losses = [json.loads(f.read_text())["train_loss"] for f in folds]
+    assert np.allclose(np.mean(fold_losses, axis=0), curves["train_loss"])
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Training curves" in (out / "report.md").read_text()
+
+    (out / "folds" / "seed0" / "samm_007.csv").unlink()  # one fold to redo, five loaded
+    engine = CentroidEngine()  # keeps no history: the loaded folds' curves carry the mean
+    run_experiment(config, out, engine=engine, progress=False)
+    assert engine.folds == 1
+    assert not (out / "folds" / "seed0" / "samm_007.curves.json").exists()  # none stale
+    others = [loss for f, loss in zip(folds, fold_losses, strict=True) if "samm_007" not in f.name]
+    kept = json.loads((out / "curves.json").read_text())
+    assert np.allclose(kept["train_loss"], np.mean(others, axis=0))
+
+
 def test_interrupted_run_keeps_finished_folds(flow_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = make_config(flow_root, recipe={"epochs": 1, "folds_per_batch": 2})

@@ -6,6 +6,9 @@ Public API (stable; the experiment runner builds on it):
   -> list[np.ndarray]` per fold, the test-sample class probabilities (averaged over
   `recipe.ensemble` members). `workers` > 1 spreads batches of folds over single-threaded
   processes ("spawn": a calling script needs the usual `if __name__ == "__main__":` guard).
+- `fit_predict_history(...)` the same, but per fold a `FoldResult`: the probabilities and the
+  per-epoch training curves (`train_loss`, `train_accuracy`, and `val_loss`, `val_accuracy`
+  with validation subjects), averaged over ensemble members. The runner uses this one.
 - `fit_predict_epochs(...)` the same, but per fold an array (epochs, n_test, K) of the test
   probabilities after every epoch -- only for the leakage audit's labelled "oracle" figure.
 - `fit(recipe, x, y, num_classes, seed) -> nn.Module` one final model on all the data.
@@ -50,9 +53,13 @@ from merkit.models import create_model, get_model_entry, unstack_model
 from merkit.models.registry import stack_models
 from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
 from merkit.training.recipe import Recipe
+from merkit.training.results import FoldResult, History, mean_history
 
 Fold = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int], None]
+
+# The per-epoch series a job records (the last two only with validation subjects).
+_SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 # Activation memory the engine allows one batch of grouped jobs (floats), when it picks the size.
 _AUTO_BUDGET_FLOATS = 150_000_000
@@ -99,8 +106,24 @@ def fit_predict(
     `workers` > 1 trains batches of folds in that many single-threaded processes; the
     probabilities do not depend on it (up to float rounding).
     """
-    curves = _run(recipe, x, y, folds, num_classes, seed, groups, progress, False, workers)
-    return [c[-1] for c in curves]
+    results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, False, workers)
+    return [curve[-1] for curve, _ in results]
+
+
+def fit_predict_history(
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    num_classes: int,
+    seed: int = 0,
+    groups: Sequence[str] | np.ndarray | None = None,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> list[FoldResult]:
+    """Per fold, `fit_predict`'s probabilities with the fold's per-epoch training curves."""
+    results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, False, workers)
+    return [FoldResult(curve[-1], history) for curve, history in results]
 
 
 def fit_predict_epochs(
@@ -118,7 +141,8 @@ def fit_predict_epochs(
 
     For the leakage audit's "oracle" figure only (choosing an epoch on these is peeking).
     """
-    return _run(recipe, x, y, folds, num_classes, seed, groups, progress, True, workers)
+    results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, True, workers)
+    return [curve for curve, _ in results]
 
 
 def fit(
@@ -176,7 +200,9 @@ def _run(
     progress: Progress | None,
     record: bool,
     workers: int = 1,
-) -> list[np.ndarray]:
+) -> list[tuple[np.ndarray, History]]:
+    """Per fold, its test-probability curve (epochs or 1, n_test, K) and its history, each the
+    mean over the fold's ensemble members."""
     _check_inputs(recipe, x, y, folds, num_classes)
     jobs = _make_jobs(recipe, folds, seed, groups)
     counter = _Counter(progress, len(jobs) * recipe.epochs)
@@ -185,13 +211,18 @@ def _run(
         results = _train_in_processes(recipe, buckets, x, y, num_classes, record, workers, counter)
     else:
         results = [_train_bucket(recipe, b, x, y, num_classes, record, counter) for b in buckets]
-    curves = {
-        (job.fold, job.member): curve
+    trained = {
+        (job.fold, job.member): outcome
         for bucket, result in zip(buckets, results, strict=True)
-        for job, curve in zip(bucket, result, strict=True)
+        for job, outcome in zip(bucket, result, strict=True)
     }
+    members = range(recipe.ensemble)
     return [
-        np.mean([curves[f, m] for m in range(recipe.ensemble)], axis=0) for f in range(len(folds))
+        (
+            np.mean([trained[f, m][0] for m in members], axis=0),
+            mean_history([trained[f, m][1] for m in members]),
+        )
+        for f in range(len(folds))
     ]
 
 
@@ -203,7 +234,7 @@ def _train_bucket(
     num_classes: int,
     record: bool,
     counter: _Counter,
-) -> list[np.ndarray]:
+) -> list[tuple[np.ndarray, History]]:
     with _deterministic():
         return _BucketTrainer(recipe, bucket, x, y, num_classes).train(counter, record)
 
@@ -234,7 +265,7 @@ class _QueueCounter(_Counter):
 
 def _train_in_worker(
     recipe: Recipe, bucket: list[Job], x: np.ndarray, y: np.ndarray, k: int, record: bool
-) -> list[np.ndarray]:
+) -> list[tuple[np.ndarray, History]]:
     return _train_bucket(recipe, bucket, x, y, k, record, _QueueCounter(None, 0))
 
 
@@ -247,7 +278,7 @@ def _train_in_processes(
     record: bool,
     workers: int,
     counter: _Counter,
-) -> list[list[np.ndarray]]:
+) -> list[list[tuple[np.ndarray, History]]]:
     """Buckets spread over `workers` single-threaded processes (robust on a shared CPU)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -462,8 +493,9 @@ class _BucketTrainer:
             return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
         raise ConfigError(f"unknown schedule {r.schedule!r}; choose cosine or constant")
 
-    def train(self, counter: _Counter, record: bool = False) -> list[np.ndarray]:
-        """Run the schedule; per job its test probabilities (epochs or 1, n_test, K)."""
+    def train(self, counter: _Counter, record: bool = False) -> list[tuple[np.ndarray, History]]:
+        """Run the schedule; per job its test probabilities (epochs or 1, n_test, K) and its
+        per-epoch history (training loss and accuracy; validation ones with val_subjects)."""
         r = self.recipe
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
@@ -473,36 +505,50 @@ class _BucketTrainer:
         ]
         torch.manual_seed(self.jobs[0].seed)  # dropout masks
         watch = record or r.val_subjects > 0
-        test_curve, val_loss = [], []
+        test_curve, series = [], {name: [] for name in _SERIES[: 4 if r.val_subjects else 2]}
         for _ in range(r.epochs):
             self.model.train()
+            epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
             for _ in range(self.steps):
                 idx = torch.stack([s.next() for s in streams])  # (G, B)
-                loss = self._loss(idx, gens)
+                loss, copy_loss, copy_correct = self._loss(idx, gens)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                epoch_loss += copy_loss
+                epoch_correct += copy_correct
+            series["train_loss"].append(epoch_loss.numpy() / self.steps)
+            series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
             if watch:
                 test_curve.append(self._probabilities([j.test for j in self.jobs]))
                 if r.val_subjects:
-                    val_loss.append(self._val_loss())
+                    val_loss, val_accuracy = self._validation()
+                    series["val_loss"].append(val_loss)
+                    series["val_accuracy"].append(val_accuracy)
             counter.add(self.g)
         if not watch:
             test_curve.append(self._probabilities([j.test for j in self.jobs]))
         curves = np.stack(test_curve, axis=1)  # (G, epochs, M, K)
+        table = {name: np.stack(values, axis=1) for name, values in series.items()}  # (G, E)
+        histories = [{n: v[i].tolist() for n, v in table.items()} for i in range(self.g)]
         if record:
-            return [c[:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
-        if r.val_subjects:
-            best = np.argmin(np.stack(val_loss), axis=0)  # per job
-            return [
+            chosen = [c[:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        elif r.val_subjects:
+            best = np.argmin(table["val_loss"], axis=1)  # per job
+            chosen = [
                 curves[i, b, None, : len(j.test)]
                 for i, (b, j) in enumerate(zip(best, self.jobs, strict=True))
             ]
-        return [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        else:
+            chosen = [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        return list(zip(chosen, histories, strict=True))
 
-    def _loss(self, idx: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy."""
+    def _loss(
+        self, idx: torch.Tensor, gens: list[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
+        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
         r, g, b = self.recipe, self.g, self.batch
         xb = self.x[idx.flatten()]  # (G*B, C, H, W), copy-major
         params = AugmentParams.cat(
@@ -518,11 +564,13 @@ class _BucketTrainer:
         logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
         nll = -(target.transpose(0, 1) * logits.log_softmax(-1)).sum(-1)  # (B, G)
         w = weight.transpose(0, 1)
-        loss = ((nll * w).sum(0) / w.sum(0).clamp_min(1e-12)).sum()
+        per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
+        correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
+        loss = per_copy.sum()
         aux = getattr(self.model, "aux_loss", None)
         if callable(aux) and (extra := aux()) is not None:
             loss = loss + extra
-        return loss
+        return loss, per_copy.detach(), correct.float()
 
     def _mixup(
         self,
@@ -573,14 +621,17 @@ class _BucketTrainer:
         return probs.transpose(0, 1).numpy()
 
     @torch.no_grad()
-    def _val_loss(self) -> np.ndarray:
-        """Per copy, the mean cross-entropy on its validation subjects."""
+    def _validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per copy, the mean cross-entropy and the accuracy on its validation subjects."""
         probs = self._probabilities([j.val for j in self.jobs])
-        losses = []
+        losses, accuracies = [], []
         for p, job in zip(probs, self.jobs, strict=True):
-            true = p[np.arange(len(job.val)), self.y[job.val].numpy()]
+            labels = self.y[job.val].numpy()
+            p = p[: len(labels)]
+            true = p[np.arange(len(labels)), labels]
             losses.append(float(-np.log(np.clip(true, 1e-12, None)).mean()))
-        return np.asarray(losses)
+            accuracies.append(float((p.argmax(1) == labels).mean()))
+        return np.asarray(losses), np.asarray(accuracies)
 
 
 def _beta(a: float, generator: torch.Generator) -> float:

@@ -33,11 +33,13 @@ import torch
 
 from merkit.errors import ConfigError
 from merkit.training.recipe import Recipe
+from merkit.training.results import FoldResult
 
 EXECUTORS = ("local", "processes", "ray")
 
-# fit_predict(recipe, x, y, folds, num_classes, seed, groups=None, progress=None) -> [probs]
-Engine = Callable[..., list[np.ndarray]]
+# fit_predict_history(recipe, x, y, folds, num_classes, seed, groups=None, progress=None)
+# -> per fold a FoldResult (or bare probabilities, for engines that keep no history)
+Engine = Callable[..., list[FoldResult] | list[np.ndarray]]
 Fold = tuple[np.ndarray, np.ndarray]
 # progress(done, total): finished and planned fold-epochs of the jobs started so far
 Progress = Callable[[int, int], None]
@@ -81,8 +83,8 @@ class Determinism:
         }
 
 
-def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> list[np.ndarray]:
-    """A job's per-fold test probabilities, under deterministic torch kernels."""
+def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> list[FoldResult]:
+    """A job's per-fold results, under deterministic torch kernels."""
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -100,7 +102,7 @@ def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> l
         torch.use_deterministic_algorithms(previous)
     if len(probs) != len(job.folds):
         raise RuntimeError(f"engine returned {len(probs)} folds for {len(job.folds)}")
-    return [np.asarray(p, dtype=np.float64) for p in probs]
+    return [FoldResult.of(p) for p in probs]
 
 
 def cpu_count() -> int:
@@ -132,7 +134,7 @@ class _Tally:
 
 
 class Executor:
-    """Runs jobs and yields `(job index, per-fold probabilities)` in the order they finish."""
+    """Runs jobs and yields `(job index, per-fold results)` in the order they finish."""
 
     name = "local"
 
@@ -156,7 +158,7 @@ class Executor:
 
     def run(
         self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
-    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    ) -> Iterator[tuple[int, list[FoldResult]]]:
         tally = _Tally(progress)
         for index, job in enumerate(jobs):
             yield index, run_job(shared, job, lambda d, t, i=index: tally.update(i, d, t))
@@ -175,7 +177,7 @@ def _init_worker(shared: SharedInputs, threads: int, queue: Queue) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(index: int, job: TrainJob) -> list[np.ndarray]:
+def _run_in_worker(index: int, job: TrainJob) -> list[FoldResult]:
     assert _shared is not None and _progress_queue is not None
     queue = _progress_queue
     return run_job(_shared, job, lambda done, total: queue.put((index, done, total)))
@@ -194,7 +196,7 @@ class ProcessExecutor(Executor):
 
     def run(
         self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
-    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    ) -> Iterator[tuple[int, list[FoldResult]]]:
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         tally = _Tally(progress)
@@ -226,7 +228,7 @@ def _drain(queue: Queue, tally: _Tally) -> None:
 # ---- ray -------------------------------------------------------------------------------------
 
 
-def _ray_job(shared: SharedInputs, x: np.ndarray, job: TrainJob, threads: int) -> list[np.ndarray]:
+def _ray_job(shared: SharedInputs, x: np.ndarray, job: TrainJob, threads: int) -> list[FoldResult]:
     """A Ray task: `x` arrives from the object store (read-only), the rest with the task."""
     torch.set_num_threads(threads)
     inputs = SharedInputs(shared.engine, np.array(x), shared.y, shared.groups, shared.num_classes)
@@ -262,7 +264,7 @@ class RayExecutor(Executor):
 
     def run(
         self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
-    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    ) -> Iterator[tuple[int, list[FoldResult]]]:
         ray = self.ray
         threads = self._threads()
         task = ray.remote(num_cpus=threads)(_ray_job)

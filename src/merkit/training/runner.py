@@ -10,6 +10,8 @@ overwrite.
 Layout of a run folder:
     config.yaml            resolved config + data fingerprint, protocol, versions, git, times
     folds/seed{S}/*.csv    each fold's test predictions with class probabilities
+    folds/seed{S}/*.curves.json  each fold's per-epoch training curves (written before its csv)
+    curves.json            the curves averaged over folds and seeds (drawn by the report)
     predictions.csv        pooled predictions (multi-seed: probabilities averaged over seeds)
     predictions_seed{S}.csv  each seed's pooled predictions (multi-seed runs only)
     metrics.json, confusion.png, report.md   derived by merkit.evaluation.report
@@ -17,6 +19,7 @@ Layout of a run folder:
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +41,8 @@ from merkit.errors import ConfigError, DataLayoutError, MerkitError
 from merkit.evaluation.audit import LeakageReport, leakage_audit
 from merkit.evaluation.predictions import Predictions, read_predictions, write_predictions
 from merkit.evaluation.report import (
+    CURVES_JSON,
+    CURVES_PNG,
     PREDICTIONS_FILE,
     RUN_FILE,
     SEED_FILE,
@@ -46,6 +51,7 @@ from merkit.evaluation.report import (
     render_run,
 )
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
+from merkit.io import write_json_atomic
 from merkit.models import get_model_entry
 from merkit.models.inputs import check_input, model_input
 from merkit.preprocess.pipeline import Prepared, prepare
@@ -60,13 +66,22 @@ from merkit.training.executors import (
     make_executor,
 )
 from merkit.training.recipe import Recipe
+from merkit.training.results import FoldResult, History, mean_history
 
 FOLDS_DIR = "folds"
 # Folds handed to the engine per call when the recipe does not say: large enough for the engine
 # to batch light models well (its grouped buckets), small enough that a 68-fold LOSO run saves
 # its folds in a few steps (a resume then loses at most one call's work).
 DEFAULT_FOLDS_PER_CALL = 24
-OUTPUT_FILES = ("metrics.json", "confusion.png", "report.md", PREDICTIONS_FILE, RUN_FILE)
+OUTPUT_FILES = (
+    "metrics.json",
+    "confusion.png",
+    "report.md",
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    CURVES_JSON,
+    CURVES_PNG,
+)
 
 
 @dataclass
@@ -92,6 +107,10 @@ class FoldTask:
     train: np.ndarray
     test: np.ndarray
     path: Path
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path.with_suffix(".curves.json")
 
 
 # ---- the protocol and the run folder ---------------------------------------------------------
@@ -271,12 +290,33 @@ def load_fold(
     return probs if probs is not None and probs.shape == (len(expected), len(class_names)) else None
 
 
+def save_fold(
+    task: FoldTask, samples: Sequence[Sample], result: FoldResult, class_names: Sequence[str]
+) -> None:
+    """A finished fold's curves, then its predictions (their presence marks the fold done)."""
+    if result.history:
+        write_json_atomic(task.curves_path, result.history)
+    else:  # an engine without history: no stale curves of an earlier attempt at this fold
+        task.curves_path.unlink(missing_ok=True)
+    table = prediction_table([samples[i] for i in task.test], result.probs, class_names)
+    write_predictions(task.path, table, result.probs, class_names)
+
+
+def load_curves(task: FoldTask) -> History:
+    """A finished fold's training curves; empty when it has none (or they do not parse)."""
+    try:
+        data = json.loads(task.curves_path.read_text(encoding="utf-8"))
+        return {str(k): [float(v) for v in values] for k, values in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
 def _load_finished(
     tasks: dict[int, list[FoldTask]], samples: Sequence[Sample], class_names: Sequence[str]
-) -> tuple[dict[int, np.ndarray], int, dict[int, list[FoldTask | None]]]:
-    """Per seed: probabilities of the finished folds, how many there are, and the folds to run
+) -> tuple[dict[int, np.ndarray], list[History], dict[int, list[FoldTask | None]]]:
+    """Per seed: probabilities of the finished folds, their curves, and the folds to run
     (None where a fold is finished, so chunks keep their positions)."""
-    seed_probs, todo, loaded = {}, {}, 0
+    seed_probs, todo, histories = {}, {}, []
     for seed, seed_tasks in tasks.items():
         probs = np.zeros((len(samples), len(class_names)), dtype=np.float64)
         todo[seed] = []
@@ -284,10 +324,10 @@ def _load_finished(
             done = load_fold(task, samples, class_names)
             if done is not None:
                 probs[task.test] = done
-                loaded += 1
+                histories.append(load_curves(task))
             todo[seed].append(task if done is None else None)
         seed_probs[seed] = probs
-    return seed_probs, loaded, todo
+    return seed_probs, histories, todo
 
 
 def _chunks(todo: dict[int, list[FoldTask | None]], size: int) -> list[list[FoldTask]]:
@@ -318,21 +358,37 @@ class ChunkPlan:
             for recipe in self.recipes
         ]
 
+    def labels(self) -> list[str]:
+        """How each recipe's curves are named in an ensemble: its model (+ #i if repeated)."""
+        models = [r.model for r in self.recipes]
+        return [m if models.count(m) == 1 else f"{m}#{i}" for i, m in enumerate(models)]
+
     def run(
         self, executor: Executor, shared: SharedInputs, progress: Callable[..., None] | None
-    ) -> Iterator[tuple[list[FoldTask], list[np.ndarray]]]:
-        """Yield each chunk with its folds' probabilities averaged over the recipes (ensemble)."""
+    ) -> Iterator[tuple[list[FoldTask], list[FoldResult]]]:
+        """Yield each chunk with its folds' results: probabilities averaged over the recipes
+        (ensemble), curves kept per recipe (prefixed by its label when there are several)."""
         n = len(self.recipes)
-        arrived: dict[int, dict[int, list[np.ndarray]]] = {}
-        for index, probs in executor.run(shared, self.jobs(), progress):
+        labels = self.labels()
+        arrived: dict[int, dict[int, list[FoldResult]]] = {}
+        for index, results in executor.run(shared, self.jobs(), progress):
             c, r = divmod(index, n)
-            arrived.setdefault(c, {})[r] = probs
-            if len(arrived[c]) == n:
-                parts = arrived.pop(c)
-                total = parts[0]
+            arrived.setdefault(c, {})[r] = results
+            if len(arrived[c]) != n:
+                continue
+            parts = arrived.pop(c)
+            merged = []
+            for f in range(len(self.chunks[c])):
+                total = parts[0][f].probs
                 for k in range(1, n):  # recipe order, as a sequential run adds them
-                    total = [a + b for a, b in zip(total, parts[k], strict=True)]
-                yield self.chunks[c], [p / n for p in total]
+                    total = total + parts[k][f].probs
+                history = {
+                    (name if n == 1 else f"{labels[k]} {name}"): values
+                    for k in range(n)
+                    for name, values in parts[k][f].history.items()
+                }
+                merged.append(FoldResult(total / n, history))
+            yield self.chunks[c], merged
 
 
 def prepare_samples(config: ExperimentConfig, dataset: SampleSet, progress: bool) -> Prepared:
@@ -401,9 +457,9 @@ class RunProgress:
 
 
 def _default_engine() -> Engine:
-    from merkit.training.engine import fit_predict
+    from merkit.training.engine import fit_predict_history
 
-    return fit_predict
+    return fit_predict_history
 
 
 def run_experiment(
@@ -446,19 +502,20 @@ def run_experiment(
             config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous, executor
         )
         save_yaml(out_dir / RUN_FILE, meta)
-        seed_probs, loaded, todo = _load_finished(tasks, samples, class_names)
+        seed_probs, histories, todo = _load_finished(tasks, samples, class_names)
+        loaded = len(histories)
         bar.folds_done(loaded)
         plan = ChunkPlan(_chunks(todo, per_call), config.recipes)
-        for chunk, probs in plan.run(executor, shared, bar.epoch):
-            for task, fold_probs in zip(chunk, probs, strict=True):
-                fold_samples = [samples[i] for i in task.test]
-                table = prediction_table(fold_samples, fold_probs, class_names)
-                write_predictions(task.path, table, fold_probs, class_names)
-                seed_probs[task.seed][task.test] = fold_probs
+        for chunk, results in plan.run(executor, shared, bar.epoch):
+            for task, result in zip(chunk, results, strict=True):
+                save_fold(task, samples, result, class_names)
+                seed_probs[task.seed][task.test] = result.probs
+                histories.append(result.history)
             bar.folds_done(len(chunk))
     computed = sum(len(c) for c in plan.chunks)
 
     _write_pooled(out_dir, samples, seed_probs, class_names)
+    _write_curves(out_dir, histories)
     meta["run"]["finished_at"] = _now()
     save_yaml(out_dir / RUN_FILE, meta)
     metrics = render_run(out_dir)
@@ -472,6 +529,15 @@ def run_experiment(
         n_folds=len(audit.folds),
         failed=list(prepared.failed),
     )
+
+
+def _write_curves(out_dir: Path, histories: Sequence[History]) -> None:
+    """curves.json: every series averaged over the folds (and seeds) that recorded it."""
+    curves = mean_history(histories)
+    if curves:
+        write_json_atomic(out_dir / CURVES_JSON, curves)
+    else:  # an engine without history: no stale curves from an earlier run of this folder
+        (out_dir / CURVES_JSON).unlink(missing_ok=True)
 
 
 def _write_pooled(
