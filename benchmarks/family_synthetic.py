@@ -44,7 +44,7 @@ RECIPES = {
     "c3dgru": Recipe(model="c3dgru", epochs=20, batch_size=16, lr=3e-3, augment=STILL),
     "mol": Recipe(
         model="mol",
-        epochs=15,
+        epochs=40,
         batch_size=16,
         lr=3e-3,
         augment=STILL,
@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--models", default="convat,c3dgru,mol", help="also: cabm")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
+    parser.add_argument("--set", action="append", default=[], help="model kwarg KEY=VALUE (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
@@ -84,6 +86,11 @@ def main() -> None:
 
     for name in args.models.split(","):
         recipe = RECIPES[name]
+        if args.epochs:
+            recipe.epochs = args.epochs
+        for item in args.set:
+            key, value = item.split("=", 1)
+            recipe.model_kwargs[key] = json.loads(value)
         kind = "sequence" if name in ("c3dgru", "mol") else "flow"
         prepared, x = inputs[kind]
         x = packed if name == "mol" else x
@@ -107,6 +114,8 @@ def main() -> None:
             "uar": round(uar(y, pred, len(dataset.class_names)), 4),
             "chance_uar": round(1 / len(dataset.class_names), 4),
             "seconds": round(time.perf_counter() - start, 1),
+            "epochs": recipe.epochs,
+            "model_kwargs": recipe.model_kwargs,
         }
         print(json.dumps(row), flush=True)
 

@@ -32,13 +32,14 @@ def make_meta(
     kwargs: dict | None = None,
     config: PrepareConfig | None = None,
     classes: tuple[str, ...] = CLASSES,
+    in_chans: int = 3,
 ) -> CheckpointMeta:
     config = config or PrepareConfig(flow="dis")
     meta = CheckpointMeta(
         model=model,
         model_kwargs=dict(kwargs if kwargs is not None else SMALL_CABM if model == "cabm" else {}),
         num_classes=len(classes),
-        in_chans=3,
+        in_chans=in_chans,
         class_names=classes,
         input_spec=dataclasses.asdict(input_spec_of(config)),
         prepare=dataclasses.asdict(config),
@@ -49,10 +50,14 @@ def make_meta(
 
 
 def untrained_checkpoint(
-    path: Path, model: str = "cabm", config: PrepareConfig | None = None, seed: int = 0
+    path: Path,
+    model: str = "cabm",
+    config: PrepareConfig | None = None,
+    seed: int = 0,
+    in_chans: int = 3,
 ) -> tuple[torch.nn.Module, CheckpointMeta]:
     """An untrained (seeded) model saved as a checkpoint: for plumbing, parity and speed tests."""
-    meta = make_meta(model, config=config)
+    meta = make_meta(model, config=config, in_chans=in_chans)
     torch.manual_seed(seed)
     net = create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs).eval()
     save_checkpoint(path, net, meta)

@@ -14,6 +14,7 @@ from inference_fixtures import untrained_checkpoint
 from merkit.errors import ConfigError
 from merkit.inference import Predictor, export_onnx, read_onnx_meta
 from merkit.inference.export import OnnxBackend
+from merkit.models.inputs import inference_input
 from merkit.preprocess.pipeline import PrepareConfig
 from preprocess_clips import face_clip
 from torch_threads import torch_threads
@@ -64,6 +65,39 @@ def test_onnxruntime_matches_pytorch(exported: dict[str, tuple], model: str) -> 
     assert json.loads(props["class_names"]) == list(meta.class_names)
     assert json.loads(props["input_spec"])["size"] == [28, 28]
     assert json.loads(props["prepare_config"])["flow"] == "farneback"
+    assert read_onnx_meta(path) == meta
+
+
+# The family's models on their declared inputs: (prepare config, 4-D channels as the model sees
+# them, prepared arrays of two samples -- grey frames for the sequence models, MOL's targets zero).
+SEQUENCE = PrepareConfig(output="sequence", size=64, frames=8)
+FAMILY = {
+    "convat": (PrepareConfig(flow="farneback"), 3),
+    "c3dgru": (SEQUENCE, 8),
+    "mol": (SEQUENCE, 8 * 4),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(FAMILY))
+def test_family_models_export_with_parity(model: str, tmp_path: Path) -> None:
+    config, in_chans = FAMILY[model]
+    with torch_threads(1):
+        net, meta = untrained_checkpoint(tmp_path / "m.pt", model, config, 2, in_chans)
+        path = export_onnx(net, meta, tmp_path / f"{model}.onnx")
+    rng = np.random.default_rng(1)
+    prepared = (
+        _real_shaped_maps(3)
+        if config.output == "flow"
+        else rng.random((3, *config.item_shape), dtype=np.float32)
+    )
+    x = inference_input(model, prepared)
+    assert x.shape == (3, in_chans, 64 if config.output == "sequence" else 28, x.shape[-1])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).softmax(-1).numpy()
+    backend = OnnxBackend(path)
+    np.testing.assert_allclose(backend.probabilities(x), expected, atol=1e-4)
+    np.testing.assert_allclose(backend.probabilities(x[:1]), expected[:1], atol=1e-4)
     assert read_onnx_meta(path) == meta
 
 

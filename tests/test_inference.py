@@ -267,3 +267,41 @@ def test_final_model_classifies_and_times_synthetic_videos(tmp_path: Path) -> No
         assert abs(result["onset"] - truth["onset"]) <= 3
         assert abs(result["apex"] - truth["apex"]) <= 3
         assert result["fps"] == pytest.approx(SyntheticConfig().fps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "kwargs"),
+    [
+        ("c3dgru", {"widths": (4, 8), "pool_grid": 2, "hidden": 16}),
+        ("mol", {"dim": 16, "depth": 1, "neighbours": 4}),
+    ],
+)
+def test_sequence_models_fit_predict_and_export(model: str, kwargs: dict, tmp_path: Path) -> None:
+    """Final models on frame sequences: the checkpoint holds the 4-D channels the model saw
+    (MOL: packed targets), predict feeds a video through the same layout, ONNX agrees."""
+    from merkit.inference import export_onnx
+
+    config = dataclasses.replace(CLEAR, n_subjects=2, clips_per_subject=3, n_frames=20)
+    root = generate_casme2_like(tmp_path / "synthetic", config)
+    sequence = PrepareConfig(output="sequence", size=64, frames=6, flow="farneback")
+    recipe = Recipe(model=model, model_kwargs=kwargs, epochs=2, batch_size=4,
+                    augment=AugmentConfig(hflip=False, max_shift=1))  # fmt: skip
+    checkpoint = fit_final("casme2", root, model, recipe=recipe, prepare_config=sequence,
+                           out=tmp_path / "final.pt", progress=False)  # fmt: skip
+    assert checkpoint.meta.in_chans == 6 * (4 if model == "mol" else 1)
+    onnx_path = export_onnx(checkpoint.model, checkpoint.meta, tmp_path / "final.onnx")
+
+    video = tmp_path / "clip.mp4"
+    write_synthetic_video(video, "surprise", subject=9, n_frames=40, onset=10, apex=18,
+                          offset=30, config=CLEAR)  # fmt: skip
+    results = [
+        Predictor.load(path).predict(video, aligned=True, picture_dir=tmp_path / path.suffix[1:])
+        for path in (tmp_path / "final.pt", onnx_path)
+    ]
+    for result in results:
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert Path(result["picture"]["path"]).is_file()
+    for name, p in results[0]["probabilities"].items():
+        assert results[1]["probabilities"][name] == pytest.approx(p, abs=1e-4)
+    assert results[0]["picture"]["attention"] is not None  # input gradient of the pt model

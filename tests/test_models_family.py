@@ -330,3 +330,15 @@ def test_pack_sequence_on_a_face_clip() -> None:
     assert pack_sequences(np.zeros((0, 3, 1, 64, 64), np.float32)).shape == (0, 3, 4, 64, 64)
     with pytest.raises(DataLayoutError, match=r"\(T, 1, S, S\)"):
         pack_sequence(np.zeros((3, 3, 64, 64), np.float32))
+
+
+def test_mol_onset_reference_accumulates_the_flow_targets() -> None:
+    """With onset-referenced pairs the flow head learns onset -> t, the sum of the steps."""
+    x = packed_clips(2, 4, 32)
+    steps = mol.MOL(3, 16, **SMALL["mol"])._targets(x, torch.Size((8, 8)))[0]
+    summed = mol.MOL(3, 16, **SMALL["mol"], reference="onset")._targets(x, torch.Size((8, 8)))[0]
+    assert torch.allclose(summed, steps.cumsum(1)) and not torch.allclose(summed, steps)
+    model = create_model("mol", 3, 16, **SMALL["mol"], reference="onset").train()
+    model(x).sum().backward()
+    with pytest.raises(ValueError, match="reference must be 'onset' or 'previous'"):
+        create_model("mol", 3, 16, reference="apex")

@@ -176,6 +176,7 @@ def fit_final(
     `prepare_config` to the preprocessing of the model's declared input.
     """
     from merkit.training import engine  # training code only when training
+    from merkit.training.runner import recipe_input
 
     recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
     config = prepare_config or PrepareConfig(**prepare_defaults(model))
@@ -192,12 +193,13 @@ def fit_final(
         raise DataLayoutError(f"{root}: no {dataset_name} sample could be prepared ({reason})")
     y = np.array([s.label for s in prepared.samples], dtype=np.int64)
     num_classes = len(dataset.class_names)
-    net = engine.fit(recipe, prepared.x, y, num_classes, seed=seed, progress=on_epoch)
+    x = recipe_input(recipe, config, prepared.x)
+    net = engine.fit(recipe, x, y, num_classes, seed=seed, progress=on_epoch)
     meta = CheckpointMeta(
         model=model,
         model_kwargs=dict(recipe.model_kwargs),
         num_classes=num_classes,
-        in_chans=int(prepared.x.shape[-3]),
+        in_chans=int(x.shape[1]),
         class_names=tuple(dataset.class_names),
         input_spec=dataclasses.asdict(input_spec_of(config)),
         prepare=dataclasses.asdict(config),

@@ -50,7 +50,7 @@ def export_onnx(
 
     if opset < 17:
         raise ConfigError(f"ONNX opset {opset} is too old; merkit exports with opset >= 17")
-    example = torch.zeros(2, *meta.prepare_config.item_shape)
+    example = torch.zeros(2, meta.in_chans, *meta.input_spec["size"])  # as the model sees it
     batch = torch.export.Dim("batch")
     model = model.eval()
     with _quiet_exporter(), torch.no_grad():

@@ -63,7 +63,7 @@ def input_saliency(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray
 
 
 def attention_map(model: nn.Module, x: np.ndarray, target: int) -> tuple[np.ndarray, str]:
-    """A 0..1 map of where the model looked for one input `x` (C, H, W) or (T, C, H, W)."""
+    """A 0..1 map of where the model looked for one model input `x` (C, H, W)."""
     batch = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None]
     found = spatial_attention(model, batch)
     if found is not None:

@@ -30,6 +30,7 @@ from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.export import OnnxBackend
 from merkit.inference.picture import attention_map, render_picture, write_picture
 from merkit.inference.timing import Timing, given_timing, locate
+from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
@@ -238,7 +239,7 @@ class Predictor:
         was evaluated with, if its recipe asked for it (so predict agrees with the evaluation)."""
         recipe = self.meta.recipe
         if not (recipe.get("tta_flip") and self.config.output == "flow"):
-            return self.backend.probabilities(x[None])[0]
+            return self.backend.probabilities(inference_input(self.meta.model, x[None]))[0]
         scaling = recipe.get("augment", {}).get("u_scaling", "minmax")
         mirrored = hflip_flow(torch.from_numpy(np.ascontiguousarray(x[None])), scaling).numpy()
         return self.backend.probabilities(np.concatenate([x[None], mirrored])).mean(axis=0)
@@ -290,7 +291,7 @@ class Predictor:
         onset, apex = (clip.numbers[i] for i in (timing.onset, timing.apex))
         faces = [alignment.apply(_gray(f)) for f in clip.frames.read([onset, apex])]
         flow = compute_flow(faces[0], faces[1], self.config.flow)
-        found = self.backend.attention(x, target)
+        found = self.backend.attention(inference_input(self.meta.model, x[None])[0], target)
         name = self.meta.class_names[target]
         picture = render_picture(
             faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}"

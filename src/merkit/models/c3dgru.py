@@ -72,7 +72,10 @@ class Branch(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, hidden)."""
         volume = self.attention(self.cnn(clip))  # (B, w2, T, h, w)
-        cells = F.adaptive_avg_pool3d(volume, (volume.shape[2], self.grid, self.grid))
+        b, c, t = volume.shape[:3]  # pool each frame's map (2-D: exportable to ONNX)
+        cells = F.adaptive_avg_pool2d(volume.flatten(1, 2), self.grid).view(
+            b, c, t, *[self.grid] * 2
+        )
         steps = cells.permute(0, 2, 1, 3, 4).flatten(2)  # (B, T, w2 * grid^2)
         _, last = self.gru(steps)
         return last[-1]

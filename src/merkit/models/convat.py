@@ -100,7 +100,7 @@ class ConVAT(nn.Module):
         tokens = features.flatten(2).transpose(1, 2) + self.pos_embed
         if self.cls_token is None:
             return tokens
-        return torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled (B, dim) encoder output that the latent is computed from."""

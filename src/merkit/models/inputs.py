@@ -16,6 +16,7 @@ import torch
 
 from merkit.errors import ConfigError
 from merkit.models.registry import InputSpec, create_model, get_model_entry
+from merkit.preprocess.targets import PACKED_CHANNELS, pack_sequence
 
 
 def default_in_chans(spec: InputSpec) -> int:
@@ -26,6 +27,21 @@ def default_in_chans(spec: InputSpec) -> int:
 def default_input_shape(spec: InputSpec) -> tuple[int, int, int]:
     """(C', H, W) of one sample as the model sees it, at the spec's default size."""
     return (default_in_chans(spec), *spec.size)
+
+
+def packs_targets(model_name: str) -> bool:
+    """Whether the model reads training targets packed beside its frames (MOL's layout)."""
+    spec = get_model_entry(model_name).input_spec
+    return spec.kind == "sequence" and spec.channels == len(PACKED_CHANNELS)
+
+
+def inference_input(model_name: str, x: np.ndarray) -> np.ndarray:
+    """A batch of prepared arrays as a trained model takes them at inference: sequences
+    flattened, and for packed-target models grey frames packed with zero targets (targets are
+    read only while training)."""
+    if packs_targets(model_name) and x.ndim == 5 and x.shape[2] == 1:
+        x = np.stack([pack_sequence(clip, targets=False) for clip in x])
+    return np.asarray(model_input(x), dtype=np.float32)
 
 
 def model_input(x: np.ndarray) -> np.ndarray:

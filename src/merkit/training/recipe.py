@@ -118,7 +118,7 @@ _DEFAULTS: dict[str, dict] = {
         "augment": {"hflip": False, "max_shift": 2},
     },
     "mol": {
-        "epochs": 15,
+        "epochs": 40,  # synthetic LOSO UF1 0.29 after 15 epochs, 0.60 after 40
         "batch_size": 16,
         "optimizer": "adamw",
         "lr": 3e-3,

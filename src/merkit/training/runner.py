@@ -52,10 +52,9 @@ from merkit.evaluation.report import (
 )
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
 from merkit.io import write_json_atomic
-from merkit.models import get_model_entry
-from merkit.models.inputs import check_input, model_input
-from merkit.preprocess.pipeline import Prepared, prepare
-from merkit.preprocess.targets import PACKED_CHANNELS, pack_sequences
+from merkit.models.inputs import check_input, model_input, packs_targets
+from merkit.preprocess.pipeline import PrepareConfig, Prepared, prepare
+from merkit.preprocess.targets import pack_sequences
 from merkit.provenance import versions
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
 from merkit.training.executors import (
@@ -407,17 +406,20 @@ def prepare_samples(config: ExperimentConfig, dataset: SampleSet, progress: bool
 
 
 def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
-    """Prepared arrays as the model needs them, checked before any training starts.
+    """Prepared arrays as the config's model needs them (see `recipe_input`)."""
+    return recipe_input(config.recipe, config.prepare, x)
+
+
+def recipe_input(recipe: Recipe, prepare_config: PrepareConfig, x: np.ndarray) -> np.ndarray:
+    """Prepared arrays as `recipe`'s model trains on them, checked before any training starts.
 
     Models that learn from packed targets (MOL: gray + flow + landmark channels per frame) get
     them computed here from the prepared gray sequences.
     """
-    recipe = config.recipe
-    spec = get_model_entry(recipe.model).input_spec
-    packed = spec.kind == "sequence" and spec.channels == len(PACKED_CHANNELS)
-    if packed and x.ndim == 5 and x.shape[2] == 1:
-        x = pack_sequences(x, margin=0.0 if config.prepare.aligned else config.prepare.margin)
-    check_input(recipe.model, x.shape, config.prepare.output, **recipe.model_kwargs)
+    if packs_targets(recipe.model) and x.ndim == 5 and x.shape[2] == 1:
+        margin = 0.0 if prepare_config.aligned else prepare_config.margin
+        x = pack_sequences(x, margin=margin)
+    check_input(recipe.model, x.shape, prepare_config.output, **recipe.model_kwargs)
     return np.asarray(model_input(x), dtype=np.float32)
 
 
