@@ -23,12 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from merkit.training.config import ExperimentConfig
-from merkit.training.engine import fit_predict
+from merkit.training.engine import fit_predict_history
 from merkit.training.executors import cpu_count
+from merkit.training.results import FoldResult
 from merkit.training.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "megc2019"
@@ -41,12 +41,12 @@ class TimedEngine:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def __call__(self, *args, **kwargs) -> list[np.ndarray]:
+    def __call__(self, *args, **kwargs) -> list[FoldResult]:
         start = time.process_time()
-        probs = fit_predict(*args, **kwargs)
+        results = fit_predict_history(*args, **kwargs)
         seconds = time.process_time() - start
         (self.folder / f"{uuid.uuid4().hex}.txt").write_text(str(seconds))
-        return probs
+        return results
 
 
 def _own_cpu() -> float:
