@@ -106,6 +106,22 @@ def test_batched_folds_equal_folds_trained_alone() -> None:
         np.testing.assert_allclose(a, b, atol=2e-4)
 
 
+@pytest.mark.parametrize(
+    ("model", "kwargs"),
+    [("cabm", {**TINY, "dropout": 0.5}), ("ststnet", {}), ("offapexnet", {"hidden": 32})],
+)
+def test_dropout_does_not_tie_a_fold_to_its_batch_companions(model: str, kwargs: dict) -> None:
+    """Each copy draws its own dropout masks: a fold trained in a batch equals it trained alone."""
+    x, y, groups = _data()
+    folds = _loso(groups)[:3]
+    recipe = _recipe(model=model, model_kwargs=kwargs, epochs=2, folds_per_batch=3)
+    together = fit_predict(recipe, x, y, folds, 3, seed=0)
+    alone = fit_predict(_recipe(model=model, model_kwargs=kwargs, epochs=2), x, y, folds[1:2], 3)
+    np.testing.assert_allclose(together[1], alone[0], atol=2e-4)
+    other_seed = fit_predict(recipe, x, y, folds[1:2], 3, seed=1)
+    assert not np.allclose(other_seed[0], alone[0], atol=2e-4)  # the comparison can fail
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_same_probabilities() -> None:
     x, y, groups = _data()

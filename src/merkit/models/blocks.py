@@ -25,6 +25,39 @@ def merge_groups(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
+class CopyDropout(nn.Dropout):
+    """Dropout whose masks come from one generator per copy when the engine provides them.
+
+    Copy g's mask is drawn from `generators[g]` over its own channel block, so a copy drops the
+    same units whether it trains alone or beside others (a fold's result does not depend on its
+    batch companions). Without generators, or in eval mode, it is `nn.Dropout`.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.generators: list[torch.Generator] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or not self.generators:
+            return super().forward(x)
+        parts = x.chunk(len(self.generators), dim=1)
+        keep = torch.cat(
+            [
+                torch.rand(part.shape, generator=gen, dtype=x.dtype) >= self.p
+                for part, gen in zip(parts, self.generators, strict=True)
+            ],
+            dim=1,
+        )
+        return x * keep / (1 - self.p) if self.p < 1 else x * 0
+
+
+def use_copy_generators(model: nn.Module, generators: list[torch.Generator] | None) -> None:
+    """Hand (or with None, take back) the per-copy generators to every CopyDropout of `model`."""
+    for module in model.modules():
+        if isinstance(module, CopyDropout):
+            module.generators = generators
+
+
 @lru_cache(maxsize=16)
 def _toeplitz_index(height: int, width: int, kernel: int) -> torch.Tensor:
     """(P, P) index into a flattened k*k kernel (k*k: outside it) for a 'same' k x k conv."""

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from merkit.models.blocks import CBAM, DepthwiseConv2d, GroupedLinear, Residual
+from merkit.models.blocks import CBAM, CopyDropout, DepthwiseConv2d, GroupedLinear, Residual
 from merkit.models.registry import InputSpec, register_model
 
 
@@ -81,7 +81,7 @@ class CABMFMER(nn.Module):
             else nn.Identity()
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = CopyDropout(cfg.dropout)
         self.head = GroupedLinear(cfg.dim, num_classes, groups)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

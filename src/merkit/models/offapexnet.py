@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from merkit.models.blocks import ConvStream, GroupedLinear, split_groups
+from merkit.models.blocks import ConvStream, CopyDropout, GroupedLinear, split_groups
 from merkit.models.registry import InputSpec, register_model
 
 
@@ -44,10 +44,10 @@ class OffApexNet(nn.Module):
         self.classifier = nn.Sequential(
             GroupedLinear(2 * flat, hidden, groups),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            CopyDropout(dropout),
             GroupedLinear(hidden, hidden, groups),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            CopyDropout(dropout),
             GroupedLinear(hidden, num_classes, groups),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from merkit.models.blocks import ConvStream, GroupedLinear, merge_groups, split_groups
+from merkit.models.blocks import ConvStream, CopyDropout, GroupedLinear, merge_groups, split_groups
 from merkit.models.registry import InputSpec, register_model
 
 
@@ -26,7 +26,7 @@ class STSTNet(nn.Module):
             )
             for w in self.widths
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CopyDropout(dropout)
         self.pool = nn.AdaptiveAvgPool2d(5)  # = AvgPool2d(2) on 28x28 input, as published
         self.head = GroupedLinear(sum(self.widths) * 25, num_classes, groups)
 

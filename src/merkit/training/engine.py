@@ -24,8 +24,10 @@ validation subjects, the epoch with the lowest validation loss gives the test pr
 
 Why it is reproducible: each job draws its initial weights, batches and augmentations from its
 own generator seeded by (seed, member, test indices), so a fold gives the same result whether it
-is trained alone, in a batch of folds, or after a resume (dropout masks excepted: they come from
-the global generator, seeded per batch of jobs).
+is trained alone, in a batch of folds, or after a resume (to float rounding). Dropout in the
+groupable models (`CopyDropout`) draws each copy's masks from that copy's generator too; any
+other randomness (e.g. ConVAT's latent noise, in models that train one job at a time) comes
+from the global generator, seeded per job.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models import create_model, get_model_entry, unstack_model
+from merkit.models.blocks import use_copy_generators
 from merkit.models.registry import stack_models
 from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
 from merkit.training.recipe import Recipe
@@ -496,14 +499,23 @@ class _BucketTrainer:
     def train(self, counter: _Counter, record: bool = False) -> list[tuple[np.ndarray, History]]:
         """Run the schedule; per job its test probabilities (epochs or 1, n_test, K) and its
         per-epoch history (training loss and accuracy; validation ones with val_subjects)."""
+        gens = [torch.Generator().manual_seed(j.seed) for j in self.jobs]
+        torch.manual_seed(self.jobs[0].seed)  # other randomness (models trained job by job)
+        use_copy_generators(self.model, gens)  # each copy's dropout masks from its own draws
+        try:
+            return self._schedule(counter, record, gens)
+        finally:
+            use_copy_generators(self.model, None)
+
+    def _schedule(
+        self, counter: _Counter, record: bool, gens: list[torch.Generator]
+    ) -> list[tuple[np.ndarray, History]]:
         r = self.recipe
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-        gens = [torch.Generator().manual_seed(j.seed) for j in self.jobs]
         streams = [
             _BatchStream(j.train, self.batch, gen) for j, gen in zip(self.jobs, gens, strict=True)
         ]
-        torch.manual_seed(self.jobs[0].seed)  # dropout masks
         watch = record or r.val_subjects > 0
         test_curve, series = [], {name: [] for name in _SERIES[: 4 if r.val_subjects else 2]}
         for _ in range(r.epochs):
