@@ -245,3 +245,28 @@ def test_default_recipes_name_their_model_and_round_trip(name: str) -> None:
     recipe = default_recipe(name)
     assert recipe.model == name
     assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_weight_average_follows_the_weights_with_a_ramped_decay() -> None:
+    layer = nn.Linear(2, 1)
+    average = engine._WeightAverage(layer, decay=0.9)
+    start = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update()  # decay min(0.9, 2/11)
+    expected = start + (1 - 2 / 11) * 1.0
+    assert torch.allclose(average.state["weight"], expected)
+    with average.applied():
+        assert torch.allclose(layer.weight, expected)
+    assert torch.allclose(layer.weight, start + 1.0)  # trained weights back after evaluation
+
+
+def test_ema_recipe_evaluates_the_averaged_model() -> None:
+    x, y, groups = _data()
+    folds = _loso(groups)[:2]
+    plain = fit_predict(_recipe(epochs=3), x, y, folds, 3, seed=0)
+    averaged = fit_predict(_recipe(epochs=3, ema=0.9), x, y, folds, 3, seed=0)
+    again = fit_predict(_recipe(epochs=3, ema=0.9), x, y, folds, 3, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(averaged, again, strict=True))
+    assert not np.allclose(plain[0], averaged[0])
+    assert np.allclose(np.concatenate(averaged).sum(1), 1, atol=1e-5)

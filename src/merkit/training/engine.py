@@ -40,7 +40,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from queue import Empty
@@ -425,6 +425,41 @@ class _BatchStream:
         return batch
 
 
+class _WeightAverage:
+    """An exponential moving average of a model's weights and float buffers (`recipe.ema`).
+
+    Element-wise, so the copies of a grouped model are averaged independently. The decay ramps
+    up as (1 + n) / (10 + n) over the first updates so early weights do not linger.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model, self.decay, self.updates = model, decay, 0
+        self.state = {
+            k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = self.model.state_dict()
+        for key, avg in self.state.items():
+            avg.lerp_(current[key], 1 - decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the block, the trained ones restored after."""
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.load()
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(saved)
+
+    def load(self) -> None:
+        self.model.load_state_dict(self.state, strict=False)
+
+
 class _BucketTrainer:
     """Trains the jobs of one bucket as one grouped model (or one ordinary model if alone)."""
 
@@ -516,6 +551,8 @@ class _BucketTrainer:
         streams = [
             _BatchStream(j.train, self.batch, gen) for j, gen in zip(self.jobs, gens, strict=True)
         ]
+        average = _WeightAverage(self.model, r.ema) if r.ema > 0 else None
+        evaluated = average.applied if average else nullcontext
         watch = record or r.val_subjects > 0
         test_curve, series = [], {name: [] for name in _SERIES[: 4 if r.val_subjects else 2]}
         for _ in range(r.epochs):
@@ -528,17 +565,22 @@ class _BucketTrainer:
                 loss.backward()
                 opt.step()
                 sched.step()
+                if average:
+                    average.update()
                 epoch_loss += copy_loss
                 epoch_correct += copy_correct
             series["train_loss"].append(epoch_loss.numpy() / self.steps)
             series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
             if watch:
-                test_curve.append(self._probabilities([j.test for j in self.jobs]))
-                if r.val_subjects:
-                    val_loss, val_accuracy = self._validation()
-                    series["val_loss"].append(val_loss)
-                    series["val_accuracy"].append(val_accuracy)
+                with evaluated():
+                    test_curve.append(self._probabilities([j.test for j in self.jobs]))
+                    if r.val_subjects:
+                        val_loss, val_accuracy = self._validation()
+                        series["val_loss"].append(val_loss)
+                        series["val_accuracy"].append(val_accuracy)
             counter.add(self.g)
+        if average:
+            average.load()  # the trained model (and a final model from `fit`) is the average
         if not watch:
             test_curve.append(self._probabilities([j.test for j in self.jobs]))
         curves = np.stack(test_curve, axis=1)  # (G, epochs, M, K)

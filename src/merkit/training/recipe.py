@@ -39,6 +39,7 @@ class Recipe:
     val_subjects: int = 0  # >0: hold out this many training subjects for model selection
     folds_per_batch: int = 0  # folds trained at once as one batched model (0: engine decides)
     tta_flip: bool = False  # average test probabilities over the map and its flow-aware mirror
+    ema: float = 0.0  # >0: evaluate a moving average of the weights, this decay per step
 
     def to_dict(self) -> dict:
         return asdict(self)
