@@ -1,7 +1,8 @@
 """MEGC2019 composite under LOSO: each model's shipped default recipe on the published flow maps.
 
     python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models cabm,ststnet]
-        [--out runs/bench] [--seeds 0,1,2] [--epochs N]
+        [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --workers 2]
+        [--recipe '{"ema": 0.98}']
 
 Prints ONE JSON line per model: model, uf1, uar, accuracy, per_dataset ({db: {uf1, uar}}),
 seconds, params, gflops (+ uf1_std/uar_std/accuracy_std over seeds when there are several).
@@ -80,10 +81,18 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-def run_model(name: str, root: Path, out: Path, seeds: list[int], epochs: int | None) -> dict:
-    keys = {"model": name} if epochs is None else {"model": name, "epochs": epochs}
+def run_model(name: str, root: Path, out: Path, args: argparse.Namespace) -> dict:
+    keys = {"model": name, **json.loads(args.recipe)}
+    if args.epochs is not None:
+        keys["epochs"] = args.epochs
     config = ExperimentConfig.from_dict(
-        {"data": {"name": "megc2019-flow", "root": str(root)}, "recipe": keys, "seeds": seeds}
+        {
+            "data": {"name": "megc2019-flow", "root": str(root)},
+            "recipe": keys,
+            "seeds": [int(s) for s in args.seeds.split(",")],
+            "executor": args.executor,
+            "executor_workers": args.workers,
+        }
     )
     recipe = config.recipe  # the shipped default recipe (epochs overridden if asked)
     result = run_experiment(config, out, progress=sys.stderr.isatty())
@@ -108,17 +117,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--executor", default="local", help="local, processes or ray")
+    parser.add_argument("--workers", type=int, default=0, help="executor workers (0: per core)")
+    parser.add_argument(
+        "--recipe", default="{}", help='JSON overrides of the default recipes, e.g. {"ema": 0.98}'
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = args.models.split(",") if args.models else list_models("flow")
     for name in models:
         get_model_entry(name)  # fail before any training on a misspelt model
-    seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="merkit-bench-") as scratch:
         for name in models:
             out = (args.out or Path(scratch)) / name
-            print(json.dumps(run_model(name, args.root, out, seeds, args.epochs)), flush=True)
+            line = run_model(name, args.root, out, args)
+            line.update(executor=args.executor, recipe_overrides=json.loads(args.recipe))
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
