@@ -109,8 +109,8 @@ def fit_predict(
     `workers` > 1 trains batches of folds in that many single-threaded processes; the
     probabilities do not depend on it (up to float rounding).
     """
-    results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, False, workers)
-    return [curve[-1] for curve, _ in results]
+    results = fit_predict_history(recipe, x, y, folds, num_classes, seed, groups, progress, workers)
+    return [result.probs for result in results]
 
 
 def fit_predict_history(
