@@ -1,4 +1,4 @@
-"""kill -9 in the middle of `merkit train` / `merkit prepare`, rerun: nothing finished is redone,
+"""kill -9 in the middle of `merkit train` / `audit` / `prepare`, rerun: nothing finished is redone,
 nothing half-written is trusted, and the result equals an uninterrupted run's."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.training.config import load_config
+from merkit.training.leakage_audit import run_audit
 from merkit.training.runner import run_experiment
 from torch_threads import torch_threads
 
@@ -102,6 +103,42 @@ def test_killed_train_resumes_without_recomputing(tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics == json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert metrics == reference.metrics
+
+
+@pytest.mark.slow
+def test_killed_audit_resumes_without_recomputing(tmp_path: Path) -> None:
+    root = write_flow_dataset(tmp_path / "megc")
+    config = tmp_path / "audit.yaml"
+    config.write_text(
+        f"data: {{name: megc2019-flow, root: {root}}}\n"
+        "recipe: {model: cabm, epochs: 4, folds_per_batch: 1}\n",
+        encoding="utf-8",
+    )
+    out, loso = tmp_path / "audit", tmp_path / "audit" / "loso_epochs"
+    args = ["audit", "--config", str(config), "--out", str(out), "--k", "3", "--quiet"]
+    kill_when(
+        [*MERKIT, *args],
+        tmp_path,
+        ready=lambda: len(list(loso.glob("*.npy"))) >= 2,
+        done=lambda: (out / "audit.json").exists(),
+    )
+
+    finished = sorted(loso.glob("*.npy"))
+    assert 2 <= len(finished) < 6
+    before = snapshot(finished)
+    (loso / ".smic_s02.npy.k3j4.tmp").write_bytes(b"\x93NUMPY")  # a write cut short
+    half = loso / "smic_s02.npy"  # the last LOSO fold: never finished at the kill
+    assert half not in finished
+    half.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'")  # and a file cut short
+
+    run_cli(args, tmp_path)
+
+    assert snapshot(finished) == before  # not rewritten, not even with equal bytes
+    with torch_threads(1):
+        reference = run_audit(load_config(config), tmp_path / "reference", k=3, progress=False)
+    assert json.loads((out / "audit.json").read_text()) == reference
+    for fold in sorted((tmp_path / "reference" / "loso_epochs").glob("*.npy")):
+        np.testing.assert_array_equal(np.load(loso / fold.name), np.load(fold))
 
 
 def cache_arrays(cache: Path) -> dict[str, np.ndarray]:

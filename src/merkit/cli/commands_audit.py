@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from merkit.cli.app import app, console, err_console
-from merkit.training.config import ExperimentConfig
+from merkit.errors import ConfigError
+from merkit.training.config import ExperimentConfig, read_config_file, with_overrides
 from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, COMPARISON_HEADER, comparison_rows
 from merkit.training.leakage_audit import run_audit as run_leakage_audit
 
@@ -26,9 +27,15 @@ def audit_table(result: dict[str, Any]) -> Table:
 
 @app.command()
 def audit(
-    data: Annotated[str, typer.Option(help="Dataset name (see `merkit datasets`).")],
-    root: Annotated[Path, typer.Option(help="The dataset's folder.")],
-    model: Annotated[str, typer.Option(help="Model; its shipped default recipe is used.")] = "cabm",
+    data: Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")] = None,
+    root: Annotated[Path | None, typer.Option(help="The dataset's folder.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model; its shipped default recipe is used.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML experiment config (data, recipe); the options here override it."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Audit folder (resumed); default audit-{data}-{model}.")
     ] = None,
@@ -36,32 +43,42 @@ def audit(
         int | None, typer.Option(help="Training epochs (overrides the recipe).")
     ] = None,
     k: Annotated[int, typer.Option("--k", help="Folds of the sample-level k-fold protocol.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the training and of the k-fold split.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the training and of the k-fold split (default 0).")
+    ] = None,
     taxonomy: Annotated[
         str | None, typer.Option(help="Label taxonomy: all, 5class, 3class.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Preprocessing processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an audit folder with other settings.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
-    raw: dict[str, Any] = {
-        "data": {"name": data, "root": str(root), "taxonomy": taxonomy},
-        "recipe": {"model": model, **({"epochs": epochs} if epochs is not None else {})},
-        "seeds": [seed],
-        "workers": workers,
-    }
-    config = ExperimentConfig.from_dict(raw, where="options")
+    raw = with_overrides(
+        read_config_file(config) if config is not None else {},
+        {
+            "data.name": data,
+            "data.root": str(root) if root is not None else None,
+            "data.taxonomy": taxonomy,
+            "recipe.model": model,
+            "recipe.epochs": epochs,
+            "seeds": [seed] if seed is not None else None,
+            "workers": workers,
+        },
+    )
+    experiment = ExperimentConfig.from_dict(raw, where=str(config) if config else "options")
+    if not experiment.data.root:
+        raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
     err_console.print(
         f"[bold yellow]warning:[/] the audit deliberately runs two leaking figures: an oracle "
         f"that picks each LOSO fold's epoch on its test subject, and sample-level {k}-fold, "
         "which puts the same subject in train and test. Only the LOSO figure is honest.",
         highlight=False,
     )
-    out = out or Path(f"audit-{data}-{model}")
-    result = run_leakage_audit(config, out, k=k, overwrite=overwrite, progress=not quiet)
+    out = out or Path(f"audit-{experiment.data.name}-{experiment.recipe.model}")
+    result = run_leakage_audit(experiment, out, k=k, overwrite=overwrite, progress=not quiet)
     console.print(audit_table(result))
     console.print(f"[yellow]{result['leakage']['summary']}[/]", soft_wrap=True, highlight=False)
     console.print(

@@ -43,9 +43,10 @@ from merkit.evaluation.splitters import (
     Splitter,
     SubjectLeakageWarning,
 )
-from merkit.io import read_yaml, write_json_atomic, write_text_atomic
+from merkit.io import read_yaml, write_atomic, write_json_atomic, write_text_atomic
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
 from merkit.training.runner import (
+    DEFAULT_FOLDS_PER_CALL,
     FoldTask,
     RunProgress,
     fold_tasks,
@@ -69,7 +70,6 @@ LABELS = {
     "kfold": "sample-level stratified k-fold, CABM-FMER protocol (LEAKS: subjects overlap)",
 }
 LEAKING = {"loso": False, "oracle": True, "kfold": True}
-FOLDS_PER_CALL = 24
 
 
 @dataclasses.dataclass
@@ -185,8 +185,9 @@ def _train_folds(
         else:
             curves[task.name] = curve
     bar.folds_done(len(tasks) - len(todo))
-    for start in range(0, len(todo), FOLDS_PER_CALL):
-        chunk = todo[start : start + FOLDS_PER_CALL]
+    per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
+    for start in range(0, len(todo), per_call):
+        chunk = todo[start : start + per_call]
         results = engine(
             config.recipe,
             data.x,
@@ -206,17 +207,18 @@ def _train_folds(
 
 
 def _load_curve(path: Path, n_test: int, k: int) -> np.ndarray | None:
+    """A saved fold's curve, or None (trained again) when missing, unreadable or misshapen."""
     if not path.is_file():
         return None
-    curve = np.load(path)
+    try:
+        curve = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
     return curve if curve.ndim == 3 and curve.shape[1:] == (n_test, k) else None
 
 
 def _save_curve(path: Path, curve: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, curve)
-    tmp.replace(path)
+    write_atomic(path, lambda handle: np.save(handle, curve), binary=True)
 
 
 def _curve_tasks(data: AuditData, splitter: Splitter, seed: int, folder: Path) -> list[FoldTask]:
