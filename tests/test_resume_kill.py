@@ -56,6 +56,18 @@ def run_cli(args: list[str], cwd: Path) -> str:
     return out.stdout
 
 
+def cut_short_fold(folder: Path, suffix: str, partial: bytes) -> list[Path]:
+    """The fold files finished at the kill (2 to 5 of 6); then plant what a kill can leave: a
+    temp file of a write cut short, and the last fold's own file cut short."""
+    finished = sorted(folder.glob(f"*{suffix}"))
+    assert 2 <= len(finished) < 6
+    (folder / f".smic_s02{suffix}.x1y2.tmp").write_bytes(partial[:10])
+    half = folder / f"smic_s02{suffix}"  # the last fold: never finished at the kill
+    assert half not in finished
+    half.write_bytes(partial)
+    return finished
+
+
 def snapshot(paths: list[Path]) -> dict[Path, tuple[int, bytes]]:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
 
@@ -78,13 +90,10 @@ def test_killed_train_resumes_without_recomputing(tmp_path: Path) -> None:
         done=lambda: (run / "metrics.json").exists(),
     )
 
-    finished = sorted(folds.glob("*.csv"))
-    assert 2 <= len(finished) < 6
+    finished = cut_short_fold(
+        folds, ".csv", b"dataset,subject,sample,true,predicted,p_negative\nsmic,s02,s02_ne_0"
+    )
     before = snapshot(finished)
-    (folds / ".smic_s02.csv.x1y2.tmp").write_text("dataset,subject,sam")  # a write cut short
-    half = folds / "smic_s02.csv"  # the last fold: never finished at the kill
-    assert half not in finished
-    half.write_text("dataset,subject,sample,true,predicted,p_negative\nsmic,s02,s02_ne_0")
 
     stdout = run_cli(["train", "--out", str(run), "--config", str(config), "--quiet"], tmp_path)
 
@@ -123,13 +132,8 @@ def test_killed_audit_resumes_without_recomputing(tmp_path: Path) -> None:
         done=lambda: (out / "audit.json").exists(),
     )
 
-    finished = sorted(loso.glob("*.npy"))
-    assert 2 <= len(finished) < 6
+    finished = cut_short_fold(loso, ".npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'")
     before = snapshot(finished)
-    (loso / ".smic_s02.npy.k3j4.tmp").write_bytes(b"\x93NUMPY")  # a write cut short
-    half = loso / "smic_s02.npy"  # the last LOSO fold: never finished at the kill
-    assert half not in finished
-    half.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'")  # and a file cut short
 
     run_cli(args, tmp_path)
 
