@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 
 from merkit.cli.app import app, console, err_console
-from merkit.errors import ConfigError
-from merkit.training.config import ExperimentConfig, read_config_file, with_overrides
+from merkit.training.config import options_config
 from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, COMPARISON_HEADER, comparison_rows
 from merkit.training.leakage_audit import run_audit as run_leakage_audit
 
@@ -56,8 +55,8 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
-    raw = with_overrides(
-        read_config_file(config) if config is not None else {},
+    experiment = options_config(
+        config,
         {
             "data.name": data,
             "data.root": str(root) if root is not None else None,
@@ -68,9 +67,6 @@ def audit(
             "workers": workers,
         },
     )
-    experiment = ExperimentConfig.from_dict(raw, where=str(config) if config else "options")
-    if not experiment.data.root:
-        raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
     err_console.print(
         f"[bold yellow]warning:[/] the audit deliberately runs two leaking figures: an oracle "
         f"that picks each LOSO fold's epoch on its test subject, and sample-level {k}-fold, "

@@ -22,7 +22,7 @@ from merkit.evaluation.report import (
     write_comparison,
 )
 from merkit.evaluation.splitters import SubjectLeakageWarning
-from merkit.training.config import ExperimentConfig, read_config_file, with_overrides
+from merkit.training.config import options_config
 from merkit.training.runner import build_splitter, run_experiment
 
 
@@ -107,9 +107,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train and evaluate a model under a protocol; write predictions, metrics and a report."""
-    raw = read_config_file(config) if config is not None else {}
-    raw = with_overrides(
-        raw,
+    experiment = options_config(
+        config,
         {
             "data.name": data,
             "data.root": str(root) if root is not None else None,
@@ -126,9 +125,6 @@ def train(
             "ray_address": ray_address,
         },
     )
-    experiment = ExperimentConfig.from_dict(raw, where=str(config) if config else "options")
-    if not experiment.data.root:
-        raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
     splitter = build_splitter(experiment)  # refuses a leaking protocol unless allowed
     if not splitter.subject_independent:
         err_console.print(

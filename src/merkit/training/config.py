@@ -166,6 +166,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return ExperimentConfig.from_dict(read_config_file(path), where=str(path))
 
 
+def options_config(path: str | Path | None, overrides: dict[str, Any]) -> ExperimentConfig:
+    """The experiment a command runs: its YAML file (if any) with the command's options set over
+    it (`with_overrides`); refused without a dataset folder, which no default can supply."""
+    raw = with_overrides(read_config_file(path) if path is not None else {}, overrides)
+    experiment = ExperimentConfig.from_dict(raw, where=str(path) if path else "options")
+    if not experiment.data.root:
+        raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
+    return experiment
+
+
 def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Copy of a plain config dict with dotted keys set (`{"recipe.epochs": 3}`); None skips.
 
