@@ -56,6 +56,18 @@ def run_cli(args: list[str], cwd: Path) -> str:
     return out.stdout
 
 
+def fold_by_fold_config(tmp_path: Path, epochs: int) -> Path:
+    """A cabm experiment on a small flow dataset that trains (and saves) one fold at a time."""
+    root = write_flow_dataset(tmp_path / "megc")
+    config = tmp_path / "experiment.yaml"
+    config.write_text(
+        f"data: {{name: megc2019-flow, root: {root}}}\n"
+        f"recipe: {{model: cabm, epochs: {epochs}, folds_per_batch: 1}}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
 def cut_short_fold(folder: Path, suffix: str, partial: bytes) -> list[Path]:
     """The fold files finished at the kill (2 to 5 of 6); then plant what a kill can leave: a
     temp file of a write cut short, and the last fold's own file cut short."""
@@ -74,13 +86,7 @@ def snapshot(paths: list[Path]) -> dict[Path, tuple[int, bytes]]:
 
 @pytest.mark.slow
 def test_killed_train_resumes_without_recomputing(tmp_path: Path) -> None:
-    root = write_flow_dataset(tmp_path / "megc")
-    config = tmp_path / "experiment.yaml"
-    config.write_text(
-        f"data: {{name: megc2019-flow, root: {root}}}\n"
-        "recipe: {model: cabm, epochs: 5, folds_per_batch: 1}\n",  # one fold file at a time
-        encoding="utf-8",
-    )
+    config = fold_by_fold_config(tmp_path, epochs=5)
     run, folds = tmp_path / "run", tmp_path / "run" / "folds" / "seed0"
     command = [*MERKIT, "train", "--out", str(run), "--config", str(config), "--quiet"]
     kill_when(
@@ -116,13 +122,7 @@ def test_killed_train_resumes_without_recomputing(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_audit_resumes_without_recomputing(tmp_path: Path) -> None:
-    root = write_flow_dataset(tmp_path / "megc")
-    config = tmp_path / "audit.yaml"
-    config.write_text(
-        f"data: {{name: megc2019-flow, root: {root}}}\n"
-        "recipe: {model: cabm, epochs: 4, folds_per_batch: 1}\n",
-        encoding="utf-8",
-    )
+    config = fold_by_fold_config(tmp_path, epochs=4)
     out, loso = tmp_path / "audit", tmp_path / "audit" / "loso_epochs"
     args = ["audit", "--config", str(config), "--out", str(out), "--k", "3", "--quiet"]
     kill_when(
