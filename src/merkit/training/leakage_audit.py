@@ -49,6 +49,7 @@ from merkit.training.runner import (
     DEFAULT_FOLDS_PER_CALL,
     FoldTask,
     RunProgress,
+    fixed_chunks,
     fold_tasks,
     prediction_table,
     prepare_samples,
@@ -177,17 +178,17 @@ def _train_folds(
 ) -> dict[str, np.ndarray]:
     """Per fold name its (epochs, n_test, K) curve, loading saved folds and saving new ones."""
     curves: dict[str, np.ndarray] = {}
-    todo = []
+    slots: list[FoldTask | None] = []
     for task in tasks:
         curve = _load_curve(task.path, len(task.test), len(data.class_names))
         if curve is None:
-            todo.append(task)
+            slots.append(task)
         else:
             curves[task.name] = curve
-    bar.folds_done(len(tasks) - len(todo))
+            slots.append(None)
+    bar.folds_done(len(curves))
     per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
-    for start in range(0, len(todo), per_call):
-        chunk = todo[start : start + per_call]
+    for chunk in fixed_chunks(slots, per_call):
         results = engine(
             config.recipe,
             data.x,

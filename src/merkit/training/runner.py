@@ -329,18 +329,17 @@ def _load_finished(
     return seed_probs, histories, todo
 
 
-def _chunks(todo: dict[int, list[FoldTask | None]], size: int) -> list[list[FoldTask]]:
-    """The unfinished folds, cut at fixed positions of each seed's fold list.
+def fixed_chunks(slots: Sequence[FoldTask | None], size: int) -> list[list[FoldTask]]:
+    """The unfinished folds (finished ones are None), cut at fixed positions of the fold list.
 
     Fixed cuts make a chunk the same set of folds whatever the executor and after a resume (a
     fold's result depends on its batch companions at float-rounding level).
     """
     chunks = []
-    for seed_todo in todo.values():
-        for start in range(0, len(seed_todo), size):
-            chunk = [t for t in seed_todo[start : start + size] if t is not None]
-            if chunk:
-                chunks.append(chunk)
+    for start in range(0, len(slots), size):
+        chunk = [t for t in slots[start : start + size] if t is not None]
+        if chunk:
+            chunks.append(chunk)
     return chunks
 
 
@@ -507,7 +506,8 @@ def run_experiment(
         seed_probs, histories, todo = _load_finished(tasks, samples, class_names)
         loaded = len(histories)
         bar.folds_done(loaded)
-        plan = ChunkPlan(_chunks(todo, per_call), config.recipes)
+        chunks = [c for slots in todo.values() for c in fixed_chunks(slots, per_call)]
+        plan = ChunkPlan(chunks, config.recipes)
         for chunk, results in plan.run(executor, shared, bar.epoch):
             for task, result in zip(chunk, results, strict=True):
                 save_fold(task, samples, result, class_names)
