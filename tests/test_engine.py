@@ -270,3 +270,26 @@ def test_ema_recipe_evaluates_the_averaged_model() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(averaged, again, strict=True))
     assert not np.allclose(plain[0], averaged[0])
     assert np.allclose(np.concatenate(averaged).sum(1), 1, atol=1e-5)
+
+
+def test_sharpness_aware_step_is_per_copy_and_changes_training() -> None:
+    """SAM normalises each copy's gradient alone: a fold in a batch equals it trained alone."""
+    x, y, groups = _data()
+    folds = _loso(groups)[:3]
+    recipe = _recipe(epochs=2, sam=0.1, folds_per_batch=3)
+    together = fit_predict(recipe, x, y, folds, 3, seed=0)
+    alone = fit_predict(_recipe(epochs=2, sam=0.1), x, y, folds[1:2], 3, seed=0)
+    np.testing.assert_allclose(together[1], alone[0], atol=2e-4)
+    plain = fit_predict(_recipe(epochs=2), x, y, folds[1:2], 3, seed=0)
+    assert not np.allclose(plain[0], alone[0], atol=2e-4)  # the comparison can fail
+
+
+def test_perturbed_pass_leaves_batchnorm_running_statistics_alone() -> None:
+    norm = nn.BatchNorm1d(2)
+    before = norm.running_mean.clone()
+    with engine._running_stats_frozen(norm):
+        out = norm(torch.tensor([[1.0, 5.0], [3.0, 7.0]]))
+    assert torch.equal(norm.running_mean, before) and norm.momentum == 0.1
+    assert torch.allclose(out.mean(0), torch.zeros(2))  # still normalised by the batch
+    norm(torch.tensor([[1.0, 5.0], [3.0, 7.0]]))
+    assert not torch.equal(norm.running_mean, before)

@@ -243,6 +243,8 @@ def test_config_unknown_keys_are_named(tmp_path: Path) -> None:
         ExperimentConfig.from_dict({"recipe": {"augment": {"flip": True}}})
     with pytest.raises(ConfigError, match=r"recipe\.epochs: expected int"):
         ExperimentConfig.from_dict({"recipe": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match="sam must be >= 0, got -0.1"):
+        ExperimentConfig.from_dict({"recipe": {"sam": -0.1}})
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: [0, 0]\n")
     with pytest.raises(ConfigError, match="repeats a seed"):

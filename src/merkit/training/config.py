@@ -129,6 +129,8 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"recipe {recipe.model}: epochs must be >= 1, got {recipe.epochs}"
                 )
+            if recipe.sam < 0:
+                raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
 
 
 def prepare_defaults(model: str) -> dict[str, Any]:

@@ -16,7 +16,8 @@ Public API (stable; the experiment runner builds on it):
 Why it is fast on CPU: models registered `groupable` are built with `groups=G`, so the G models
 of G (fold, member) jobs train as one network of grouped convolutions, each copy on its own
 batches. The copies share nothing: BatchNorm is per channel, the loss is a sum of per-copy
-losses, and Adam/AdamW/SGD update every element independently (no gradient clipping).
+losses, Adam/AdamW/SGD update every element independently (no gradient clipping), and the
+sharpness-aware step normalises each copy's gradient by that copy's own norm.
 
 Why it is honest: a job's model sees only its training indices (minus `val_subjects` validation
 subjects when asked); the held-out fold is evaluated, never used to choose anything. With
@@ -60,6 +61,7 @@ from merkit.training.results import FoldResult, History, mean_history
 
 Fold = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int], None]
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # maps, targets, sample weights
 
 # The per-epoch series a job records (the last two only with validation subjects).
 _SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -560,9 +562,12 @@ class _BucketTrainer:
             epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
             for _ in range(self.steps):
                 idx = torch.stack([s.next() for s in streams])  # (G, B)
-                loss, copy_loss, copy_correct = self._loss(idx, gens)
+                batch = self._inputs(idx, gens)
+                loss, copy_loss, copy_correct = self._loss(idx, *batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if r.sam > 0:
+                    self._sharpness_step(idx, batch)
                 opt.step()
                 sched.step()
                 if average:
@@ -598,12 +603,29 @@ class _BucketTrainer:
             chosen = [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
         return list(zip(chosen, histories, strict=True))
 
-    def _loss(
-        self, idx: torch.Tensor, gens: list[torch.Generator]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
-        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
-        r, g, b = self.recipe, self.g, self.batch
+    def _sharpness_step(self, idx: torch.Tensor, batch: Batch) -> None:
+        """Sharpness-aware minimisation (Foret et al. 2021, `recipe.sam` = rho): replace the
+        gradient g by the one at w + rho g / ||g||, the worst nearby weights to first order.
+
+        ||g|| is each copy's own norm, so copies stay independent; the perturbed pass leaves
+        BatchNorm's running statistics alone (they describe the weights actually kept).
+        """
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = sum(p.grad.view(self.g, -1).pow(2).sum(1) for p in params).sqrt()  # (G,)
+        scale = (self.recipe.sam / norm.clamp_min(1e-12))[:, None]
+        with torch.no_grad():
+            steps = [(p.grad.view(self.g, -1) * scale).view_as(p) for p in params]
+            torch._foreach_add_(params, steps)
+        for p in params:
+            p.grad = None
+        with _running_stats_frozen(self.model):
+            self._loss(idx, *batch)[0].backward()
+        with torch.no_grad():
+            torch._foreach_sub_(params, steps)
+
+    def _inputs(self, idx: torch.Tensor, gens: list[torch.Generator]) -> Batch:
+        """A training batch of every copy: augmented maps, (mixed) targets, sample weights."""
+        r, b = self.recipe, self.batch
         xb = self.x[idx.flatten()]  # (G*B, C, H, W), copy-major
         params = AugmentParams.cat(
             [sample_params((b, *xb.shape[1:]), r.augment, gen) for gen in gens]
@@ -613,6 +635,14 @@ class _BucketTrainer:
         weight = self.class_weight.gather(1, self.y[idx])  # (G, B)
         if r.augment.mixup > 0:
             xb, target, weight = self._mixup(xb, target, weight, gens)
+        return xb, target, weight
+
+    def _loss(
+        self, idx: torch.Tensor, xb: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
+        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
+        r, g, b = self.recipe, self.g, self.batch
         if r.label_smoothing > 0:
             target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
         logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
@@ -695,6 +725,20 @@ def _beta(a: float, generator: torch.Generator) -> float:
         x, y = u ** (1 / a), v ** (1 / a)
         if 0 < x + y <= 1:
             return x / (x + y)
+
+
+@contextmanager
+def _running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers still normalise by the batch but leave their running statistics as is."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 @contextmanager

@@ -40,6 +40,7 @@ class Recipe:
     folds_per_batch: int = 0  # folds trained at once as one batched model (0: engine decides)
     tta_flip: bool = False  # average test probabilities over the map and its flow-aware mirror
     ema: float = 0.0  # >0: evaluate a moving average of the weights, this decay per step
+    sam: float = 0.0  # >0: sharpness-aware minimisation with this radius rho (2x the compute)
 
     def to_dict(self) -> dict:
         return asdict(self)
