@@ -613,15 +613,17 @@ class _BucketTrainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = sum(p.grad.view(self.g, -1).pow(2).sum(1) for p in params).sqrt()  # (G,)
         scale = (self.recipe.sam / norm.clamp_min(1e-12))[:, None]
+        steps = [(p.grad.view(self.g, -1) * scale).view_as(p) for p in params]
         with torch.no_grad():
-            steps = [(p.grad.view(self.g, -1) * scale).view_as(p) for p in params]
-            torch._foreach_add_(params, steps)
+            for p, step in zip(params, steps, strict=True):
+                p.add_(step)
         for p in params:
             p.grad = None
         with _running_stats_frozen(self.model):
             self._loss(idx, *batch)[0].backward()
         with torch.no_grad():
-            torch._foreach_sub_(params, steps)
+            for p, step in zip(params, steps, strict=True):
+                p.sub_(step)
 
     def _inputs(self, idx: torch.Tensor, gens: list[torch.Generator]) -> Batch:
         """A training batch of every copy: augmented maps, (mixed) targets, sample weights."""
