@@ -18,6 +18,16 @@ import yaml
 from merkit.errors import ConfigError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes owner-only (0600) files; results should get the permissions any new file gets.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
     """Call `write(handle)` on a temp file beside `path`, then rename it over `path`."""
     path = Path(path)
@@ -27,6 +37,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
         mode = "wb" if binary else "w"
         with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
