@@ -57,6 +57,25 @@ def test_train_prints_table_and_resumes(
     assert engine.folds == 12
 
 
+def test_ctrl_c_exits_130_with_a_resume_hint_then_resumes(
+    flow_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    stand_in = CentroidEngine(fail_after=1)
+    monkeypatch.setattr(runner, "_default_engine", lambda: stand_in)
+    config = tmp_path / "two_folds_per_job.yaml"
+    config.write_text(yaml.safe_dump({"recipe": {"model": "cabm", "folds_per_batch": 2}}))
+    args = train_args(flow_root, tmp_path / "run", "--config", str(config))
+    assert exit_code(args) == 130
+    err = stderr(capsys)
+    assert "interrupted" in err and "resumes" in err and "Traceback" not in err
+    stand_in.fail_after = None
+    main(args)
+    assert "4 folds trained, 2 resumed" in capsys.readouterr().out
+
+
 def test_train_refuses_other_config_then_overwrites(
     flow_root: Path, tmp_path: Path, engine: CentroidEngine, capsys: pytest.CaptureFixture
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import merkit.training.runner as runner
-from flowdata import CentroidEngine, write_flow_dataset
+from flowdata import CentroidEngine, slow_engine, write_flow_dataset
 from merkit.cli import main
 from merkit.errors import ConfigError
 from merkit.training.config import ExperimentConfig
@@ -96,6 +96,26 @@ def test_local_and_processes_give_bit_identical_probabilities() -> None:
     assert not np.array_equal(
         local[0][0].probs, local[2][0].probs
     )  # seeds differ: the check can fail
+
+
+def test_interrupting_the_driver_stops_running_and_queued_worker_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the driver ends the run at the workers' next epoch, not after their jobs."""
+    monkeypatch.setenv("MERKIT_TEST_MARKS", str(tmp_path))
+    recipe = default_recipe("cabm")
+    recipe.epochs = 200  # 20 s per job
+    folds = ((np.arange(3), np.arange(3, 6)),)
+    jobs = [TrainJob(seed, recipe, folds) for seed in range(4)]
+    shared = SharedInputs(slow_engine, np.zeros((6, 1)), np.zeros(6, int), None, 3)
+
+    def ctrl_c_once_both_jobs_run(done: int, total: int) -> None:
+        if total == 2 * recipe.epochs and done >= 4:
+            raise KeyboardInterrupt
+
+    with make_executor("processes", WORKERS) as pool, pytest.raises(KeyboardInterrupt):
+        dict(pool.run(shared, jobs, ctrl_c_once_both_jobs_run))
+    assert not list(tmp_path.glob("done-*"))  # no job ran on to its end
 
 
 @pytest.fixture(scope="module")

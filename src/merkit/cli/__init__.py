@@ -25,10 +25,15 @@ from merkit.cli import commands_audit  # noqa: E402,F401  isort: skip
 __all__ = ["app", "main"]
 
 
+INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode typer returns an exit code instead of raising it: Ctrl-C
+        # arrives here as 130, `--help` as 0; a command itself returns None.
+        code = app(args=argv, standalone_mode=False)
     except MerkitError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -37,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("aborted")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        sys.exit(INTERRUPTED)
+    if code == INTERRUPTED:
+        err_console.print(
+            "interrupted: what was already written is kept, and rerunning the same "
+            "train, prepare or audit command resumes from it"
+        )
+    if code:
+        sys.exit(code)

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from queue import Empty
 from typing import Any
 
@@ -168,19 +170,37 @@ class Executor:
 
 _shared: SharedInputs | None = None
 _progress_queue: Queue | None = None
+_stop: Event | None = None
 
 
-def _init_worker(shared: SharedInputs, threads: int, queue: Queue) -> None:
-    """Worker start: keep the shared inputs, and take this worker's share of the cores."""
-    global _shared, _progress_queue
-    _shared, _progress_queue = shared, queue
+class JobStopped(Exception):
+    """A worker's job gave up because the driver stopped the run (Ctrl-C or an error)."""
+
+
+def _init_worker(shared: SharedInputs, threads: int, queue: Queue, stop: Event) -> None:
+    """Worker start: keep the shared inputs, and take this worker's share of the cores.
+
+    Ctrl-C reaches every process of the terminal's group; the workers leave it to the driver,
+    which sets `stop` so that running jobs end at their next epoch and queued ones never start.
+    """
+    global _shared, _progress_queue, _stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _shared, _progress_queue, _stop = shared, queue, stop
     torch.set_num_threads(threads)
 
 
 def _run_in_worker(index: int, job: TrainJob) -> list[FoldResult]:
-    assert _shared is not None and _progress_queue is not None
-    queue = _progress_queue
-    return run_job(_shared, job, lambda done, total: queue.put((index, done, total)))
+    assert _shared is not None and _progress_queue is not None and _stop is not None
+    queue, stop = _progress_queue, _stop
+
+    def report(done: int, total: int) -> None:
+        if stop.is_set():
+            raise JobStopped
+        queue.put((index, done, total))
+
+    if stop.is_set():
+        raise JobStopped
+    return run_job(_shared, job, report)
 
 
 class ProcessExecutor(Executor):
@@ -198,10 +218,10 @@ class ProcessExecutor(Executor):
         self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
     ) -> Iterator[tuple[int, list[FoldResult]]]:
         context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
+        queue, stop = context.Queue(), context.Event()
         tally = _Tally(progress)
         workers = max(1, min(self.workers, len(jobs)))
-        initargs = (shared, self._threads(), queue)
+        initargs = (shared, self._threads(), queue, stop)
         pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
         try:
             futures: dict[Future, int] = {
@@ -213,6 +233,9 @@ class ProcessExecutor(Executor):
                 _drain(queue, tally)
                 for future in done:
                     yield futures[future], future.result()
+        except BaseException:  # Ctrl-C, a failed job, or the driver closing this generator
+            stop.set()  # running jobs end at their next epoch instead of being waited for
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
