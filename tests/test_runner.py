@@ -312,3 +312,18 @@ def test_real_megc2019_maps_run_under_loso(megc2019_root: Path, tmp_path: Path) 
     assert set(metrics["per_dataset"]) == {"casme2", "samm", "smic"}
     assert len(metrics["per_subject"]) == 58 and metrics["overall"]["n"] == 380
     assert 0.2 < metrics["overall"]["uf1"] < 0.9
+
+
+@pytest.mark.parametrize(
+    ("models", "calls"), [(["cabm"], 1), (["convat"], 6), (["convat", "cabm"], 1)]
+)
+def test_models_trained_one_fold_at_a_time_save_every_fold_as_it_finishes(
+    flow_root: Path, tmp_path: Path, models: list[str], calls: int
+) -> None:
+    """Folds are handed over in batches only when some model can train them side by side;
+    otherwise one call per fold, so an interrupted run keeps every fold it finished."""
+    first, *extra = ({"model": m, "epochs": 1} for m in models)
+    config = make_config(flow_root, recipe=first, extra_recipes=extra)
+    engine = CentroidEngine()
+    run_experiment(config, tmp_path / "run", engine=engine, progress=False)
+    assert engine.calls == calls * len(models) and engine.folds == 6 * len(models)

@@ -52,6 +52,7 @@ from merkit.evaluation.report import (
 )
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
 from merkit.io import write_json_atomic
+from merkit.models import get_model_entry
 from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, Prepared, prepare
 from merkit.preprocess.targets import pack_sequences
@@ -68,10 +69,11 @@ from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, History, mean_history
 
 FOLDS_DIR = "folds"
-# Folds handed to the engine per call when the recipe does not say: large enough for the engine
-# to batch light models well (its grouped buckets), small enough that a 68-fold LOSO run saves
-# its folds in a few steps (a resume then loses at most one call's work).
-DEFAULT_FOLDS_PER_CALL = 24
+# Folds handed to the engine per call when the recipe does not say, for models the engine trains
+# side by side (its grouped buckets): enough to batch them well (12 and 24 both give the 58-fold
+# cabm LOSO in ~215 s), few enough that a run saves its folds every minute or so, since a resume
+# loses the unfinished calls. Other models train one fold at a time, so each call is one fold.
+DEFAULT_FOLDS_PER_CALL = 12
 OUTPUT_FILES = (
     "metrics.json",
     "confusion.png",
@@ -329,6 +331,16 @@ def _load_finished(
     return seed_probs, histories, todo
 
 
+def folds_per_call(recipes: Sequence[Recipe]) -> int:
+    """How many folds each engine call trains: the first recipe's `folds_per_batch`, else
+    DEFAULT_FOLDS_PER_CALL when some recipe can batch folds, else one."""
+    if recipes[0].folds_per_batch:
+        return recipes[0].folds_per_batch
+    if any(get_model_entry(r.model).groupable for r in recipes):
+        return DEFAULT_FOLDS_PER_CALL
+    return 1
+
+
 def fixed_chunks(slots: Sequence[FoldTask | None], size: int) -> list[list[FoldTask]]:
     """The unfinished folds (finished ones are None), cut at fixed positions of the fold list.
 
@@ -492,7 +504,7 @@ def run_experiment(
     x = training_input(config, prepared.x)
     y = np.asarray([s.label for s in samples], dtype=np.int64)
     groups = np.asarray([s.subject_key for s in samples])
-    per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
+    per_call = folds_per_call(config.recipes)
     tasks = {seed: fold_tasks(samples, splitter, seed, out_dir) for seed in config.seeds}
     shared = SharedInputs(engine, x, y, groups, len(class_names))
     with (
