@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -293,3 +297,26 @@ def test_perturbed_pass_leaves_batchnorm_running_statistics_alone() -> None:
     assert torch.allclose(out.mean(0), torch.zeros(2))  # still normalised by the batch
     norm(torch.tensor([[1.0, 5.0], [3.0, 7.0]]))
     assert not torch.equal(norm.running_mean, before)
+
+
+def test_pool_worker_ignores_ctrl_c_and_stops_at_the_next_epoch_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver decides: Ctrl-C does not kill a worker mid-write; the stop event ends it."""
+    context = multiprocessing.get_context("spawn")
+    queue, stop = context.Queue(), context.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(engine, "_exit_with_parent", lambda parent: None)
+    monkeypatch.setattr(engine, "_worker_progress", None)  # set by the worker start, then undone
+    monkeypatch.setattr(engine, "_worker_stop", None)
+    try:
+        engine._init_worker(queue, stop, torch.get_num_threads(), os.getpid())
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        counter = engine._QueueCounter(None, 0)
+        counter.add(1)
+        assert queue.get(timeout=5) == 1
+        stop.set()
+        with pytest.raises(engine.TrainingStopped):
+            counter.add(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import zlib
@@ -44,6 +45,7 @@ from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from queue import Empty
 
 import numpy as np
@@ -244,12 +246,24 @@ def _train_bucket(
         return _BucketTrainer(recipe, bucket, x, y, num_classes).train(counter, record)
 
 
+class TrainingStopped(Exception):
+    """A worker's training gave up because its driver stopped (Ctrl-C or an error there)."""
+
+
 _worker_progress: Queue | None = None
+_worker_stop: Event | None = None
 
 
-def _init_worker(progress: Queue, threads: int, parent: int) -> None:
-    global _worker_progress
-    _worker_progress = progress
+def ignore_ctrl_c() -> None:
+    """In a pool worker: Ctrl-C reaches the terminal's whole process group, and the driver,
+    not each worker, decides what stops (it sets the workers' stop event)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _init_worker(progress: Queue, stop: Event, threads: int, parent: int) -> None:
+    global _worker_progress, _worker_stop
+    ignore_ctrl_c()
+    _worker_progress, _worker_stop = progress, stop
     torch.set_num_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
@@ -262,9 +276,12 @@ def _exit_with_parent(parent: int) -> None:
 
 
 class _QueueCounter(_Counter):
-    """A worker's counter: finished job-epochs go to the parent through a queue."""
+    """A worker's counter: finished job-epochs go to the parent through a queue, and a stopped
+    parent ends the training at the next epoch."""
 
     def add(self, n: int) -> None:
+        if _worker_stop.is_set():
+            raise TrainingStopped
         _worker_progress.put(n)
 
 
@@ -286,15 +303,22 @@ def _train_in_processes(
 ) -> list[list[tuple[np.ndarray, History]]]:
     """Buckets spread over `workers` single-threaded processes (robust on a shared CPU)."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    with ProcessPoolExecutor(workers, context, _init_worker, (queue, 1, os.getpid())) as pool:
+    queue, stop = context.Queue(), context.Event()
+    initargs = (queue, stop, 1, os.getpid())
+    with ProcessPoolExecutor(workers, context, _init_worker, initargs) as pool:
         futures = [
             pool.submit(_train_in_worker, recipe, b, x, y, num_classes, record) for b in buckets
         ]
         pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.5)
-            _drain(queue, counter)
+        try:
+            while pending:
+                _, pending = wait(pending, timeout=0.5)
+                _drain(queue, counter)
+        except BaseException:  # Ctrl-C or a failed callback: end running and queued buckets now
+            stop.set()
+            for future in pending:
+                future.cancel()
+            raise
     _drain(queue, counter)
     return [f.result() for f in futures]
 

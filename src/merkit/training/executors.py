@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from merkit.errors import ConfigError
+from merkit.training.engine import TrainingStopped, ignore_ctrl_c
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
 
@@ -173,18 +173,11 @@ _progress_queue: Queue | None = None
 _stop: Event | None = None
 
 
-class JobStopped(Exception):
-    """A worker's job gave up because the driver stopped the run (Ctrl-C or an error)."""
-
-
 def _init_worker(shared: SharedInputs, threads: int, queue: Queue, stop: Event) -> None:
-    """Worker start: keep the shared inputs, and take this worker's share of the cores.
-
-    Ctrl-C reaches every process of the terminal's group; the workers leave it to the driver,
-    which sets `stop` so that running jobs end at their next epoch and queued ones never start.
-    """
+    """Worker start: keep the shared inputs, and take this worker's share of the cores. The
+    driver sets `stop` to end running jobs at their next epoch and skip queued ones."""
     global _shared, _progress_queue, _stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_ctrl_c()
     _shared, _progress_queue, _stop = shared, queue, stop
     torch.set_num_threads(threads)
 
@@ -195,11 +188,11 @@ def _run_in_worker(index: int, job: TrainJob) -> list[FoldResult]:
 
     def report(done: int, total: int) -> None:
         if stop.is_set():
-            raise JobStopped
+            raise TrainingStopped
         queue.put((index, done, total))
 
     if stop.is_set():
-        raise JobStopped
+        raise TrainingStopped
     return run_job(_shared, job, report)
 
 
