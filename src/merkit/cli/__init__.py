@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     if code == INTERRUPTED:
         err_console.print(
             "interrupted: what was already written is kept, and rerunning the same "
-            "train, prepare or audit command resumes from it"
+            "prepare, train, audit or demo command resumes from it"
         )
     if code:
         sys.exit(code)
