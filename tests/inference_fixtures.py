@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -62,3 +64,14 @@ def untrained_checkpoint(
     net = create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs).eval()
     save_checkpoint(path, net, meta)
     return net, meta
+
+
+def no_model(model: str) -> None:
+    """Stand-in for the pool workers' model loading."""
+
+
+def slow_predict(input: Path, options: dict) -> str:
+    """Stand-in for one video's prediction: 0.2 s, leaving a mark in $MERKIT_TEST_MARKS."""
+    time.sleep(0.2)
+    (Path(os.environ["MERKIT_TEST_MARKS"]) / f"{Path(input).name}.done").touch()
+    return str(input)

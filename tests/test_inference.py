@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,14 @@ import pytest
 import torch
 
 from flowdata import write_flow_dataset
-from inference_fixtures import CLEAR, SMALL_CABM, make_meta, untrained_checkpoint
+from inference_fixtures import (
+    CLEAR,
+    SMALL_CABM,
+    make_meta,
+    no_model,
+    slow_predict,
+    untrained_checkpoint,
+)
 from merkit.data.registry import load_dataset
 from merkit.data.synthetic import (
     SyntheticConfig,
@@ -20,9 +28,9 @@ from merkit.data.synthetic import (
     write_synthetic_video,
 )
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.inference import Predictor, fit_final, load_checkpoint
+from merkit.inference import Predictor, fit_final, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
-from merkit.inference.predictor import read_input
+from merkit.inference.predictor import predict_many, read_input
 from merkit.inference.timing import locate
 from merkit.models import create_model
 from merkit.preprocess.pipeline import PrepareConfig, prepare
@@ -305,3 +313,22 @@ def test_sequence_models_fit_predict_and_export(model: str, kwargs: dict, tmp_pa
     for name, p in results[0]["probabilities"].items():
         assert results[1]["probabilities"][name] == pytest.approx(p, abs=1e-4)
     assert results[0]["picture"]["attention"] is not None  # input gradient of the pt model
+
+
+def test_ctrl_c_drops_the_videos_not_yet_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted batch does not go on predicting every queued video before it exits."""
+    monkeypatch.setenv("MERKIT_TEST_MARKS", str(tmp_path))
+    monkeypatch.setattr(predictor.Predictor, "load", staticmethod(no_model))
+    monkeypatch.setattr(predictor, "_init_worker", no_model)
+    monkeypatch.setattr(predictor, "_worker_predict", slow_predict)
+    videos = [tmp_path / f"clip{i:02d}.mp4" for i in range(40)]
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_many("model.pt", videos, workers=2, on_done=ctrl_c)
+    time.sleep(1.0)  # let any video still running finish its mark
+    assert len(list(tmp_path.glob("*.done"))) < 10

@@ -352,8 +352,12 @@ def predict_many(
         max_workers=min(workers, len(paths)), initializer=_init_worker, initargs=(str(model),)
     ) as pool:
         futures = {pool.submit(_worker_predict, path, options): i for i, path in enumerate(paths)}
-        for future in as_completed(futures):
-            outcomes[futures[future]] = future.result()
-            if on_done is not None:
-                on_done()
+        try:
+            for future in as_completed(futures):
+                outcomes[futures[future]] = future.result()
+                if on_done is not None:
+                    on_done()
+        except BaseException:  # Ctrl-C: the videos not yet started are dropped, not waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return outcomes
