@@ -71,7 +71,7 @@ def no_model(model: str) -> None:
 
 
 def slow_predict(input: Path, options: dict) -> str:
-    """Stand-in for one video's prediction: 0.2 s, leaving a mark in $MERKIT_TEST_MARKS."""
-    time.sleep(0.2)
+    """Stand-in for one video's prediction: 0.5 s, leaving a mark in $MERKIT_TEST_MARKS."""
+    time.sleep(0.5)
     (Path(os.environ["MERKIT_TEST_MARKS"]) / f"{Path(input).name}.done").touch()
     return str(input)
