@@ -83,6 +83,32 @@ def test_augment_flips_shifts_and_is_seeded() -> None:
     torch.testing.assert_close(one, x[:1])
 
 
+def test_zoom_contrast_and_erase_keep_the_no_motion_level() -> None:
+    x = torch.rand(200, 3, 13, 13)
+    level = x.flatten(2).median(dim=2).values
+    gen = torch.Generator().manual_seed(0)
+    contrast = augment(x, AugmentConfig(hflip=False, max_shift=0, contrast=1.0), gen)
+    assert float(contrast.min()) >= 0 and float(contrast.max()) <= 1  # still a min-max map
+    torch.testing.assert_close(contrast.flatten(2).median(dim=2).values, level)
+    spread = (contrast - level[..., None, None]).abs().flatten(2).mean(2)
+    ratio = spread / (x - level[..., None, None]).abs().flatten(2).mean(2)
+    assert float(ratio.min()) < 0.7 and float(ratio.max()) > 1.3  # gains both ways
+    erased = augment(x, AugmentConfig(hflip=False, max_shift=0, erase=0.5), gen)
+    reset = erased == level[..., None, None]
+    hit = reset.flatten(1).sum(1) > 3 * 2  # a patch is at least 2x2 pixels in every channel
+    assert 60 < int(hit.sum()) < 140  # about half the maps
+    torch.testing.assert_close(erased[~reset], x[~reset])
+    zoomed = augment(x[:8], AugmentConfig(hflip=False, max_shift=0, max_scale=0.3), gen)
+    assert zoomed.shape == x[:8].shape and not torch.equal(zoomed, x[:8])
+    # options left at 0 draw nothing: the default still draws only its flips, shifts and angles
+    a = torch.Generator().manual_seed(5)
+    b = torch.Generator().manual_seed(5)
+    augment(x, AugmentConfig(), a)
+    torch.rand(200, generator=b), torch.randint(-2, 3, (200, 2), generator=b)
+    torch.rand(200, generator=b)
+    assert torch.equal(a.get_state(), b.get_state())
+
+
 def test_fit_predict_is_deterministic_and_returns_probabilities() -> None:
     x, y, groups = _data()
     folds = _loso(groups)

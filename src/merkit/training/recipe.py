@@ -16,6 +16,9 @@ class AugmentConfig:
     hflip: bool = True
     max_shift: int = 2  # pixels, random translation
     max_rotate: float = 0.0  # degrees
+    max_scale: float = 0.0  # random zoom by a factor in [1 - max_scale, 1 + max_scale]
+    contrast: float = 0.0  # flow gain about the no-motion level, in [1/(1+c), 1+c]
+    erase: float = 0.0  # probability of resetting a random patch to no motion (cutout)
     noise_std: float = 0.0
     u_scaling: str = "minmax"  # "minmax": maps scaled to 0..1 per sample (flip: u -> 1-u); "signed"
     mixup: float = 0.0  # Beta(a, a) mixup of pairs within a batch; 0 disables
