@@ -74,7 +74,18 @@ def test_seed_statistics_mean_and_sample_std() -> None:
 
 def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: bool = False) -> None:
     meta = {
-        "config": {"recipe": {"model": "cabm", "epochs": 3}, "seeds": list(seeds or [0])},
+        "config": {
+            "recipe": {
+                "model": "cabm",
+                "epochs": 3,
+                "model_kwargs": {"dim": 32, "attention": False},
+                "label_smoothing": 0.1,
+                "class_weighted": True,
+                "sam": 0.0,
+                "augment": {"hflip": True, "max_shift": 2, "erase": 0.0},
+            },
+            "seeds": list(seeds or [0]),
+        },
         "run": {"name": run.name, "started_at": "t0", "finished_at": "t1"},
         "data": {
             "name": "megc2019-flow",
@@ -114,6 +125,10 @@ def test_render_run_writes_metrics_png_and_report(tmp_path: Path) -> None:
     assert "data fingerprint**: abc123" in report and "is subject-independent" in report
     assert "samm/006/x: cannot decode" in report
     assert "mean ± std" not in report
+    # what shaped the figures is in the report, switched-off options left out
+    assert "**model settings**: dim 32\n" in report
+    assert "**regularisation**: label smoothing 0.1, class-weighted loss\n" in report
+    assert "**augmentation**: hflip, max_shift 2\n" in report
 
 
 def test_render_run_multi_seed_and_leakage(tmp_path: Path) -> None:

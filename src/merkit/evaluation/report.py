@@ -242,11 +242,37 @@ def metadata_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
             f"{recipe.get('schedule', '?')} schedule, ensemble {recipe.get('ensemble', '?')}, "
             f"validation subjects {recipe.get('val_subjects', '?')}",
         ),
+        ("model settings", _settings(recipe.get("model_kwargs") or {})),
+        ("regularisation", _regularisation(recipe)),
+        ("augmentation", _settings(recipe.get("augment") or {})),
         ("seeds", ", ".join(str(s) for s in config.get("seeds", []))),
         ("started / finished", f"{run.get('started_at', '?')} / {run.get('finished_at', '?')}"),
         ("versions", versions or "?"),
         ("git commit", meta.get("git_commit") or "unknown"),
     ]
+
+
+def _settings(values: dict[str, Any]) -> str:
+    """`key value` pairs (a bare key for a switch that is on), leaving out switched-off options
+    (False, 0, empty), or "none"."""
+    on = {k: v for k, v in values.items() if v not in (False, 0, 0.0, None, "")}
+    kept = [k if v is True else f"{k} {v}" for k, v in on.items()]
+    return ", ".join(kept) or "none"
+
+
+def _regularisation(recipe: dict[str, Any]) -> str:
+    """The recipe's loss and optimisation extras that shape its figures."""
+    return _settings(
+        {
+            "weight decay": recipe.get("weight_decay"),
+            "warmup epochs": recipe.get("warmup_epochs"),
+            "label smoothing": recipe.get("label_smoothing"),
+            "class-weighted loss": bool(recipe.get("class_weighted")),
+            "test-time flip": bool(recipe.get("tta_flip")),
+            "weight average decay": recipe.get("ema"),
+            "sharpness-aware radius": recipe.get("sam"),
+        }
+    )
 
 
 def model_label(meta: dict[str, Any]) -> str:
