@@ -245,6 +245,10 @@ def test_config_unknown_keys_are_named(tmp_path: Path) -> None:
         ExperimentConfig.from_dict({"recipe": {"epochs": "ten"}})
     with pytest.raises(ConfigError, match="sam must be >= 0, got -0.1"):
         ExperimentConfig.from_dict({"recipe": {"sam": -0.1}})
+    with pytest.raises(ConfigError, match=r"augment\.erase must be between 0 and 1, got 1.5"):
+        ExperimentConfig.from_dict({"recipe": {"augment": {"erase": 1.5}}})
+    with pytest.raises(ConfigError, match=r"augment\.max_shift must be >= 0, got -1"):
+        ExperimentConfig.from_dict({"recipe": {"augment": {"max_shift": -1}}})
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: [0, 0]\n")
     with pytest.raises(ConfigError, match="repeats a seed"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -131,6 +132,29 @@ class ExperimentConfig:
                 )
             if recipe.sam < 0:
                 raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
+            _check_augment(recipe.model, dataclasses.asdict(recipe.augment))
+
+
+# Allowed range of each numeric augmentation option, as (lowest, highest allowed).
+_AUGMENT_RANGES = {
+    "max_shift": (0, math.inf),
+    "max_rotate": (0, 180),
+    "max_scale": (0, 0.9),  # the zoom factor 1 - max_scale stays positive
+    "contrast": (0, math.inf),
+    "erase": (0, 1),  # a probability
+    "noise_std": (0, math.inf),
+    "mixup": (0, math.inf),
+}
+
+
+def _check_augment(model: str, augment: dict[str, Any]) -> None:
+    """One sentence naming the first augmentation option outside its range."""
+    for key, (low, high) in _AUGMENT_RANGES.items():
+        if not low <= augment[key] <= high:
+            allowed = f">= {low}" if high == math.inf else f"between {low} and {high}"
+            raise ConfigError(
+                f"recipe {model}: augment.{key} must be {allowed}, got {augment[key]}"
+            )
 
 
 def prepare_defaults(model: str) -> dict[str, Any]:
