@@ -249,6 +249,8 @@ def test_config_unknown_keys_are_named(tmp_path: Path) -> None:
         ExperimentConfig.from_dict({"recipe": {"augment": {"erase": 1.5}}})
     with pytest.raises(ConfigError, match=r"augment\.max_shift must be >= 0, got -1"):
         ExperimentConfig.from_dict({"recipe": {"augment": {"max_shift": -1}}})
+    with pytest.raises(ConfigError, match=r"augment\.u_scaling must be one of minmax, signed"):
+        ExperimentConfig.from_dict({"recipe": {"augment": {"u_scaling": "foo"}}})
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: [0, 0]\n")
     with pytest.raises(ConfigError, match="repeats a seed"):

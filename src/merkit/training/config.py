@@ -24,8 +24,9 @@ from merkit.errors import ConfigError
 from merkit.io import read_yaml, write_text_atomic
 from merkit.models import get_model_entry
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import Recipe, default_recipe
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -132,7 +133,7 @@ class ExperimentConfig:
                 )
             if recipe.sam < 0:
                 raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
-            _check_augment(recipe.model, dataclasses.asdict(recipe.augment))
+            _check_augment(recipe.model, recipe.augment)
 
 
 # Allowed range of each numeric augmentation option, as (lowest, highest allowed).
@@ -147,14 +148,19 @@ _AUGMENT_RANGES = {
 }
 
 
-def _check_augment(model: str, augment: dict[str, Any]) -> None:
-    """One sentence naming the first augmentation option outside its range."""
+def _check_augment(model: str, augment: AugmentConfig) -> None:
+    """One sentence naming the first augmentation option outside its range, before training
+    would fail on it deep inside a fold."""
     for key, (low, high) in _AUGMENT_RANGES.items():
-        if not low <= augment[key] <= high:
+        value = getattr(augment, key)
+        if not low <= value <= high:
             allowed = f">= {low}" if high == math.inf else f"between {low} and {high}"
-            raise ConfigError(
-                f"recipe {model}: augment.{key} must be {allowed}, got {augment[key]}"
-            )
+            raise ConfigError(f"recipe {model}: augment.{key} must be {allowed}, got {value}")
+    if augment.u_scaling not in U_SCALINGS:
+        raise ConfigError(
+            f"recipe {model}: augment.u_scaling must be one of {', '.join(U_SCALINGS)}, "
+            f"got {augment.u_scaling!r}"
+        )
 
 
 def prepare_defaults(model: str) -> dict[str, Any]:
