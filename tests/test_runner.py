@@ -81,12 +81,13 @@ def test_run_folder_holds_every_output(flow_root: Path, tmp_path: Path) -> None:
 def test_engine_never_sees_test_subject_in_training(flow_root: Path, tmp_path: Path) -> None:
     seen = []
 
-    def engine(recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
-        for train, test in folds:
-            seen.append(set(groups[train]) & set(groups[test]))
-        return CentroidEngine()(recipe, x, y, folds, num_classes, seed, groups)
+    class Watching(CentroidEngine):
+        def fit_predict(self, recipe, x, y, folds, *args, groups=None, **kwargs):
+            for train, test in folds:
+                seen.append(set(groups[train]) & set(groups[test]))
+            return super().fit_predict(recipe, x, y, folds, *args, groups=groups, **kwargs)
 
-    run_experiment(make_config(flow_root), tmp_path / "run", engine=engine, progress=False)
+    run_experiment(make_config(flow_root), tmp_path / "run", engine=Watching(), progress=False)
     assert len(seen) == 6 and all(not shared for shared in seen)
 
 
@@ -198,13 +199,14 @@ def test_multi_seed_reports_each_seed_and_mean_std(flow_root: Path, tmp_path: Pa
 
 
 def test_extra_recipes_average_probabilities(flow_root: Path, tmp_path: Path) -> None:
-    def engine(recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
-        fixed = {"cabm": [0.6, 0.3, 0.1], "ststnet": [0.0, 0.5, 0.5]}[recipe.model]
-        return [np.tile(fixed, (len(test), 1)) for _, test in folds]
+    class Fixed:
+        def fit_predict(self, recipe, x, y, folds, *args, **kwargs):
+            fixed = {"cabm": [0.6, 0.3, 0.1], "ststnet": [0.0, 0.5, 0.5]}[recipe.model]
+            return [np.tile(fixed, (len(test), 1)) for _, test in folds]
 
     config = make_config(flow_root, extra_recipes=[{"model": "ststnet", "epochs": 1}])
     out = tmp_path / "run"
-    run_experiment(config, out, engine=engine, progress=False)
+    run_experiment(config, out, engine=Fixed(), progress=False)
     probs = read_probabilities(out / "predictions.csv", CLASSES)
     assert np.allclose(probs, [0.3, 0.4, 0.3])
     assert set(read_predictions(out / "predictions.csv").predicted) == {"positive"}

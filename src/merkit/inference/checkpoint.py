@@ -175,7 +175,7 @@ def fit_final(
     accuracy is unknown by construction. `recipe` defaults to the model's shipped recipe, and
     `prepare_config` to the preprocessing of the model's declared input.
     """
-    from merkit.training import engine  # training code only when training
+    from merkit.training import base  # training code only when training
     from merkit.training.runner import recipe_input
 
     recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
@@ -194,7 +194,7 @@ def fit_final(
     y = np.array([s.label for s in prepared.samples], dtype=np.int64)
     num_classes = len(dataset.class_names)
     x = recipe_input(recipe, config, prepared.x)
-    net = engine.fit(recipe, x, y, num_classes, seed=seed, progress=on_epoch)
+    net = base.default_engine().fit(recipe, x, y, num_classes, seed, progress=on_epoch)
     meta = CheckpointMeta(
         model=model,
         model_kwargs=dict(recipe.model_kwargs),

@@ -18,7 +18,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.frames import ClipFrames
 from merkit.preprocess.magnify import magnify
 from merkit.preprocess.spotting import spot_apex
+from merkit.workers import WorkerPool
 
 OUTPUT_KINDS = ("flow", "apex", "sequence")
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
@@ -307,39 +307,29 @@ def _reason(exc: BaseException) -> str:
     return first if isinstance(exc, MerkitError) else f"{type(exc).__name__}: {first}"
 
 
-Job = tuple[int, str]  # (index into samples, cache key)
+PendingClip = tuple[int, str]  # (index into samples, cache key) of a clip still to compute
 
 
-def _run_jobs(
+def _run_clips(
     samples: Sequence[Sample],
-    jobs: list[Job],
+    pending: list[PendingClip],
     config: PrepareConfig,
     cache_root: Path | None,
     workers: int,
 ) -> Iterator[tuple[int, tuple[np.ndarray, dict[str, Any]] | BaseException]]:
     """Yield (index, result or exception) as clips finish; a pool only when it can help."""
-    if workers <= 1 or len(jobs) <= 1:
-        for index, key in jobs:
+    if workers <= 1 or len(pending) <= 1:
+        for index, key in pending:
             try:
                 yield index, _compute_and_cache(samples[index], config, cache_root, key)
             except Exception as exc:
                 yield index, exc
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        pending: dict[Future, int] = {
-            pool.submit(_compute_and_cache, samples[i], config, cache_root, key): i
-            for i, key in jobs
-        }
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = pending.pop(future)
-                    exc = future.exception()
-                    yield index, exc if exc is not None else future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+    tasks = [(samples[i], config, cache_root, key) for i, key in pending]
+    with WorkerPool(min(workers, len(pending))) as pool:
+        for position, future in pool.run(_compute_and_cache, tasks):
+            exc = future.exception()
+            yield pending[position][0], exc if exc is not None else future.result()
 
 
 def prepare(
@@ -374,7 +364,7 @@ def prepare(
     if cache_dir is not None:
         cache_dir = output_folder(cache_dir, "cache folder")
     cache = ArrayCache(cache_dir) if cache_dir is not None else None
-    jobs: list[Job] = []
+    pending: list[PendingClip] = []
     hits = 0
     for index, sample in enumerate(samples):
         if is_flow_map_sample(sample):
@@ -390,22 +380,22 @@ def prepare(
         key = sample_key(sample, config)
         entry = cache.load(key) if cache is not None else None
         if entry is None:
-            jobs.append((index, key))
+            pending.append((index, key))
         else:
             results[index] = (entry.x, entry.meta)
             hits += 1
 
-    outcomes = _run_jobs(samples, jobs, config, cache_dir, workers or default_workers())
-    if progress and jobs:
+    outcomes = _run_clips(samples, pending, config, cache_dir, workers or default_workers())
+    if progress and pending:
         with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"preparing {config.output}", total=len(jobs))
+            task = bar.add_task(f"preparing {config.output}", total=len(pending))
             for index, outcome in outcomes:
                 record(index, outcome)
                 bar.advance(task)
     else:
         for index, outcome in outcomes:
             record(index, outcome)
-    computed = sum(1 for index, _ in jobs if index in results)
+    computed = sum(1 for index, _ in pending if index in results)
     return _assemble(samples, results, errors, config, hits, computed, started)
 
 

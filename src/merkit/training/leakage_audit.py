@@ -18,7 +18,7 @@ import dataclasses
 import json
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from merkit.evaluation.splitters import (
     SubjectLeakageWarning,
 )
 from merkit.io import read_yaml, write_atomic, write_json_atomic, write_text_atomic
+from merkit.training import base
+from merkit.training.base import Engine
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
 from merkit.training.runner import (
     DEFAULT_FOLDS_PER_CALL,
@@ -55,10 +57,6 @@ from merkit.training.runner import (
     prepare_samples,
     training_input,
 )
-
-# fit_predict_epochs(recipe, x, y, folds, num_classes, seed, groups=None, progress=None)
-#   -> per fold (epochs, n_test, K)
-EpochEngine = Callable[..., list[np.ndarray]]
 
 AUDIT_FILE = "audit.json"
 AUDIT_MD = "audit.md"
@@ -170,7 +168,7 @@ def oracle_epoch(curve: np.ndarray, y_test: np.ndarray) -> int:
 
 
 def _train_folds(
-    engine: EpochEngine,
+    engine: Engine,
     config: ExperimentConfig,
     data: AuditData,
     tasks: Sequence[FoldTask],
@@ -189,7 +187,7 @@ def _train_folds(
     bar.folds_done(len(curves))
     per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
     for chunk in fixed_chunks(slots, per_call):
-        results = engine(
+        results = engine.fit_predict(
             config.recipe,
             data.x,
             data.y,
@@ -198,6 +196,7 @@ def _train_folds(
             chunk[0].seed,
             groups=data.groups,
             progress=bar.epoch,
+            output="epochs",
         )
         for task, curve in zip(chunk, results, strict=True):
             curve = np.asarray(curve, dtype=np.float32)
@@ -231,18 +230,12 @@ def _curve_tasks(data: AuditData, splitter: Splitter, seed: int, folder: Path) -
 # ---- the audit -------------------------------------------------------------------------------
 
 
-def _default_engine() -> EpochEngine:
-    from merkit.training.engine import fit_predict_epochs  # torch loads only when training
-
-    return fit_predict_epochs
-
-
 def run_audit(
     config: ExperimentConfig,
     out_dir: str | Path,
     *,
     k: int = 10,
-    engine: EpochEngine | None = None,
+    engine: Engine | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -251,7 +244,7 @@ def run_audit(
     The recipe's validation-subject selection is switched off: every figure uses the fixed
     schedule, so the only difference between `loso` and `oracle` is who picks the epoch.
     """
-    engine = engine or _default_engine()
+    engine = engine or base.default_engine()
     out_dir = Path(out_dir)
     recipe = dataclasses.replace(config.recipe, val_subjects=0)
     config = dataclasses.replace(config, recipe=recipe, extra_recipes=[])
@@ -279,7 +272,7 @@ def run_audit(
 
 
 def _protocol_probabilities(
-    engine: EpochEngine,
+    engine: Engine,
     config: ExperimentConfig,
     data: AuditData,
     loso: Splitter,

@@ -57,14 +57,10 @@ from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, Prepared, prepare
 from merkit.preprocess.targets import pack_sequences
 from merkit.provenance import versions
+from merkit.training import base
+from merkit.training.base import Engine
 from merkit.training.config import ExperimentConfig, config_differences, save_yaml
-from merkit.training.executors import (
-    Engine,
-    Executor,
-    SharedInputs,
-    TrainJob,
-    make_executor,
-)
+from merkit.training.executors import Executor, SharedInputs, TrainJob, make_executor
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, History, mean_history
 
@@ -469,12 +465,6 @@ class RunProgress:
 # ---- the experiment --------------------------------------------------------------------------
 
 
-def _default_engine() -> Engine:
-    from merkit.training.engine import fit_predict_history
-
-    return fit_predict_history
-
-
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -487,7 +477,7 @@ def run_experiment(
     """Run `config` into `out_dir` (resuming finished folds) and write its figures and report."""
     start = datetime.now(UTC)
     out_dir = Path(out_dir)
-    engine = engine or _default_engine()
+    engine = engine or base.default_engine()
     config.validate()
     dataset = load_dataset(
         config.data.name, config.data.root, config.data.taxonomy, **config.data.options
