@@ -147,7 +147,7 @@ def test_audit_cli_prints_table_and_warning(
     assert "deliberately runs two leaking figures" in captured.err
     assert "kfold ⚠" in captured.out and "3 of 3 folds put 6 subjects" in captured.out
     assert (out / "audit.json").is_file() and (out / "audit.md").is_file()
-    assert leakage_audit.PROTOCOLS == ("loso", "oracle", "kfold")
+    assert leakage_audit.FIGURES == ("loso", "oracle", "kfold")
 
 
 @pytest.mark.slow

@@ -739,11 +739,11 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path: Path) -> None:
 
 
 def test_run_file_with_python_tags_is_refused_with_a_message(tmp_path: Path) -> None:
-    report = pytest.importorskip("merkit.evaluation.report")
+    run_folder = pytest.importorskip("merkit.evaluation.run_folder")
     marker = tmp_path / "pwned"
-    (tmp_path / report.RUN_FILE).write_text(EVIL_YAML.format(marker=marker))
+    (tmp_path / run_folder.RUN_FILE).write_text(EVIL_YAML.format(marker=marker))
     try:
         with pytest.raises(MerkitError):
-            report.read_run_meta(tmp_path)
+            run_folder.RunFolder(tmp_path).read_meta()
     finally:
         assert not marker.exists()

@@ -12,14 +12,14 @@ import yaml
 from flowdata import CentroidEngine, write_flow_dataset
 from merkit.errors import ConfigError
 from merkit.evaluation.metrics import pooled_metrics
-from merkit.evaluation.predictions import read_predictions
-from merkit.evaluation.report import read_probabilities
+from merkit.evaluation.predictions import read_predictions, read_probabilities
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.models import registry as model_registry
 from merkit.models.inputs import model_input
 from merkit.models.registry import InputSpec, ModelEntry
 from merkit.training.config import ExperimentConfig, load_config, save_config
-from merkit.training.runner import run_experiment, training_input
+from merkit.training.data import training_input
+from merkit.training.runner import run_experiment
 
 CLASSES = ["negative", "positive", "surprise"]
 

@@ -10,7 +10,7 @@ import typer
 from merkit.cli.app import app, console
 from merkit.cli.commands_train import print_metrics
 from merkit.demo import DemoConfig, run_demo
-from merkit.evaluation.report import REPORT_FILE
+from merkit.evaluation.run_folder import REPORT_FILE
 
 
 @app.command()

@@ -12,15 +12,14 @@ from rich.table import Table
 from merkit.cli.app import app, console, err_console
 from merkit.cli.commands_eval import metrics_table
 from merkit.errors import ConfigError
-from merkit.evaluation.report import (
+from merkit.evaluation.comparison import (
     COMPARISON_FILE,
-    HTML_FILE,
     LEAK_NOTE,
-    REPORT_FILE,
     comparison_table,
-    render_run,
     write_comparison,
 )
+from merkit.evaluation.report import render_run
+from merkit.evaluation.run_folder import HTML_FILE, REPORT_FILE
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.training.config import options_config
 from merkit.training.runner import build_splitter, run_experiment
