@@ -13,7 +13,7 @@ from merkit.errors import ConfigError
 from merkit.io import write_json_atomic
 from merkit.models import c3dgru, convat, list_models, mol  # noqa: F401  (register the family)
 from merkit.models.profile import ModelProfile, as_dicts, default_cache_path, profile_models
-from merkit.models.registry import INPUT_KINDS
+from merkit.preprocess.config import INPUT_KINDS
 
 
 def _ms(value: float | None) -> str:

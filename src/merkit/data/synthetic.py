@@ -14,6 +14,7 @@ bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ import pandas as pd
 
 from merkit.data.faces import SIDES, FaceParams, landmarks, random_face, render_face
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.io import write_atomic, write_bytes_atomic, write_text_atomic
 
 SHEET_NAME = "CASME2-coding-synthetic.xlsx"
 CONFIG_NAME = "synthetic-config.json"
@@ -440,18 +442,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 10)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ConfigError(f"{path}: H.264 needs an even frame size, got {width}x{height}")
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        stream.codec_context.thread_count = 1
-        fmt = "gray" if frames.ndim == 3 else "rgb24"
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
-    return path
+
+    def encode(handle: IO[bytes]) -> None:
+        with av.open(handle, "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            stream.codec_context.thread_count = 1
+            fmt = "gray" if frames.ndim == 3 else "rgb24"
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)))
+            container.mux(stream.encode())
+
+    return write_atomic(path, encode, binary=True)
 
 
 def plan_emotions(config: SyntheticConfig) -> list[str]:
@@ -485,33 +488,28 @@ def _write_sheet(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write the coding sheet the way the real one reads back: two empty-header columns."""
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     header = ["" if c.startswith("Unnamed") else c for c in COLUMNS]
-    tmp = path.with_name(f".{path.name}.partial")
-    table.to_excel(tmp, index=False, header=header, engine="openpyxl")
-    _strip_timestamps(tmp)
-    os.replace(tmp, path)
+    sheet = io.BytesIO()
+    table.to_excel(sheet, index=False, header=header, engine="openpyxl")
+    write_bytes_atomic(path, _pinned_timestamps(sheet.getvalue()))
 
 
-def _strip_timestamps(path: Path) -> None:
+def _pinned_timestamps(xlsx: bytes) -> bytes:
     """Pin the save time openpyxl writes into the xlsx, so a seed gives the same bytes."""
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as archive:
         members = [(info.filename, archive.read(info)) for info in archive.infolist()]
     stamp = rb"\g<1>2014-05-08T00:00:00Z\g<2>"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    pinned = io.BytesIO()
+    with zipfile.ZipFile(pinned, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members:
             if name == "docProps/core.xml":
                 data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", stamp, data)
             archive.writestr(zipfile.ZipInfo(name, date_time=(2014, 5, 8, 0, 0, 0)), data)
+    return pinned.getvalue()
 
 
 def _sheet_au(codes: str) -> str | int:
     """The real sheet stores a single numeric unit ("12") as a number: keep that quirk."""
     return int(codes) if codes.isdigit() else codes
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _render_dataset(
@@ -586,9 +584,9 @@ def generate_casme2_like(
     config_path.unlink(missing_ok=True)  # from here on the root is unfinished until rewritten
     shutil.rmtree(frames_dir, ignore_errors=True)
     os.replace(partial, frames_dir)
-    _write_text(root / TRUTH_NAME, pd.DataFrame(truths).to_csv(index=False))
+    write_text_atomic(root / TRUTH_NAME, pd.DataFrame(truths).to_csv(index=False))
     _write_sheet(sheet, rows)
-    _write_text(config_path, config.to_json())
+    write_text_atomic(config_path, config.to_json())
     return root
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from merkit.data.files import clip_frames, is_video
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
@@ -33,7 +34,7 @@ from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
-from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
+from merkit.preprocess.frames import ClipFrames
 from merkit.training.augment import hflip_flow
 from merkit.workers import WorkerPool
 
@@ -114,9 +115,7 @@ def read_input(path: str | Path, color: bool = False) -> InputClip:
     """Open a video file or a frame folder; errors name the file and what was expected."""
     path = Path(path)
     if path.is_dir():
-        files = list_frame_files(path)
-        frames: tuple[Path, ...] = tuple(files)
-        numbers = tuple(frame_number(p) for p in files)
+        frames, numbers = clip_frames(path)
         fps = None
     elif path.is_file() and is_video(path):
         frames, numbers, fps = (), (), _video_fps(path)

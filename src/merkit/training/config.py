@@ -21,7 +21,7 @@ from typing import Any
 from merkit.errors import ConfigError
 from merkit.io import plain, read_yaml, write_yaml_atomic
 from merkit.models import get_model_entry
-from merkit.preprocess.pipeline import PrepareConfig
+from merkit.preprocess.config import PrepareConfig
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
 from merkit.training.recipe import AugmentConfig, Recipe, default_recipe

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +66,12 @@ class Counter:
 @contextmanager
 def deterministic() -> Iterator[None]:
     """Deterministic kernels during training; the caller's setting is restored afterwards."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with ExitStack() as restore:
+        restore.callback(
+            torch.use_deterministic_algorithms, torch.are_deterministic_algorithms_enabled()
+        )
+        torch.use_deterministic_algorithms(True)
         yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 def train_bucket(
