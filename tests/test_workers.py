@@ -164,8 +164,8 @@ def test_killed_train_leaves_no_worker(tmp_path: Path) -> None:
 def test_killed_prepare_leaves_no_worker(tmp_path: Path) -> None:
     synthetic = SyntheticConfig(n_subjects=2, clips_per_subject=6, n_frames=16, size=96)
     root = generate_casme2_like(tmp_path / "casme2", synthetic)
-    args = ["prepare", "casme2", str(root), "--out", str(tmp_path / "cache"), "--aligned",
-            "--flow", "tvl1", "--workers", "2"]  # fmt: skip
+    args = ["prepare", "casme2", str(root), "--cache", str(tmp_path / "cache"), "--aligned",
+            "--flow", "tvl1", "--workers", "2", "--quiet"]  # fmt: skip
     assert_no_survivor_after_kill(args, tmp_path)
 
 

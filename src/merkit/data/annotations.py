@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from merkit.data.files import listing
 from merkit.errors import AnnotationError, DataLayoutError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HEADER_SEARCH_ROWS = 30  # SAMM has 13 preamble rows; no release has more than a few dozen
 # Frame numbers index arrays later on (int32 in NumPy/PyTorch); anything larger is a typo.
@@ -197,6 +199,8 @@ def _not_xlsx_reason(head: bytes) -> str:
 
 def _read_tables(path: Path, sheet: str | None) -> list[tuple[str, pd.DataFrame]]:
     """(name, raw cells) of the sheet asked for, or of every sheet when `sheet` is None."""
+    import pandas as pd  # slow to import; only reading a sheet needs it
+
     if path.suffix.lower() == ".csv":
         lines = _csv_lines(path)
         width = max((len(line) for line in lines), default=0)
