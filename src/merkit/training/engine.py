@@ -78,6 +78,7 @@ def fit_predict(
     """
     if output not in OUTPUTS:
         raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
+    y = np.asarray(y, dtype=np.int64)
     record = output == "epochs"
     results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, record, workers)
     if output == "history":
@@ -97,6 +98,7 @@ def fit(
     """Train on all samples; an ordinary model (or a probability-averaging ensemble of them)."""
     if recipe.val_subjects:
         raise ConfigError("fit() trains on all samples; set val_subjects to 0 for a final model")
+    y = np.asarray(y, dtype=np.int64)
     fold = (np.arange(len(y)), np.zeros(0, dtype=np.int64))
     jobs = plan_members(recipe, [fold], seed, None)
     models: list[nn.Module] = []
