@@ -1,10 +1,8 @@
-"""Test helpers for `merkit serve`: a runs folder, clips to upload, a live server, a browser."""
+"""Test helpers for `merkit serve`: a runs folder, clips to upload, a live server."""
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import socket
 import threading
 import time
@@ -14,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from inference_fixtures import CLEAR, untrained_checkpoint
 from merkit.data.synthetic import write_synthetic_video
@@ -23,7 +20,6 @@ from test_report import write_run
 
 # A clip with one clear movement inside neutral frames (0-based frame numbers of the video).
 CLIP = {"n_frames": 100, "onset": 30, "apex": 45, "offset": 70}
-REQUIRE_BROWSER = "MERKIT_REQUIRE_BROWSER"  # set by .ci/run: a missing browser fails, not skips
 
 
 def write_clip(path: Path, emotion: str = "surprise", subject: int = 20) -> Path:
@@ -72,7 +68,7 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-# ---- a live server and a browser -----------------------------------------------------------
+# ---- a live server ---------------------------------------------------------------------------
 
 
 @contextmanager
@@ -97,36 +93,3 @@ def live_server(app: object) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
-
-
-def browser_paths() -> tuple[str, str]:
-    """Debian's chromium and chromedriver; skipped where absent, failed where CI requires them."""
-    found = (shutil.which("chromium"), shutil.which("chromedriver"))
-    if None in found:
-        message = (
-            "chromium and chromedriver are needed (Debian: apt-get install chromium "
-            "chromium-driver); .ci/run installs them"
-        )
-        if os.environ.get(REQUIRE_BROWSER) == "1":
-            pytest.fail(f"{REQUIRE_BROWSER}=1 but {message}")
-        pytest.skip(message)
-    return found[0] or "", found[1] or ""
-
-
-def chromium_driver(downloads: Path):  # -> selenium.webdriver.Chrome
-    """Headless Chromium driven through the given chromedriver: Selenium Manager never runs."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = browser_paths()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1700", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"):  # fmt: skip
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
-    browser = webdriver.Chrome(service=Service(driver), options=options)
-    browser.set_page_load_timeout(30)
-    browser.set_script_timeout(30)
-    return browser

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from merkit.cli import main
+from merkit.errors import DataLayoutError
 from merkit.evaluation.report import render_run, write_comparison
 from merkit.inference import Predictor
 from merkit.serve import ServeConfig, create_app
-from merkit.serve.catalog import Catalog
+from merkit.serve.catalog import Catalog, ModelEntry
+from merkit.serve.jobs import Job, JobQueue
 from merkit.serve.uploads import NotAClip, TooLarge, unpack_frames
 from merkit.serve.views import CURVE_AROUND, CURVE_FROM_ONSET, CURVE_FROM_PREDICT, motion_curve
 from preprocess_clips import face_clip
@@ -293,3 +301,72 @@ def test_serve_refuses_bad_options_in_one_sentence(
     with pytest.raises(SystemExit) as code:
         main(["serve", "--model", str(tmp_path / "missing.pt")])
     assert code.value.code == 2 and "missing.pt: no such file" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as code:
+            main(["serve", "--port", str(port)])
+    assert code.value.code == 2
+    assert f"--host 127.0.0.1 --port {port}: the address is in use" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_merkit_serve_prints_its_address_serves_and_stops_on_ctrl_c(runs: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "from merkit.cli import main; main()", "serve", "--runs",
+               str(runs), "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)  # fmt: skip
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert line.startswith(f"merkit serve: http://127.0.0.1:{port}/ (1 checkpoint, runs from")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as r:
+                    listed = json.load(r)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr
+                time.sleep(0.2)
+        assert len(listed["runs"]) == 3
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+            assert "<title>merkit: predict</title>" in page.read().decode()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+        server.wait()
+
+
+class SlowPredictor:
+    """Stands in for a Predictor: each clip takes 0.3 s and then fails."""
+
+    def analyse(self, input: Path, **_: object) -> None:
+        time.sleep(0.3)
+        raise DataLayoutError(f"{input}: stand-in")
+
+
+def test_stopping_drops_queued_clips_and_their_uploads(tmp_path: Path) -> None:
+    queue = JobQueue()
+    entry = ModelEntry("m1", "stand-in.pt", tmp_path / "stand-in.pt")
+    jobs = []
+    for i in range(4):
+        folder = tmp_path / f"upload{i}"
+        folder.mkdir()
+        (folder / "clip.mp4").write_bytes(b"x")
+        job = Job(queue.new_id(), "clip.mp4", entry, SlowPredictor(), folder, folder / "clip.mp4")
+        jobs.append(queue.submit(job))
+    time.sleep(0.1)
+    queue.close()  # while the first clip is in hand
+    assert jobs[0].error == "clip.mp4: stand-in"
+    assert [j.error for j in jobs[1:]] == ["the server stopped before this clip's turn"] * 3
+    assert [j.status for j in jobs] == ["failed"] * 4
+    assert not any(j.folder.exists() for j in jobs)

@@ -15,23 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from browser import chromium_driver, require_programs
 from inference_fixtures import CLEAR
 from merkit.data.synthetic import generate_casme2_like
 from merkit.inference import Predictor, fit_final
 from merkit.preprocess.pipeline import PrepareConfig
 from merkit.serve import ServeConfig, create_app
 from merkit.training.recipe import AugmentConfig, Recipe
-from serve_fixtures import (
-    blank_zip,
-    browser_paths,
-    chromium_driver,
-    live_server,
-    tree,
-    write_clip,
-    write_runs,
-)
+from serve_fixtures import blank_zip, live_server, tree, write_clip, write_runs
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(300)]
 
 WAIT_S = 60  # for one clip to be analysed on a loaded machine
 LIMIT_MB = 2.0
@@ -62,7 +55,7 @@ def trained_model(data: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    browser_paths()  # skip (or fail in CI) before any work when there is no browser
+    require_programs("chromium", "chromedriver")  # skip (or fail in CI) before any work
     root = tmp_path_factory.mktemp("serve")
     runs, uploads = write_runs(root / "runs"), root / "uploads"
     uploads.mkdir()

@@ -67,8 +67,9 @@ def serve(
     config = ServeConfig(runs=runs, models=tuple(model or ()), max_upload_mb=max_upload_mb)
     web = create_app(config)
     shown = f"[{host}]" if ":" in host else host
+    count = len(web.state.catalog.models())
     console.print(
-        f"merkit serve: http://{shown}:{port}/ ({len(web.state.catalog.models())} models, "
+        f"merkit serve: http://{shown}:{port}/ ({count} checkpoint{'' if count == 1 else 's'}, "
         f"runs from {runs if runs is not None else 'nowhere (no --runs)'}); Ctrl-C stops",
         soft_wrap=True,
         highlight=False,

@@ -120,6 +120,7 @@ class JobQueue:
         self._waiting: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name="merkit-serve-jobs", daemon=True)
         self._worker.start()
 
@@ -153,6 +154,7 @@ class JobQueue:
 
     def close(self) -> None:
         """Stop the worker after the clip in hand; remove the folders of clips not started."""
+        self._closing.set()
         self._waiting.put(None)
         self._worker.join(timeout=60)
         for job in self.all():
@@ -161,15 +163,13 @@ class JobQueue:
                 remove(job.folder)
 
     def _work(self) -> None:
-        while (job := self._waiting.get()) is not None:
-            try:
-                run_job(job)
-            finally:
-                remove(job.folder)
+        while (job := self._waiting.get()) is not None and not self._closing.is_set():
+            run_job(job)
 
 
 def run_job(job: Job) -> None:
-    """Analyse the clip and build its views, recording stage, result or one-sentence error."""
+    """Analyse the clip and build its views, recording stage, result or one-sentence error;
+    the upload folder is removed before the job reads as finished."""
     started = time.perf_counter()
     job.status = RUNNING
     try:
@@ -178,13 +178,15 @@ def run_job(job: Job) -> None:
         result = dict(analysis.result, input=job.name)  # the name the user knows, not a tmp path
         job.result, job.views = result, build_views(job.predictor, analysis)
         job.enter(None)
-        job.status = DONE
+        status = DONE
     except MerkitError as exc:
-        job.error, job.status = job.plain(str(exc)), FAILED
+        job.error, status = job.plain(str(exc)), FAILED
     except Exception as exc:  # a bug: one line on the page, the traceback in the server's log
         log.error("job %s (%s) failed:\n%s", job.id, job.name, traceback.format_exc())
         first = (str(exc).strip().splitlines() or [""])[0]
         job.error = job.plain(f"{job.name}: internal error ({type(exc).__name__}: {first})")
-        job.error_status, job.status = INTERNAL_ERROR, FAILED
+        job.error_status, status = INTERNAL_ERROR, FAILED
     finally:
+        remove(job.folder)
         job.seconds = round(time.perf_counter() - started, 2)
+    job.status = status

@@ -164,7 +164,11 @@ function drawCurve(job) {
   for (const [name, number] of [["onset", result.onset], ["apex", result.apex], ["offset", result.offset]]) {
     const at = x(numbers.indexOf(number));
     svg.append(svgNode("line", { class: `mark ${name}`, x1: at, y1: top - 4, x2: at, y2: height - bottom }));
-    const label = svgNode("text", { class: name, x: at + 3, y: name === "apex" ? 12 : 24 }, `${name} ${number}`);
+    const nearEnd = at > width - 90;  // keep the label inside the plot: write it leftwards
+    const label = svgNode("text", {
+      class: name, x: nearEnd ? at - 3 : at + 3, y: name === "apex" ? 12 : 24,
+      "text-anchor": nearEnd ? "end" : "start",
+    }, `${name} ${number}`);
     label.id = `mark-${name}`;
     svg.append(label);
   }
