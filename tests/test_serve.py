@@ -152,13 +152,16 @@ def test_motion_curve_is_predicts_own_else_the_measure_spotting_used() -> None:
     faces = np.zeros((9, 8, 8), np.uint8)
     faces[4:] = 20  # a step: a lasting change from frame 4 on
     faces[6] = 60  # and a short movement at frame 6
-    own, source = motion_curve({"spotting": {"curve": list(range(9))}}, faces, 0)
-    assert (own, source) == ([float(v) for v in range(9)], CURVE_FROM_PREDICT)
+    numbers = list(range(10, 19))
+    own = {"spotting": {"frames": [12, 13, 14], "motion": [0.5, 2, 1]}}
+    assert motion_curve(own, faces, numbers, 0) == (
+        [None, None, 0.5, 2.0, 1.0, None, None, None, None], CURVE_FROM_PREDICT
+    )  # fmt: skip
     short = {"timing_sources": {"onset": "clip-start"}, "spotting": {"window": 4}}
-    from_onset, source = motion_curve(short, faces, 0)
+    from_onset, source = motion_curve(short, faces, numbers, 0)
     assert source == CURVE_FROM_ONSET and from_onset[0] == 0 and from_onset[5] > 0
     spotted = {"timing_sources": {"onset": "spotted"}, "spotting": {"window": 4}}
-    around, source = motion_curve(spotted, faces, 0)
+    around, source = motion_curve(spotted, faces, numbers, 0)
     assert source == CURVE_AROUND and int(np.argmax(around)) == 6 and around[0] == 0
 
 
@@ -172,7 +175,10 @@ def test_bad_inputs_get_one_sentence_and_a_4xx(client: TestClient, tmp_path: Pat
 
     big = upload(client, "long.mp4", b"\0" * int(LIMIT_MB * 1e6 + 200_000))
     assert big.status_code == 413
-    assert "the upload limit is 3.0 MB" in big.json()["error"]
+    assert big.json()["error"].startswith("the upload (3.2 MB) is over the 3.0 MB upload limit")
+    edge = upload(client, "edge.mp4", b"\0" * int(LIMIT_MB * 1e6 + 10))  # caught while copied
+    assert edge.status_code == 413
+    assert edge.json()["error"].startswith("edge.mp4 is over the 3.0 MB upload limit (start")
 
     bad_model = upload(client, "clip.mp4", b"x", model="bad.pt")
     assert bad_model.status_code == 422

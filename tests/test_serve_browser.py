@@ -157,8 +157,8 @@ def test_a_dropped_clip_shows_when_and_what(browser, site: Site) -> None:
     for name in ("img-face", "img-flow", "img-input", "img-attention", "frame"):
         wait_for(browser, lambda b, n=name: image_loaded(b, n), 20)
     assert by_id(browser, "mark-apex").text == f"apex {expected['apex']}"
-    points = browser.find_element("css selector", "#curve polyline").get_attribute("points")
-    assert len(points.split()) == expected["frames"]
+    path = browser.find_element("css selector", "#curve path.line").get_attribute("d")
+    assert path.startswith("M") and len(path.split()) == expected["frames"]  # a point per frame
 
     shot = screenshot(browser, "serve-predict.png", site.root / "screenshots")
     assert shot.read_bytes()[:4] == b"\x89PNG"
@@ -202,7 +202,7 @@ def test_bad_inputs_are_said_on_the_page(browser, site: Site) -> None:
     cards = finished_cards(browser, 3)
     errors = [c.find_element("css selector", ".job-error").text for c in cards]
     assert errors[0].startswith("notes.txt: not a video (.mp4") and errors[0].endswith("(HTTP 415)")
-    assert "the upload limit is 2.0 MB" in errors[1] and errors[1].endswith("(HTTP 413)")
+    assert "is over the 2.0 MB upload limit" in errors[1] and errors[1].endswith("(HTTP 413)")
     assert "blank.zip (frame 1): no face found" in errors[2] and errors[2].endswith("(HTTP 422)")
 
     open_predict(browser, site, str(site.root / "broken.pt"), aligned=True)

@@ -38,10 +38,10 @@ def megabytes(size: int) -> str:
 
 
 def too_large(name: str, size: int | None, limit: int) -> TooLarge:
-    shown = f" is {megabytes(size)};" if size is not None else " is larger than"
+    measured = f" ({megabytes(size)})" if size is not None else ""
     return TooLarge(
-        f"{name}{shown} the upload limit is {megabytes(limit)} "
-        "(start merkit serve with a larger --max-upload-mb to allow more)"
+        f"{name}{measured} is over the {megabytes(limit)} upload limit (start merkit serve with "
+        "a larger --max-upload-mb to allow more)"
     )
 
 

@@ -22,7 +22,7 @@ from merkit.preprocess.spotting import feature_difference, motion_profile
 JPEG_QUALITY = 90
 INPUT_SIDE = 128  # pixels per channel of the model-input picture
 INPUT_CHANNELS = ("u", "v", "strain")
-CURVE_FROM_PREDICT = "predict's motion curve"
+CURVE_FROM_PREDICT = "the motion curve predict's spotting found the apex on"
 CURVE_FROM_ONSET = "difference of each frame from the onset frame"
 CURVE_AROUND = "difference of each frame from the frames half a spotting window around it"
 
@@ -33,7 +33,7 @@ class Views:
 
     frames: list[bytes]  # JPEG of the aligned face of each frame, in clip order
     numbers: list[int]  # the frame number of each
-    curve: list[float]
+    curve: list[float | None]  # None where the curve has no value
     curve_source: str
     images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
     attention: str | None = None  # how the attention map was found (None: the model has none)
@@ -69,18 +69,24 @@ def aligned_faces(analysis: Analysis) -> np.ndarray:
     return analysis.alignment.apply_all(frames)
 
 
-def motion_curve(result: dict[str, Any], faces: np.ndarray, onset: int) -> tuple[list[float], str]:
-    """The per-frame motion curve to draw under the onset/apex/offset marks, and what it is.
+def motion_curve(
+    result: dict[str, Any], faces: np.ndarray, numbers: list[int], onset: int
+) -> tuple[list[float | None], str]:
+    """The motion value of each frame (None: not measured) to draw under the onset/apex/offset
+    marks, and what it is.
 
-    predict's own curve when its JSON carries one (one value per frame, `spotting.curve`);
-    otherwise the measure predict's spotting ranked frames by: in a long clip whose movement
-    was spotted, each frame's difference from the frames half a window around it (drift
-    cancels); else each frame's difference from the onset frame.
+    predict's own spotting curve when its JSON carries one (`spotting.frames` with
+    `spotting.motion`, one value per listed frame number); otherwise the measure today's
+    spotting ranks frames by: in a long clip whose movement was spotted, each frame's
+    difference from the frames half a window around it (drift cancels); else each frame's
+    difference from the onset frame.
     """
     spotting = result.get("spotting", {})
-    given = spotting.get("curve")
-    if isinstance(given, list) and len(given) == len(faces):
-        return [float(v) for v in given], CURVE_FROM_PREDICT
+    frames, motion = spotting.get("frames"), spotting.get("motion")
+    if frames and isinstance(motion, list) and len(frames) == len(motion):
+        by_frame = dict(zip(frames, motion, strict=True))
+        values = [by_frame.get(n) for n in numbers]
+        return [None if v is None else float(v) for v in values], CURVE_FROM_PREDICT
     if result.get("timing_sources", {}).get("onset") == SPOTTED and spotting.get("window"):
         curve, source = feature_difference(faces, int(spotting["window"])), CURVE_AROUND
     else:
@@ -105,7 +111,8 @@ def build_views(predictor: Predictor, analysis: Analysis) -> Views:
     """Frames, curve and pictures of one analysed clip."""
     timing, result = analysis.timing, analysis.result
     faces = aligned_faces(analysis)
-    curve, source = motion_curve(result, faces, timing.onset)
+    numbers = list(analysis.clip.numbers)
+    curve, source = motion_curve(result, faces, numbers, timing.onset)
     apex_face = faces[timing.apex]
     no_flow = np.zeros((*apex_face.shape, 2), np.float32)
     flow = compute_flow(faces[timing.onset], apex_face, predictor.config.flow)
@@ -125,7 +132,7 @@ def build_views(predictor: Predictor, analysis: Analysis) -> Views:
     frames = [_encode(".jpg", face, cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY) for face in faces]
     return Views(
         frames=frames,
-        numbers=list(analysis.clip.numbers),
+        numbers=numbers,
         curve=curve,
         curve_source=source,
         images=images,

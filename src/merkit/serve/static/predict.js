@@ -120,7 +120,7 @@ async function submit(file) {
     response = await fetch("/api/jobs", { method: "POST", body: form });
   } catch (error) {  // a connection dropped mid-upload: most often a file far over the limit
     const over = file.size > state.limit
-      ? `${file.name} is ${(file.size / 1e6).toFixed(0)} MB; the upload limit is ${state.limitText}`
+      ? `${file.name} (${(file.size / 1e6).toFixed(0)} MB) is over the ${state.limitText} upload limit`
       : `${file.name}: the upload failed (${error.message})`;
     fail(item, over);
     return;
@@ -153,14 +153,20 @@ function drawCurve(job) {
   const svg = $("curve");
   svg.replaceChildren();
   const [width, height, left, right, top, bottom] = [640, 200, 36, 10, 22, 24];
-  const low = Math.min(...curve), high = Math.max(...curve);
+  const measured = curve.filter((v) => v !== null);
+  const low = Math.min(...measured), high = Math.max(...measured);
   const x = (i) => left + (numbers.length > 1 ? i / (numbers.length - 1) : 0.5) * (width - left - right);
   const y = (v) => height - bottom - (high > low ? (v - low) / (high - low) : 0) * (height - top - bottom);
   svg.append(svgNode("line", { class: "axis", x1: left, y1: height - bottom, x2: width - right, y2: height - bottom }));
   svg.append(svgNode("text", { x: left, y: height - 6 }, String(numbers[0])));
   svg.append(svgNode("text", { x: width - right - 24, y: height - 6 }, String(numbers[numbers.length - 1])));
-  const points = curve.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-  svg.append(svgNode("polyline", { class: "line", points }));
+  let path = "", pen = "M";  // a gap where the curve has no value
+  curve.forEach((v, i) => {
+    if (v === null) { pen = "M"; return; }
+    path += `${pen}${x(i).toFixed(1)},${y(v).toFixed(1)} `;
+    pen = "L";
+  });
+  svg.append(svgNode("path", { class: "line", d: path.trim() }));
   for (const [name, number] of [["onset", result.onset], ["apex", result.apex], ["offset", result.offset]]) {
     const at = x(numbers.indexOf(number));
     svg.append(svgNode("line", { class: `mark ${name}`, x1: at, y1: top - 4, x2: at, y2: height - bottom }));
@@ -233,7 +239,7 @@ function showResult(job) {
   const sources = Object.entries(result.timing_sources).map(([k, v]) => `${k} ${v}`).join(", ");
   $("timing-sources").textContent = `(${sources})`;
   const spotting = Object.entries(result.spotting || {})
-    .filter(([key, value]) => key !== "curve" && value !== null && typeof value !== "object")
+    .filter(([, value]) => value !== null && typeof value !== "object")
     .map(([key, value]) => `${key} ${typeof value === "number" ? +value.toFixed(4) : value}`);
   $("spotting").textContent = `${result.frames} frames; spotting: ${spotting.join(", ")}`;
   $("download").href = `/api/jobs/${job.id}/result.json`;
