@@ -95,8 +95,14 @@ async function follow(item, job) {
   render(item, job);
   while (job.status === "queued" || job.status === "running") {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    const response = await fetch(`/api/jobs/${job.id}`);
-    const body = await response.json();
+    let response, body;
+    try {
+      response = await fetch(`/api/jobs/${job.id}`);
+      body = await response.json();
+    } catch (error) {
+      fail(item, `${job.name}: the server stopped answering (${error.message})`);
+      return;
+    }
     if (!body.id) {  // the server no longer knows it
       fail(item, `${body.error || "the server lost this clip"} (HTTP ${response.status})`);
       return;
