@@ -62,8 +62,6 @@ OUTPUT_FILES = (
 )
 _SEED_RE = re.compile(r"predictions_seed(-?\d+)\.csv$")
 
-History = dict[str, list[float]]
-
 
 def claim_folder(
     folder: Path,
@@ -171,7 +169,9 @@ class RunFolder:
     def fold_file(self, seed: int, fold: str) -> Path:
         return self.path / FOLDS_DIR / f"seed{seed}" / f"{fold}.csv"
 
-    def save_fold(self, seed: int, fold: str, table: Predictions, history: History) -> None:
+    def save_fold(
+        self, seed: int, fold: str, table: Predictions, history: dict[str, list[float]]
+    ) -> None:
         """A finished fold's curves, then its predictions (their presence marks the fold done)."""
         path = self.fold_file(seed, fold)
         curves = path.with_suffix(".curves.json")
@@ -183,7 +183,7 @@ class RunFolder:
 
     def load_fold(
         self, seed: int, fold: str, keys: Sequence[Key], class_names: Sequence[str]
-    ) -> tuple[np.ndarray, History] | None:
+    ) -> tuple[np.ndarray, dict[str, list[float]]] | None:
         """A finished fold's probabilities and curves; None when it is still to run."""
         path = self.fold_file(seed, fold)
         probs = matching_probabilities(path, keys, class_names)
@@ -224,7 +224,7 @@ class RunFolder:
         seeds = {s: read_predictions(p) for s, p in self.seed_files().items()}
         return read_predictions(self.path / PREDICTIONS_FILE), seeds
 
-    def write_curves(self, curves: History) -> None:
+    def write_curves(self, curves: dict[str, list[float]]) -> None:
         if curves:
             write_json_atomic(self.path / CURVES_JSON, curves)
         else:  # an engine without history: no stale curves from an earlier run of this folder

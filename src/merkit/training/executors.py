@@ -20,7 +20,7 @@ worker and agree to float rounding (~1e-7) across thread counts; the run records
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +28,12 @@ import numpy as np
 
 from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
-from merkit.training.base import Engine
+from merkit.training.base import Engine, Progress
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
 from merkit.workers import WorkerPool, checkpoint, report, set_threads
 
 EXECUTORS = ("local", "processes", "ray")
-
-# progress(done, total): finished and planned fold-epochs of the jobs started so far
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
