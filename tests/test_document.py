@@ -8,17 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from merkit.evaluation.document import (
-    Bullets,
-    Document,
-    Facts,
-    Heading,
-    Image,
-    Paragraph,
-    Table,
-    to_html,
-    to_markdown,
-)
+from merkit.evaluation import document as doc
 from merkit.evaluation.report import render_run
 from test_html_report import check_page
 from test_report import write_run
@@ -30,26 +20,26 @@ def tiny_png() -> bytes:
     return data.tobytes()
 
 
-def sample_document() -> Document:
-    return Document(
+def sample_document() -> doc.Document:
+    return doc.Document(
         "merkit run: demo",
         [
-            Facts([("dataset", "casme2 (/data/CASME II)"), ("seeds", "0, 1")]),
-            Heading("Results"),
-            Table(("scope", "UF1"), [["overall", "0.7173"], ["samm", "0.5508"]], [False, True]),
-            Paragraph("kfold puts 3 subjects in both train and test.", "warning", "Warning:"),
-            Paragraph("loso is subject-independent.", "ok"),
-            Bullets(["samm/006/x: cannot decode", "smic/s01/y: no face"]),
-            Heading("Per class", 3),
-            Image(tiny_png(), "confusion matrix", "confusion.png"),
+            doc.Facts([("dataset", "casme2 (/data/CASME II)"), ("seeds", "0, 1")]),
+            doc.Heading("Results"),
+            doc.Table(("scope", "UF1"), [["overall", "0.7173"], ["samm", "0.5508"]], [False, True]),
+            doc.Paragraph("kfold puts 3 subjects in both train and test.", "warning", "Warning:"),
+            doc.Paragraph("loso is subject-independent.", "ok"),
+            doc.Bullets(["samm/006/x: cannot decode", "smic/s01/y: no face"]),
+            doc.Heading("Per class", 3),
+            doc.Image(tiny_png(), "confusion matrix", "confusion.png"),
         ],
     )
 
 
 def test_every_block_says_the_same_in_markdown_and_html() -> None:
     document = sample_document()
-    markdown = to_markdown(document)
-    page = check_page(to_html(document))
+    markdown = doc.to_markdown(document)
+    page = check_page(doc.to_html(document))
     html_text = " ".join(" ".join(page.text).split())
     expected = [
         "merkit run: demo",
@@ -74,8 +64,8 @@ def test_every_block_says_the_same_in_markdown_and_html() -> None:
     assert "![confusion matrix](confusion.png)" in markdown  # linked beside the file
     assert len(page.images) == 1  # carried inside the page
     assert "**Warning:** kfold puts" in markdown and "### Per class" in markdown
-    assert '<p class="warning">Warning: kfold puts' in to_html(document)
-    assert '<tr class="leak">' in to_html(document)  # the highlighted row, shaded
+    assert '<p class="warning">Warning: kfold puts' in doc.to_html(document)
+    assert '<tr class="leak">' in doc.to_html(document)  # the highlighted row, shaded
 
 
 def test_the_run_report_renders_the_same_facts_and_figures_twice(tmp_path: Path) -> None:

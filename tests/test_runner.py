@@ -13,13 +13,14 @@ from flowdata import CentroidEngine, write_flow_dataset
 from merkit.errors import ConfigError
 from merkit.evaluation.metrics import pooled_metrics
 from merkit.evaluation.predictions import read_predictions, read_probabilities
-from merkit.evaluation.splitters import Splitter, SubjectLeakageWarning
+from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.models import registry as model_registry
 from merkit.models.inputs import model_input
 from merkit.models.registry import InputSpec, ModelEntry
 from merkit.training.config import ExperimentConfig, load_config, save_config
 from merkit.training.data import TrainingData, training_input
 from merkit.training.runner import fold_tasks, run_experiment
+from test_splitters import FixedSplitter
 
 CLASSES = ["negative", "positive", "surprise"]
 
@@ -91,29 +92,16 @@ def test_engine_never_sees_test_subject_in_training(flow_root: Path, tmp_path: P
     assert len(seen) == 6 and all(not shared for shared in seen)
 
 
-class GivenFolds(Splitter):
-    """A protocol handing out the folds it is given."""
-
-    name = "given"
-
-    def __init__(self, folds: list[tuple[list[int], list[int]]]) -> None:
-        self.folds = folds
-
-    def split(self, samples):
-        for train, test in self.folds:
-            yield np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
-
-
 def test_a_protocol_fold_the_engine_cannot_train_is_one_user_error(flow_root: Path) -> None:
     """The runner names the protocol and the fold; the engine's own check is for callers of
     its API (a ValueError, a programming error), never what a user sees."""
     data = TrainingData.from_config(make_config(flow_root), progress=False)
     everything = list(range(len(data.samples)))
-    with pytest.raises(ConfigError, match="given: fold fold000 leaves no sample to train on"):
-        fold_tasks(data, GivenFolds([([], everything)]), seed=0)
+    with pytest.raises(ConfigError, match="fixed: fold fold000 leaves no sample to train on"):
+        fold_tasks(data, FixedSplitter([([], everything)]), seed=0)
     overlapping = [(everything[:12], everything[:12]), (everything[:12], everything[12:])]
     with pytest.raises(ConfigError, match="fold000 puts a sample in both its training and"):
-        fold_tasks(data, GivenFolds(overlapping), seed=0)
+        fold_tasks(data, FixedSplitter(overlapping), seed=0)
 
 
 def test_rerun_resumes_without_recomputing(flow_root: Path, tmp_path: Path) -> None:

@@ -47,30 +47,19 @@ class Engine(Protocol):
     so that a resumed run equals an uninterrupted one.
     """
 
+    # The two signatures, written compactly: `merkit.training.engine` spells them out in full.
+    # fmt: off
     def fit_predict(
-        self,
-        recipe: Recipe,
-        x: np.ndarray,
-        y: np.ndarray,
-        folds: Sequence[Fold],
-        num_classes: int,
-        seed: int = 0,
-        *,
-        groups: np.ndarray | None = None,
-        progress: Progress | None = None,
-        output: Output = "probs",
+        self, recipe: Recipe, x: np.ndarray, y: np.ndarray, folds: Sequence[Fold],
+        num_classes: int, seed: int = 0, *, groups: np.ndarray | None = None,
+        progress: Progress | None = None, output: Output = "probs",
     ) -> Sequence[np.ndarray] | Sequence[FoldResult]: ...
 
     def fit(
-        self,
-        recipe: Recipe,
-        x: np.ndarray,
-        y: np.ndarray,
-        num_classes: int,
-        seed: int = 0,
-        *,
+        self, recipe: Recipe, x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, *,
         progress: Progress | None = None,
     ) -> Any: ...
+    # fmt: on
 
 
 def default_engine() -> Engine:
