@@ -148,6 +148,7 @@ def seed_rows(stats: dict[str, Any]) -> list[list[str]]:
 def metadata_items(meta: RunMeta) -> list[tuple[str, str]]:
     """(key, value) lines describing a run: data, protocol, model, recipe, seeds, versions."""
     data, protocol, run, recipe = meta.data, meta.protocol, meta.run, meta.recipe
+    weights = meta.config.get("weights")
     versions = ", ".join(f"{k} {v}" for k, v in meta.versions.items())
     return [
         ("dataset", f"{_known(data.name)} ({_known(data.root)})"),
@@ -160,14 +161,33 @@ def metadata_items(meta: RunMeta) -> list[tuple[str, str]]:
         ("data fingerprint", _known(data.fingerprint)),
         ("protocol", f"{_known(protocol.description)}, {_known(protocol.n_folds)} folds"),
         ("model", meta.model_label),
+        *(_weights_items(weights) if weights else _recipe_items(recipe, meta.config)),
+        ("started / finished", f"{_known(run.started_at)} / {_known(run.finished_at)}"),
+        ("versions", versions or "?"),
+        ("git commit", meta.git_commit or "unknown"),
+    ]
+
+
+def _recipe_items(recipe: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         ("recipe", _recipe_text(recipe)),
         ("model settings", _settings(recipe.get("model_kwargs") or {})),
         ("regularisation", _regularisation(recipe)),
         ("augmentation", _settings(recipe.get("augment") or {})),
-        ("seeds", ", ".join(str(s) for s in meta.config.get("seeds", []))),
-        ("started / finished", f"{_known(run.started_at)} / {_known(run.finished_at)}"),
-        ("versions", versions or "?"),
-        ("git commit", meta.git_commit or "unknown"),
+        ("seeds", ", ".join(str(s) for s in config.get("seeds", []))),
+    ]
+
+
+def _weights_items(weights: dict[str, Any]) -> list[tuple[str, str]]:
+    """A run of imported per-fold weights (`merkit evaluate`): nothing was trained."""
+    origin, convention = weights.get("origin") or {}, weights.get("input_convention") or {}
+    return [
+        (
+            "weights",
+            f"{_known(origin.get('source'))}; one checkpoint per fold in "
+            f"{_known(weights.get('folds_dir'))}",
+        ),
+        ("input convention", _known(convention.get("description")) if convention else "merkit's"),
     ]
 
 

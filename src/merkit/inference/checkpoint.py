@@ -23,6 +23,7 @@ from torch import nn
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic
 from merkit.models import InputSpec, create_model
+from merkit.models.imported import ConventionAdapter, InputConvention
 from merkit.preprocess.pipeline import PrepareConfig, default_workers
 from merkit.provenance import versions
 from merkit.training.config import prepare_defaults
@@ -52,6 +53,10 @@ class CheckpointMeta:
     seed: int = 0
     trained_at: str = ""
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    # How the weights' input differs from merkit's arrays (InputConvention fields; {}: none)
+    input_convention: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Where imported weights came from: format, file, its sha256, the subject the fold left out
+    origin: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def prepare_config(self) -> PrepareConfig:
@@ -98,16 +103,61 @@ def input_spec_of(config: PrepareConfig) -> InputSpec:
     return InputSpec(config.output, channels, (config.size, config.size), frames)
 
 
-def build_model(meta: CheckpointMeta) -> nn.Module:
-    """An untrained model of the checkpoint's architecture (an ensemble if it has members)."""
+def build_model(meta: CheckpointMeta, source: str = "checkpoint") -> nn.Module:
+    """An untrained model of the checkpoint's architecture (an ensemble if it has members),
+    behind its input convention when the weights expect another input than merkit's arrays."""
     from merkit.training.engine import ProbabilityAverage
 
     def one() -> nn.Module:
         return create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs)
 
-    return (
+    model = (
         one() if meta.ensemble <= 1 else ProbabilityAverage([one() for _ in range(meta.ensemble)])
     )
+    if meta.input_convention:
+        convention = InputConvention.from_dict(meta.input_convention, source)
+        if len(convention.channel_order) != meta.in_chans:
+            raise ConfigError(
+                f"{source}: input_convention orders {len(convention.channel_order)} channels, "
+                f"the model takes {meta.in_chans}"
+            )
+        model = ConventionAdapter(model, convention)
+    return model
+
+
+# Bounds of what a checkpoint may ask for: beyond them the metadata is wrong, not the video.
+MAX_SIDE = 1024
+MAX_FRAMES = 512
+
+
+def check_meta(meta: CheckpointMeta, source: str) -> None:
+    """Refuse metadata that cannot describe a usable model, naming the checkpoint and field,
+    before anything is built or any video is read."""
+    try:
+        config = meta.prepare_config
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise ConfigError(
+            f"{source}: metadata 'prepare' is not a valid preparation ({exc})"
+        ) from None
+    problems = [
+        (meta.num_classes >= 2, f"num_classes is {meta.num_classes}"),
+        (
+            len(meta.class_names) == meta.num_classes,
+            f"{len(meta.class_names)} class names for {meta.num_classes} outputs",
+        ),
+        (len(set(meta.class_names)) == len(meta.class_names), "class names repeat"),
+        (meta.in_chans >= 1, f"in_chans is {meta.in_chans}"),
+        (meta.ensemble >= 1, f"ensemble is {meta.ensemble}"),
+        (4 <= config.size <= MAX_SIDE, f"prepare.size is {config.size} (at most {MAX_SIDE})"),
+        (
+            config.crop_size <= 4 * MAX_SIDE,
+            f"prepare.crop_size is {config.crop_size} (at most {4 * MAX_SIDE})",
+        ),
+        (config.frames <= MAX_FRAMES, f"prepare.frames is {config.frames} (at most {MAX_FRAMES})"),
+    ]
+    for ok, what in problems:
+        if not ok:
+            raise ConfigError(f"{source}: invalid checkpoint metadata: {what}")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
@@ -142,8 +192,20 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
             f"{path}: checkpoint format {payload['format_version']} is newer than this merkit "
             f"reads ({FORMAT_VERSION}); upgrade merkit"
         )
-    meta = CheckpointMeta.from_dict(json.loads(payload["meta"]), source=str(path))
-    model = build_model(meta)
+    try:
+        data = json.loads(payload["meta"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: the checkpoint's metadata is missing or not JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the checkpoint's metadata is not a JSON object")
+    try:
+        meta = CheckpointMeta.from_dict(data, source=str(path))
+    except TypeError:
+        raise ConfigError(
+            f"{path}: the checkpoint's metadata has fields of the wrong type"
+        ) from None
+    check_meta(meta, str(path))
+    model = build_model(meta, str(path))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -1,0 +1,72 @@
+"""`merkit import` and `merkit evaluate`: published per-fold weights, checked and scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from merkit.cli import options
+from merkit.cli.app import app, console, print_table
+from merkit.cli.commands_eval import metrics_table
+
+
+@app.command("import")
+def import_command(
+    format_name: Annotated[
+        str, typer.Argument(metavar="FORMAT", help="Architecture of the weights: ststnet.")
+    ],
+    weights_dir: Annotated[
+        Path,
+        typer.Argument(help="Folder of per-fold weights, {subject}.pth (fold = subject left out)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the merkit checkpoints ({subject}.pt).")],
+) -> None:
+    """Turn published per-fold weights into merkit checkpoints recording their input convention."""
+    from merkit.inference.importing import import_weights
+
+    written = import_weights(format_name, weights_dir, out)
+    console.print(
+        f"{len(written)} checkpoints written to {out} ({format_name} weights; each records "
+        "its input convention and the subject its fold left out)",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command()
+def evaluate(
+    folds_dir: Annotated[
+        Path, typer.Argument(help="Folder of per-fold checkpoints {subject}.pt (`merkit import`).")
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder for predictions, metrics and report.")],
+    data: options.Data = None,
+    root: options.Root = None,
+    taxonomy: options.Taxonomy = None,
+    cache: options.Cache = None,
+    workers: options.Workers = None,
+    overwrite: options.Overwrite = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Score per-fold checkpoints under LOSO, each on the subject its fold left out."""
+    from merkit.errors import ConfigError
+    from merkit.evaluation.run_folder import REPORT_FILE
+    from merkit.inference.fold_checkpoints import evaluate_folds
+    from merkit.training.config import DataConfig
+
+    if data is None or root is None:
+        raise ConfigError("evaluate needs --data and --root: the dataset the folds left out")
+    result = evaluate_folds(
+        folds_dir,
+        DataConfig(name=data, root=str(root), taxonomy=taxonomy),
+        out,
+        cache_dir=cache,
+        workers=workers or 1,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    title = f"{folds_dir.name} on {data}: {result.n_subjects} subjects, each by its own fold"
+    print_table(metrics_table(result.metrics, title))
+    console.print(f"report: {result.out_dir / REPORT_FILE}", soft_wrap=True, markup=False)
