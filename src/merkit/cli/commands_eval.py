@@ -14,20 +14,14 @@ MEGC3 = "negative,positive,surprise"
 
 
 def metrics_table(metrics: dict, title: str) -> Table:
-    """Overall and per-dataset UF1 / UAR / accuracy / macro precision as a rich table."""
+    """Overall and per-dataset figures (the report's metric table) as a rich table."""
     table = Table(title=title)
-    for column in ("scope", "n", "UF1", "UAR", "accuracy", "macro precision"):
+    from merkit.evaluation.report import METRIC_HEADER, metric_rows
+
+    for column in METRIC_HEADER:
         table.add_column(column, justify="left" if column == "scope" else "right")
-    rows = [("overall", metrics["overall"]), *metrics["per_dataset"].items()]
-    for scope, m in rows:
-        table.add_row(
-            scope,
-            str(m["n"]),
-            f"{m['uf1']:.4f}",
-            f"{m['uar']:.4f}",
-            f"{m['accuracy']:.4f}",
-            f"{m['macro_precision']:.4f}",
-        )
+    for row in metric_rows(metrics):
+        table.add_row(*(str(cell) for cell in row))
     return table
 
 
@@ -45,7 +39,7 @@ def score(
         bool, typer.Option("--megc-log", help="Input is a MEGC2019 log (db subject / file t p).")
     ] = False,
 ) -> None:
-    """Pooled UF1, UAR, accuracy, macro precision, per class and per dataset, from predictions."""
+    """Pooled UF1, UAR, accuracy (WAR), WF1, macro precision, per class and dataset, from a CSV."""
     from merkit.evaluation.metrics import pooled_metrics
     from merkit.evaluation.predictions import read_megc_logfile, read_predictions
     from merkit.io import write_json_atomic

@@ -2,7 +2,8 @@
 
 The MEGC convention: UF1 is the mean over classes of per-class F1 (2TP / (2TP + FP + FN)) and
 UAR the mean over classes of per-class recall, over the classes present in the ground truth.
-F1 is never averaged over folds.
+F1 is never averaged over folds. WAR and WF1 (which MOL reports) weight the per-class recall
+and F1 by class support instead; WAR is therefore the accuracy, written out under its name.
 """
 
 from __future__ import annotations
@@ -60,6 +61,24 @@ def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = 
     return float(per_class_scores(cm)["recall"][_present(cm)].mean())
 
 
+def war(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> float:
+    """Weighted average recall: per-class recall weighted by support (equals the accuracy)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes or _n_classes(y_true, y_pred))
+    return _weighted(cm, "recall")
+
+
+def wf1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> float:
+    """Weighted F1: per-class F1 weighted by support (dominated by the frequent classes)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes or _n_classes(y_true, y_pred))
+    return _weighted(cm, "f1")
+
+
+def _weighted(cm: np.ndarray, key: str) -> float:
+    scores = per_class_scores(cm)
+    total = scores["support"].sum()
+    return float((scores[key] * scores["support"]).sum() / total) if total else 0.0
+
+
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     t, p = _as_labels(y_true), _as_labels(y_pred)
     return float((t == p).mean()) if t.size else 0.0
@@ -92,6 +111,8 @@ def classification_metrics(
         "uar": mean("recall"),
         "accuracy": accuracy(y_true, y_pred),
         "macro_precision": mean("precision"),
+        "war": _weighted(cm, "recall"),
+        "wf1": _weighted(cm, "f1"),
         "per_class": {
             name: {
                 "precision": float(scores["precision"][i]),

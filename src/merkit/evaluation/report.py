@@ -133,8 +133,12 @@ def _known(value: object) -> str:
 
 
 def metric_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """One row per scope; WF1 as "?" in metrics computed before it was added."""
     scopes = [("overall", metrics["overall"]), *metrics["per_dataset"].items()]
-    return [[scope, str(m["n"]), *(fmt(m[k]) for k in SUMMARY_KEYS)] for scope, m in scopes]
+    keys = ("uf1", "uar", "accuracy", "wf1", "macro_precision")
+    return [
+        [scope, str(m["n"]), *(fmt(m[k]) if k in m else "?" for k in keys)] for scope, m in scopes
+    ]
 
 
 def seed_rows(stats: dict[str, Any]) -> list[list[str]]:
@@ -279,7 +283,7 @@ def seed_each_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-METRIC_HEADER = ("scope", "n", "UF1", "UAR", "accuracy", "macro precision")
+METRIC_HEADER = ("scope", "n", "UF1", "UAR", "accuracy (WAR)", "WF1", "macro precision")
 SEED_STAT_HEADER = ("scope", "UF1", "UAR", "accuracy", "macro precision")
 SEED_HEADER = ("seed", "UF1", "UAR", "accuracy", "macro precision")
 PER_CLASS_HEADER = ("class", "support", "precision", "recall", "F1")
