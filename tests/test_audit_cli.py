@@ -86,7 +86,7 @@ def test_audit_three_protocols_and_resume(flow_root: Path, tmp_path: Path) -> No
     result = run_audit(config(flow_root), out, k=3, engine=engine, progress=False)
     assert engine.folds == 6 + 3  # 6 LOSO folds, 3 k-fold folds
     protocols = result["protocols"]
-    assert [p for p in protocols] == ["loso", "oracle", "kfold"]
+    assert list(protocols) == ["loso", "oracle", "subject-mean", "subject-best", "kfold"]
     assert not protocols["loso"]["leaking"] and protocols["kfold"]["leaking"]
     # the oracle peeks and avoids the noisy last epoch: perfect, while honest LOSO is not
     assert protocols["oracle"]["overall"]["accuracy"] == 1.0
@@ -148,6 +148,8 @@ def test_audit_cli_prints_table_and_warning(
     assert "kfold ⚠" in captured.out and "3 of 3 folds put 6 subjects" in captured.out
     assert (out / "audit.json").is_file() and (out / "audit.md").is_file()
     assert leakage_audit.FIGURES == ("loso", "oracle", "kfold")
+    assert "subject-mean" in captured.out and "subject-best ⚠" in captured.out
+    assert "ICIP 2024's scoring" in (out / "audit.md").read_text()
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from merkit.cli.app import app, console, err_console, print_table
 
 
 def audit_table(result: dict[str, Any]) -> Table:
-    """The three protocols side by side; leaking rows in yellow with their inflation."""
+    """The protocols and scoring practices side by side; leaking rows in yellow, with inflation."""
     from merkit.training.leakage_audit import COMPARISON_HEADER, comparison_rows
 
     table = Table(title=f"leakage audit: {result['model']} on {result['data']['name']}")

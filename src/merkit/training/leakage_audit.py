@@ -1,10 +1,14 @@
 """The leakage audit experiment: how much do the field's two common leaks inflate one recipe?
 
-One recipe is trained three ways on the same prepared data and scored on pooled predictions:
+One recipe is trained two ways on the same prepared data (LOSO and a sample-level k-fold) and
+scored the ways the field's papers scored (`merkit.evaluation.practices`):
 
-- `loso`: leave-one-subject-out with a fixed schedule, last epoch (the honest figure);
+- `loso`: leave-one-subject-out with a fixed schedule, last epoch, pooled (the honest figure);
 - `oracle`: the SAME LOSO training, but each fold keeps the epoch that maximises accuracy on its
-  own test subject (what most published MER code does): it peeks at the test subject;
+  own test subject (HTNet, EMR and most published MER code): it peeks at the test subject;
+- `subject-mean`: the LOSO last epoch, figures per subject averaged over subjects (ICIP 2024's
+  averaging alone: not comparable with pooled figures);
+- `subject-best`: per subject its best epoch, averaged over subjects (ICIP 2024's scoring);
 - `kfold`: CABM-FMER's sample-level stratified k-fold, where a subject sits in train and test.
 
 The inflation of a leaking figure is its difference from `loso`. Work is saved as it finishes
@@ -28,6 +32,7 @@ from merkit.evaluation.document import Document, Facts, Heading, Paragraph, Tabl
 from merkit.evaluation.document import to_html as document_html
 from merkit.evaluation.document import to_markdown as document_markdown
 from merkit.evaluation.overlap import OverlapReport, subject_overlap
+from merkit.evaluation.practices import subject_best, subject_mean
 from merkit.evaluation.predictions import matching_probabilities, write_predictions
 from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, run_metrics
 from merkit.evaluation.run_folder import claim_folder
@@ -61,13 +66,25 @@ AUDIT_FILE = "audit.json"
 AUDIT_MD = "audit.md"
 AUDIT_HTML = "audit.html"
 IDENTITY_FILE = "audit_config.yaml"
-FIGURES = ("loso", "oracle", "kfold")  # the audit's three figures of one recipe
+FIGURES = ("loso", "oracle", "kfold")  # the audit's figures from pooled predictions
+PRACTICES = ("subject-mean", "subject-best")  # figures averaged over subjects, from the curves
 LABELS = {
-    "loso": "LOSO, fixed schedule, last epoch (honest)",
-    "oracle": "LOSO, best epoch chosen on the test subject (LEAKS: oracle)",
-    "kfold": "sample-level stratified k-fold, CABM-FMER protocol (LEAKS: subjects overlap)",
+    "loso": "LOSO, fixed schedule, last epoch, pooled (honest)",
+    "oracle": "LOSO, best epoch chosen on each test subject, pooled (LEAKS: HTNet's, EMR's)",
+    "subject-mean": "LOSO, last epoch, figures averaged over subjects (ICIP 2024's averaging)",
+    "subject-best": (
+        "LOSO, each subject's best epoch, figures averaged over subjects "
+        "(LEAKS: ICIP 2024's scoring)"
+    ),
+    "kfold": "sample-level stratified k-fold, pooled (LEAKS: subjects overlap; CABM-FMER's)",
 }
-LEAKING = {"loso": False, "oracle": True, "kfold": True}
+LEAKING = {
+    "loso": False,
+    "oracle": True,
+    "subject-mean": False,
+    "subject-best": True,
+    "kfold": True,
+}
 CURVE_FOLDERS = ("loso_epochs", "kfold_epochs")  # each fold's (epochs, n_test, K) curve
 
 
@@ -224,13 +241,20 @@ def _figure_probabilities(
     keys, classes = data.keys(), data.class_names
     pooled = {f: matching_probabilities(_pooled_path(out_dir, f), keys, classes) for f in FIGURES}
     epochs_path = out_dir / "oracle" / "epochs.json"
-    need_loso = any(pooled[p] is None for p in ("loso", "oracle")) or not epochs_path.is_file()
-    loso_tasks = fold_tasks(data, loso, seed) if need_loso else []
+    loso_tasks = fold_tasks(data, loso, seed)  # saved curves load; the practices need them
     kfold_tasks = fold_tasks(data, kfold, seed) if pooled["kfold"] is None else []
     n = len(data.samples), data.num_classes
     with RunProgress(progress, len(loso_tasks) + len(kfold_tasks)).running() as bar:
-        if loso_tasks:
-            curves = _train_folds(engine, config, data, loso_tasks, out_dir / "loso_epochs", bar)
+        curves = _train_folds(engine, config, data, loso_tasks, out_dir / "loso_epochs", bar)
+        subject_curves = {t.name: curves[t.name] for t in loso_tasks}
+        subject_labels = {t.name: data.y[t.test] for t in loso_tasks}
+        subject_db = {t.name: data.samples[t.test[0]].dataset for t in loso_tasks}
+        k = data.num_classes
+        practices = {
+            "subject-mean": subject_mean(subject_curves, subject_labels, subject_db, k),
+            "subject-best": subject_best(subject_curves, subject_labels, subject_db, k),
+        }
+        if any(pooled[p] is None for p in ("loso", "oracle")) or not epochs_path.is_file():
             last, best = np.zeros(n), np.zeros(n)
             chosen = {}
             for task in loso_tasks:
@@ -248,7 +272,8 @@ def _figure_probabilities(
                 probs[task.test] = curves[task.name][-1]
             _save_pooled(_pooled_path(out_dir, "kfold"), probs, data)
             pooled["kfold"] = probs
-    return {**pooled, "oracle_epochs": json.loads(epochs_path.read_text(encoding="utf-8"))}
+    chosen = json.loads(epochs_path.read_text(encoding="utf-8"))
+    return {**pooled, "oracle_epochs": chosen, "practices": practices}
 
 
 # ---- figures ---------------------------------------------------------------------------------
@@ -298,10 +323,12 @@ def _result(
     k: int,
 ) -> dict[str, Any]:
     protocols = {}
-    for name in FIGURES:
-        table = data.predictions(probs[name])
-        metrics = headline_figures(run_metrics(table, data.class_names))
-        protocols[name] = {"label": LABELS[name], "leaking": LEAKING[name], **metrics}
+    for name in LABELS:  # the order of the report's rows
+        if name in PRACTICES:
+            figures = probs["practices"][name]
+        else:
+            figures = headline_figures(run_metrics(data.predictions(probs[name]), data.class_names))
+        protocols[name] = {"label": LABELS[name], "leaking": LEAKING[name], **figures}
     protocols["kfold"]["label"] = LABELS["kfold"].replace("k-fold", f"{k}-fold")
     epochs = list(probs["oracle_epochs"].values())
     protocols["oracle"]["chosen_epochs"] = probs["oracle_epochs"]
@@ -313,7 +340,9 @@ def _result(
         "seed": config.seeds[0],
         "k": k,
         "protocols": protocols,
-        "inflation": {p: inflation(protocols[p], protocols["loso"]) for p in ("oracle", "kfold")},
+        "inflation": {
+            p: inflation(protocols[p], protocols["loso"]) for p in protocols if p != "loso"
+        },
         "leakage": _leakage_section(kfold_overlap),
     }
 
@@ -327,8 +356,7 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
     loso = result["protocols"]["loso"]
     scopes = ["overall", *loso["per_dataset"]]
     for scope in scopes:
-        for name in FIGURES:
-            entry = result["protocols"][name]
+        for name, entry in result["protocols"].items():
             m = entry["overall"] if scope == "overall" else entry["per_dataset"].get(scope)
             if m is None:
                 continue
