@@ -45,6 +45,25 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     return path
 
 
+def check_writable(path: str | Path, kind: str = "folder") -> Path:
+    """Refuse, before any work, an output that cannot be created: `path` is a file where a
+    folder is wanted (or the reverse), lies under a file, or its folder is read-only."""
+    path = Path(path)
+    if path.exists():
+        if kind == "folder" and not path.is_dir():
+            raise ConfigError(f"{path}: exists and is a file; the output must be a folder")
+        if kind == "file" and path.is_dir():
+            raise ConfigError(f"{path}: exists and is a folder; the output must be a file")
+    parent = path if kind == "folder" and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{path}: cannot be created, {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot be written, {parent} is read-only")
+    return path
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return write_atomic(path, lambda handle: handle.write(data), binary=True)
 

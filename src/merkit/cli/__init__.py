@@ -11,7 +11,7 @@ import sys
 import typer
 from typer._click.exceptions import ClickException  # typer 0.29 vendors click
 
-from merkit.cli.app import app, err_console
+from merkit.cli.app import app, err_console, say
 from merkit.errors import MerkitError
 
 # Importing the command modules registers their commands on `app`.
@@ -30,6 +30,15 @@ __all__ = ["app", "main"]
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
 
 
+def os_error_text(exc: OSError) -> str:
+    """`path: cannot write or read it (reason)`, naming the file the system refused."""
+    path = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, NotADirectoryError):
+        reason += ": a part of the path is a file, not a folder"
+    return f"{path}: cannot be written or read ({reason})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
@@ -37,8 +46,11 @@ def main(argv: list[str] | None = None) -> None:
         # arrives here as 130, `--help` as 0; a command itself returns None.
         code = app(args=argv, standalone_mode=False)
     except MerkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say("error:", "bold red", str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file the command had to write or read: name it, no traceback
+        say("error:", "bold red", os_error_text(exc))
+        sys.exit(MerkitError.exit_code)
     except ClickException as exc:  # bad options or arguments: click's own message, exit 2
         exc.show()
         sys.exit(exc.exit_code)

@@ -7,6 +7,7 @@ import io
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     name="merkit",
@@ -15,8 +16,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: user text (paths such as `res[old].csv`, messages, table cells) prints literally;
+# styled words go through `say`.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def say(label: str, style: str, text: str, to: Console | None = None) -> None:
+    """`label` in `style` (e.g. "error:" in bold red), then `text` exactly as given."""
+    (to or err_console).print(
+        Text(label, style=style) + Text(" " + text), highlight=False, soft_wrap=True
+    )
 
 
 def print_table(table: Table, to: Console | None = None) -> None:
@@ -31,7 +41,9 @@ def print_table(table: Table, to: Console | None = None) -> None:
     table.box = None
     for column in table.columns:
         column.no_wrap = True
-    plain = Console(file=io.StringIO(), width=1_000_000, color_system=None, highlight=False)
+    plain = Console(
+        file=io.StringIO(), width=1_000_000, color_system=None, highlight=False, markup=False
+    )
     plain.print(table)
     lines = [line.rstrip() for line in plain.file.getvalue().splitlines()]
     to.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from merkit.cli import options
-from merkit.cli.app import app, console, err_console, print_table
+from merkit.cli.app import app, console, print_table, say
 
 
 def audit_table(result: dict[str, Any]) -> Table:
@@ -61,16 +61,17 @@ def audit(
             "cache_dir": str(cache) if cache is not None else None,
         },
     )
-    err_console.print(
-        f"[bold yellow]warning:[/] the audit deliberately runs two leaking figures: an oracle "
-        f"that picks each LOSO fold's epoch on its test subject, and sample-level {k}-fold, "
-        "which puts the same subject in train and test. Only the LOSO figure is honest.",
-        highlight=False,
+    say(
+        "warning:",
+        "bold yellow",
+        "the audit deliberately runs leaking figures: an oracle that picks each LOSO fold's "
+        f"epoch on its test subject (pooled, and averaged per subject), and sample-level "
+        f"{k}-fold, which puts the same subject in train and test. Only the LOSO figure is honest.",
     )
     out = out or Path(f"audit-{experiment.data.name}-{experiment.recipe.model}")
     result = run_audit(experiment, out, k=k, overwrite=overwrite, progress=not quiet)
     print_table(audit_table(result))
-    console.print(f"[yellow]{result['leakage']['summary']}[/]", soft_wrap=True, highlight=False)
+    console.print(result["leakage"]["summary"], style="yellow", soft_wrap=True, highlight=False)
     console.print(
         f"report: {out / AUDIT_MD} and {out / AUDIT_HTML}", soft_wrap=True, highlight=False
     )

@@ -42,8 +42,10 @@ def score(
     """Pooled UF1, UAR, accuracy (WAR), WF1, macro precision, per class and dataset, from a CSV."""
     from merkit.evaluation.metrics import pooled_metrics
     from merkit.evaluation.predictions import read_megc_logfile, read_predictions
-    from merkit.io import write_json_atomic
+    from merkit.io import check_writable, write_json_atomic
 
+    if out is not None:
+        check_writable(out, "file")
     table = read_megc_logfile(predictions) if megc_log else read_predictions(predictions)
     names = table.class_names(classes.split(",") if classes else None)
     y_true, y_pred = table.encode(names)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from merkit.cli import options
-from merkit.cli.app import app, console, err_console, print_table
+from merkit.cli.app import app, console, print_table, say
 from merkit.cli.commands_eval import metrics_table
 from merkit.errors import ConfigError
 
@@ -113,11 +113,11 @@ def train(
     )
     splitter = build_splitter(experiment)  # refuses a leaking protocol unless allowed
     if not splitter.subject_independent:
-        err_console.print(
-            f"[bold yellow]warning:[/] {splitter.describe()} puts the same subject in train and "
-            "test: its figures are inflated and not comparable with LOSO (the report lists the "
-            "subjects on both sides)",
-            highlight=False,
+        say(
+            "warning:",
+            "bold yellow",
+            f"{splitter.describe()} puts the same subject in train and test: its figures are "
+            "inflated and not comparable with LOSO (the report lists the subjects on both sides)",
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubjectLeakageWarning)  # said once above
@@ -169,6 +169,6 @@ def report(
         table.add_row(*row, style="yellow" if entry["leaking"] else None)
     print_table(table)
     if any(e["leaking"] for e in entries):
-        console.print(f"[yellow]{LEAK_NOTE}[/]", soft_wrap=True, highlight=False)
+        console.print(LEAK_NOTE, style="yellow", soft_wrap=True, highlight=False)
     md, html = (out / COMPARISON_FILE.format(ext=ext) for ext in ("md", "html"))
     console.print(f"comparison: {md} and {html}", soft_wrap=True, highlight=False)

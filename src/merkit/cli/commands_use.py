@@ -12,17 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from merkit.cli import options
-from merkit.cli.app import app, console, err_console
+from merkit.cli.app import app, console, err_console, say
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.io import check_writable
 
 
 def _progress(transient: bool = True) -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, markup=False),
         transient=transient,
     )
 
@@ -47,6 +48,7 @@ def fit(
     from merkit.training.config import prepare_defaults
     from merkit.training.recipe import default_recipe
 
+    check_writable(out, "file")
     recipe = default_recipe(model)
     if epochs is not None:
         if epochs < 1:
@@ -131,6 +133,10 @@ def predict(
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
+    if out is not None:
+        check_writable(out, "file")
+    if picture is not None:
+        check_writable(picture)
     torch.set_num_threads(1)  # one small map per clip: extra threads only contend for cores
     options = {
         "onset": onset,
@@ -149,7 +155,7 @@ def predict(
     for path, outcome in zip(inputs, outcomes, strict=True):
         if isinstance(outcome, str):
             failed += 1
-            err_console.print(f"[bold red]error:[/] {outcome}", highlight=False, soft_wrap=True)
+            say("error:", "bold red", outcome)
             results.append({"input": str(path), "error": outcome})
         else:
             results.append(outcome)
@@ -168,6 +174,7 @@ def export(
     from merkit.inference.checkpoint import load_checkpoint
     from merkit.inference.export import export_onnx
 
+    check_writable(onnx, "file")
     net, meta = load_checkpoint(model)
     export_onnx(net, meta, onnx, opset=opset)
     console.print(f"wrote {onnx} ({meta.model}, opset {opset})", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,4 +67,17 @@ def load_dataset(name: str, root: str | Path, taxonomy: str | None = None, **opt
         raise DataLayoutError(f"{root}: dataset root does not exist")
     if taxonomy is not None:
         options["taxonomy"] = taxonomy
+    accepted = loader_options(info.loader)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        known = ", ".join(accepted) or "none"
+        raise ConfigError(
+            f"dataset {name}: unknown loader option {unknown[0]!r} (its options: {known})"
+        )
     return info.loader(root, **options)
+
+
+def loader_options(loader: Callable[..., SampleSet]) -> list[str]:
+    """The keyword options a loader takes (after the root)."""
+    parameters = list(inspect.signature(loader).parameters.values())[1:]
+    return [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]

@@ -11,7 +11,7 @@ from typing import Any
 
 from merkit.evaluation.document import Bullets, Document, Paragraph, Table, to_html, to_markdown
 from merkit.evaluation.report import fmt, headline_figures, load_run
-from merkit.io import write_json_atomic, write_text_atomic
+from merkit.io import check_writable, write_json_atomic, write_text_atomic
 
 COMPARISON_FILE = "comparison.{ext}"
 LEAK_MARK = "⚠ leaks subjects"
@@ -71,8 +71,8 @@ def comparison_document(entries: Sequence[dict[str, Any]]) -> Document:
 
 def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[dict[str, Any]]:
     """Write comparison.md, comparison.html and comparison.json into `out_dir`."""
+    out_dir = check_writable(out_dir)
     entries = compare_runs(run_dirs)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = comparison_document(entries)
     write_json_atomic(out_dir / COMPARISON_FILE.format(ext="json"), entries)

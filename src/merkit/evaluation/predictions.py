@@ -15,7 +15,7 @@ from typing import IO
 
 import numpy as np
 
-from merkit.errors import AnnotationError, MerkitError
+from merkit.errors import AnnotationError, ConfigError, MerkitError
 from merkit.io import write_atomic
 
 COLUMNS = ("dataset", "subject", "sample", "true", "predicted")
@@ -80,7 +80,12 @@ class Predictions:
     def class_names(self, given: Sequence[str] | None = None) -> list[str]:
         """Class names: `given`, else 0..K-1 for integer labels, else sorted distinct names."""
         if given:
-            return list(given)
+            names = [name.strip() for name in given]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated or not all(names):
+                what = f"repeats {', '.join(repeated)}" if repeated else "has an empty name"
+                raise ConfigError(f"class names {','.join(given)}: the list {what}")
+            return names
         values = set(self.true) | set(self.predicted)
         if all(v.lstrip("-").isdigit() for v in values):
             return [str(i) for i in range(max(int(v) for v in values) + 1)]
@@ -130,6 +135,7 @@ def read_predictions(path: str | Path) -> Predictions:
             raise AnnotationError(f"{path}: row {i + 2} has an empty {empty[0]!r}")
     columns = [c for c in header if c.startswith(PROBABILITY_PREFIX)]
     table = Predictions(*([row[c].strip() for row in rows] for c in COLUMNS))
+    _refuse_repeats(path, table.keys(), [f"row {i + 2}" for i in range(len(rows))])
     if columns:
         table.probabilities = _probabilities(path, rows, columns)
         table.probability_classes = tuple(c.removeprefix(PROBABILITY_PREFIX) for c in columns)
@@ -180,12 +186,32 @@ def write_predictions(path: str | Path, predictions: Predictions) -> None:
     write_atomic(path, write)
 
 
+def _refuse_repeats(path: Path, keys: Sequence[Key], where: Sequence[str]) -> None:
+    """A sample listed twice would be counted twice: one sentence naming both places."""
+    first: dict[Key, str] = {}
+    for key, place in zip(keys, where, strict=True):
+        if key in first:
+            raise AnnotationError(
+                f"{path}: {place} repeats sample {'/'.join(key)} (first at {first[key]}); "
+                "each sample must be listed once"
+            )
+        first[key] = place
+
+
 def read_megc_logfile(path: str | Path) -> Predictions:
     """Convert the MEGC2019 log format (`db subject` lines, then `file true pred`) to a table."""
     path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a log file" if path.is_dir() else "log file not found"
+        raise AnnotationError(f"{path}: {what}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not a UTF-8 text log ({exc.reason})") from None
     rows: list[tuple[str, str, str, str, str]] = []
+    lines: list[str] = []
     db = subject = None
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -193,10 +219,13 @@ def read_megc_logfile(path: str | Path) -> Predictions:
             db, subject = parts
         elif len(parts) == 3 and db is not None:
             rows.append((db, subject, parts[0], parts[1], parts[2]))
+            lines.append(f"line {number}")
         else:
             raise AnnotationError(
                 f"{path}: line {number} is neither 'db subject' nor 'file true predicted'"
             )
     if not rows:
         raise AnnotationError(f"{path}: no predictions found")
-    return Predictions(*(list(col) for col in zip(*rows, strict=True)))
+    table = Predictions(*(list(col) for col in zip(*rows, strict=True)))
+    _refuse_repeats(path, table.keys(), lines)
+    return table

@@ -44,7 +44,7 @@ from merkit.evaluation.run_folder import (
     RunFolder,
 )
 from merkit.evaluation.run_meta import RunMeta
-from merkit.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from merkit.io import check_writable, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 SUMMARY_KEYS = ("uf1", "uar", "accuracy", "macro_precision")
 
@@ -335,6 +335,7 @@ def render_run(run_dir: str | Path) -> dict[str, Any]:
     """(Re)write metrics.json, confusion.png, report.md, report.html (and curves.png)."""
     folder = RunFolder(run_dir)
     meta, metrics = load_run(run_dir)
+    check_writable(folder.path)
     class_names = metrics["class_names"]
     write_json_atomic(folder / METRICS_FILE, metrics)
     title = f"{meta.run.name or folder.path.name} (n={metrics['overall']['n']})"

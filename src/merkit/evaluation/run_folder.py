@@ -36,7 +36,7 @@ from merkit.evaluation.predictions import (
     write_predictions,
 )
 from merkit.evaluation.run_meta import RunMeta
-from merkit.io import differences, read_yaml, write_json_atomic, write_yaml_atomic
+from merkit.io import check_writable, differences, read_yaml, write_json_atomic, write_yaml_atomic
 
 RUN_FILE = "config.yaml"
 PREDICTIONS_FILE = "predictions.csv"
@@ -78,7 +78,9 @@ def claim_folder(
 
     Earlier work of other settings (`changed()` names what differs) or a folder that holds other
     files is refused with one sentence, unless `overwrite`; replaced work is `clear`ed first.
+    A folder that cannot be written is refused before any work.
     """
+    check_writable(folder)
     if (folder / marker).is_file():
         if overwrite or not resume:
             clear()
@@ -151,10 +153,19 @@ class RunFolder:
                 diffs.append("data (fingerprint of the samples)")
             return diffs
 
+        if (self.path / RUN_FILE).is_file() and not self.has_results():
+            self.clear()  # a run that failed before finishing a fold: nothing to keep or lose
         resumed = claim_folder(
             self.path, RUN_FILE, "run", changed, self.clear, resume=resume, overwrite=overwrite
         )
         return previous[0] if resumed else None
+
+    def has_results(self) -> bool:
+        """Whether any fold (or the pooled predictions) has been written."""
+        folds = self.path / FOLDS_DIR
+        return (self.path / PREDICTIONS_FILE).is_file() or (
+            folds.is_dir() and any(folds.rglob("*.csv"))
+        )
 
     def clear(self) -> None:
         """Remove what a run wrote (and nothing else the folder may hold)."""

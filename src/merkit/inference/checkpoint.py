@@ -130,9 +130,30 @@ MAX_SIDE = 1024
 MAX_FRAMES = 512
 
 
+_META_TYPES: dict[str, type] = {
+    "model": str,
+    "num_classes": int,
+    "in_chans": int,
+    "ensemble": int,
+    "model_kwargs": dict,
+    "prepare": dict,
+    "input_spec": dict,
+    "input_convention": dict,
+}
+
+
 def check_meta(meta: CheckpointMeta, source: str) -> None:
     """Refuse metadata that cannot describe a usable model, naming the checkpoint and field,
     before anything is built or any video is read."""
+    for name, kind in _META_TYPES.items():
+        value = getattr(meta, name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{source}: invalid checkpoint metadata: {name} is {value!r}, "
+                f"expected {kind.__name__}"
+            )
+    if not all(isinstance(name, str) for name in meta.class_names):
+        raise ConfigError(f"{source}: invalid checkpoint metadata: class names must be text")
     try:
         config = meta.prepare_config
     except (TypeError, ValueError, ConfigError) as exc:

@@ -21,6 +21,7 @@ import torch
 
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference.checkpoint import Checkpoint, CheckpointMeta, input_spec_of
+from merkit.io import check_writable
 from merkit.models import create_model
 from merkit.models.imported import ConventionAdapter, WeightFormat, weight_format
 from merkit.preprocess.config import PrepareConfig
@@ -93,9 +94,7 @@ def imported_checkpoint(path: Path, spec: WeightFormat) -> Checkpoint:
 def import_weights(format_name: str, weights_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Convert every weights file of `weights_dir`; all are checked before any is written."""
     spec = weight_format(format_name)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: --out exists and is not a folder")
+    out = check_writable(out_dir)
     checkpoints = {p.stem: imported_checkpoint(p, spec) for p in weight_files(Path(weights_dir))}
     try:
         out.mkdir(parents=True, exist_ok=True)

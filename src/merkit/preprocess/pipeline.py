@@ -340,7 +340,7 @@ def prepare(
 
     outcomes = _run_clips(samples, pending, config, cache_dir, workers or default_workers())
     if progress and pending:
-        with Progress(console=Console(stderr=True), transient=True) as bar:
+        with Progress(console=Console(stderr=True, markup=False), transient=True) as bar:
             task = bar.add_task(f"preparing {config.output}", total=len(pending))
             for index, outcome in outcomes:
                 record(index, outcome)

@@ -125,13 +125,35 @@ class ExperimentConfig:
                     f"extra_recipes: {recipe.model} takes other input than {self.recipe.model} "
                     "(ensembled models share one prepared input)"
                 )
-            if recipe.epochs < 1:
-                raise ConfigError(
-                    f"recipe {recipe.model}: epochs must be >= 1, got {recipe.epochs}"
-                )
-            if recipe.sam < 0:
-                raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
-            _check_augment(recipe.model, recipe.augment)
+            check_recipe(recipe)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse a recipe value no training can use, naming the key, before anything is written."""
+    r = recipe
+    finite = all(
+        math.isfinite(v)
+        for v in (r.lr, r.weight_decay, r.label_smoothing, r.ema, r.sam)
+        if isinstance(v, int | float)
+    )
+    checks = [
+        (finite, "lr, weight_decay, label_smoothing, ema and sam must be finite numbers"),
+        (isinstance(r.lr, int | float) and r.lr > 0, f"lr must be > 0, got {r.lr}"),
+        (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
+        (r.batch_size >= 1, f"batch_size must be >= 1, got {r.batch_size}"),
+        (r.weight_decay >= 0, f"weight_decay must be >= 0, got {r.weight_decay}"),
+        (0 <= r.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {r.label_smoothing}"),
+        (0 <= r.ema < 1, f"ema must be in [0, 1), got {r.ema}"),
+        (r.sam >= 0, f"sam must be >= 0, got {r.sam}"),
+        (r.ensemble >= 1, f"ensemble must be >= 1, got {r.ensemble}"),
+        (r.val_subjects >= 0, f"val_subjects must be >= 0, got {r.val_subjects}"),
+        (r.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {r.warmup_epochs}"),
+        (r.folds_per_batch >= 0, f"folds_per_batch must be >= 0, got {r.folds_per_batch}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"recipe {r.model}: {message}")
+    _check_augment(r.model, r.augment)
 
 
 # Allowed range of each numeric augmentation option, as (lowest, highest allowed).

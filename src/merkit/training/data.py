@@ -43,6 +43,21 @@ def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
     return np.asarray(model_input(x), dtype=np.float32)
 
 
+def no_sample_text(
+    config: ExperimentConfig, dataset: SampleSet, failed: Sequence[tuple[str, str]]
+) -> str:
+    """Why nothing is left to train on: the first failures, each with its sheet row."""
+    where = f"{config.data.root}: no sample of {dataset.name} could be prepared"
+    if not failed:
+        return f"{where} (the dataset lists no sample)"
+    rows = {s.uid: s.meta.get("row") for s in dataset.samples}
+    shown = [
+        f"{uid}{f' ({rows[uid]})' if rows.get(uid) else ''}: {reason}" for uid, reason in failed[:3]
+    ]
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"{where}; all {len(failed)} failed, first: {'; '.join(shown)}{more}"
+
+
 @dataclass
 class TrainingData:
     """The samples that were prepared (in dataset order), their model input, and the rest."""
@@ -70,10 +85,7 @@ class TrainingData:
             progress=progress,
         )
         if not prepared.samples:
-            reason = f" ({prepared.failed[0][1]})" if prepared.failed else ""
-            raise DataLayoutError(
-                f"{config.data.root}: no sample of {dataset.name} could be prepared{reason}"
-            )
+            raise DataLayoutError(no_sample_text(config, dataset, prepared.failed))
         x = training_input(config, prepared.x)
         return cls(dataset, list(prepared.samples), x, list(prepared.failed))
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from merkit.errors import ConfigError
+from merkit.errors import ConfigError, TrainingDiverged
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
 from merkit.training.base import OUTPUTS, Output, Progress
@@ -158,10 +158,19 @@ def _run(
     counter = Counter(progress, len(jobs) * recipe.epochs)
     workers = max(workers, 1)
     buckets = list(_buckets(recipe, jobs, x.shape, workers))
-    if workers > 1 and len(buckets) > 1:
-        results = _train_in_processes(recipe, buckets, x, y, num_classes, record, workers, counter)
-    else:
-        results = [train_bucket(recipe, b, x, y, num_classes, record, counter) for b in buckets]
+    try:
+        if workers > 1 and len(buckets) > 1:
+            results = _train_in_processes(
+                recipe, buckets, x, y, num_classes, record, workers, counter
+            )
+        else:
+            results = [train_bucket(recipe, b, x, y, num_classes, record, counter) for b in buckets]
+    except TrainingDiverged as exc:
+        if not isinstance(exc.fold, int) or groups is None:
+            raise
+        raise TrainingDiverged(
+            exc.model, fold_label(folds[exc.fold][1], groups), exc.epoch, exc.lr
+        ) from None
     trained = {
         (job.fold, job.member): outcome
         for bucket, result in zip(buckets, results, strict=True)
@@ -175,6 +184,15 @@ def _run(
         )
         for f in range(len(folds))
     ]
+
+
+def fold_label(test: np.ndarray, groups: np.ndarray | Sequence[str]) -> str:
+    """A fold named by its test subjects, as a user finds it in the run folder."""
+    subjects = sorted({str(groups[i]) for i in test})
+    if len(subjects) == 1:
+        return f"the fold testing subject {subjects[0]}"
+    more = f" and {len(subjects) - 3} more" if len(subjects) > 3 else ""
+    return f"the fold testing subjects {', '.join(subjects[:3])}{more}"
 
 
 class _ReportingCounter(Counter):

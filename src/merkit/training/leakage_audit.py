@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from merkit.errors import ConfigError
 from merkit.evaluation.document import Document, Facts, Heading, Paragraph, Table
 from merkit.evaluation.document import to_html as document_html
 from merkit.evaluation.document import to_markdown as document_markdown
@@ -43,6 +44,7 @@ from merkit.evaluation.splitters import (
     SubjectLeakageWarning,
 )
 from merkit.io import (
+    check_writable,
     differences,
     read_yaml,
     write_atomic,
@@ -194,8 +196,17 @@ def run_audit(
     out_dir = Path(out_dir)
     recipe = dataclasses.replace(config.recipe, val_subjects=0)
     config = dataclasses.replace(config, recipe=recipe, extra_recipes=[])
+    config.validate()
+    check_writable(out_dir)
+    if k < 2:
+        raise ConfigError(f"--k {k}: the sample-level k-fold protocol needs at least 2 folds")
     seed = config.seeds[0]
     data = TrainingData.from_config(config, progress)
+    if k > len(data.samples):
+        raise ConfigError(
+            f"--k {k}: more folds than the {len(data.samples)} prepared samples; choose "
+            f"--k between 2 and {len(data.samples)}"
+        )
     identity = {
         "recipe": recipe.to_dict(),
         "prepare": config.to_dict()["prepare"],

@@ -281,11 +281,11 @@ class RunProgress:
     def __init__(self, enabled: bool, total_folds: int) -> None:
         self.enabled = enabled
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=Console(stderr=True, markup=False),
             disable=not enabled,
         )
         self._folds = self._progress.add_task("folds", total=total_folds)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from merkit.errors import ConfigError
+from merkit.errors import ConfigError, TrainingDiverged
 from merkit.models import create_model, stack_models, unstack_model
 from merkit.models.blocks import use_copy_generators
 from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
@@ -226,6 +226,7 @@ class BucketTrainer:
                     average.update()
                 epoch_loss += copy_loss
                 epoch_correct += copy_correct
+            self._check_finite(epoch_loss, len(series["train_loss"]) + 1)
             series["train_loss"].append(epoch_loss.numpy() / self.steps)
             series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
             if watch:
@@ -241,6 +242,9 @@ class BucketTrainer:
         if not watch:
             test_curve.append(self._probabilities([j.test for j in self.jobs]))
         curves = np.stack(test_curve, axis=1)  # (G, epochs, M, K)
+        broken = [i for i in range(self.g) if not np.isfinite(curves[i]).all()]
+        if broken:  # finite loss, but weights so large that the test forward overflows
+            raise TrainingDiverged(self.recipe.model, self.jobs[broken[0]].fold, r.epochs, r.lr)
         table = {name: np.stack(values, axis=1) for name, values in series.items()}  # (G, E)
         histories = [{n: v[i].tolist() for n, v in table.items()} for i in range(self.g)]
         if record:
@@ -254,6 +258,16 @@ class BucketTrainer:
         else:
             chosen = [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
         return list(zip(chosen, histories, strict=True))
+
+    def _check_finite(self, epoch_loss: torch.Tensor, epoch: int) -> None:
+        """Stop a diverged fold: a NaN or infinite loss, weight or BatchNorm statistic would
+        otherwise train on and end as NaN probabilities, reported as class 0 everywhere."""
+        state = self.model.state_dict().values()
+        weights_ok = all(torch.isfinite(t).all() for t in state if t.is_floating_point())
+        bad = [i for i, v in enumerate(epoch_loss.tolist()) if not math.isfinite(v)]
+        if bad or not weights_ok:
+            job = self.jobs[bad[0] if bad else 0]
+            raise TrainingDiverged(self.recipe.model, job.fold, epoch, self.recipe.lr)
 
     def _inputs(self, idx: torch.Tensor, gens: list[torch.Generator]) -> Batch:
         """A training batch of every copy: augmented maps, (mixed) targets, sample weights."""
