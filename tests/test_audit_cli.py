@@ -144,7 +144,7 @@ def test_audit_cli_prints_table_and_warning(
     main(["audit", "--data", "megc2019-flow", "--root", str(flow_root), "--out", str(out),
           "--epochs", str(EPOCHS), "--k", "3", "--quiet"])  # fmt: skip
     captured = capsys.readouterr()
-    assert "deliberately runs two leaking figures" in captured.err
+    assert "deliberately runs leaking figures" in captured.err
     assert "kfold ⚠" in captured.out and "3 of 3 folds put 6 subjects" in captured.out
     assert (out / "audit.json").is_file() and (out / "audit.md").is_file()
     assert leakage_audit.FIGURES == ("loso", "oracle", "kfold")

@@ -74,11 +74,20 @@ def test_a_fold_cut_short_by_a_crash_is_a_fold_to_run(tmp_path: Path) -> None:
 def test_another_config_or_other_data_is_refused(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "run")
     started(folder)
+    folder.save_fold(0, "casme2_sub01", fold_table(np.full((2, 3), 1 / 3)), {})
     other = {"recipe": {"model": "cabm", "epochs": 4}, "seeds": [0]}
     with pytest.raises(ConfigError, match=r"different config \(recipe\.epochs differ"):
         claim(folder, other)
     with pytest.raises(ConfigError, match=r"data \(fingerprint of the samples\) differ"):
         claim(folder, fingerprint="xyz")
+
+
+def test_a_run_that_finished_no_fold_gives_its_folder_to_a_new_config(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    started(folder)  # e.g. stopped by a diverging fold or a refused input: nothing to lose
+    (folder / "notes.txt").write_text("mine")
+    assert claim(folder, {"recipe": {"model": "cabm", "epochs": 4}, "seeds": [0]}) is None
+    assert sorted(p.name for p in folder.path.iterdir()) == ["notes.txt"]
 
 
 def test_overwrite_removes_only_what_a_run_wrote(tmp_path: Path) -> None:
@@ -106,6 +115,7 @@ def test_a_folder_of_other_files_is_refused_unless_overwriting(tmp_path: Path) -
 def test_an_unreadable_recorded_config_names_the_file(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "run")
     started(folder)
+    folder.save_fold(0, "casme2_sub01", fold_table(np.full((2, 3), 1 / 3)), {})
 
     def unreadable(config: dict) -> dict:
         raise ConfigError("unknown key 'recipee'")

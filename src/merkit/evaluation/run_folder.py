@@ -153,10 +153,17 @@ class RunFolder:
                 diffs.append("data (fingerprint of the samples)")
             return diffs
 
-        if (self.path / RUN_FILE).is_file() and not self.has_results():
-            self.clear()  # a run that failed before finishing a fold: nothing to keep or lose
+        unfinished = (self.path / RUN_FILE).is_file() and not self.has_results()
+        if unfinished:  # a run that failed before finishing a fold: nothing to keep or lose
+            self.clear()
         resumed = claim_folder(
-            self.path, RUN_FILE, "run", changed, self.clear, resume=resume, overwrite=overwrite
+            self.path,
+            RUN_FILE,
+            "run",
+            changed,
+            self.clear,
+            resume=resume,
+            overwrite=overwrite or unfinished,
         )
         return previous[0] if resumed else None
 
