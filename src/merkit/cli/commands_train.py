@@ -65,6 +65,10 @@ def train(
     model: Annotated[
         str | None, typer.Option(help="Model; its shipped default recipe is used.")
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Named recipe of the model instead of its default, e.g. paper."),
+    ] = None,
     protocol: Annotated[
         str | None, typer.Option(help="loso (default), lodo, group-kfold, kfold (leaks subjects).")
     ] = None,
@@ -117,6 +121,7 @@ def train(
             "protocol.options.n_splits": n_splits,
             "protocol.allow_leakage": True if allow_leakage else None,
             "recipe.model": model,
+            "recipe.preset": recipe,
             "recipe.epochs": epochs,
             "seeds": parse_seeds(seeds),
             "workers": workers,

@@ -33,6 +33,9 @@ def fit(
     root: Annotated[Path, typer.Option(help="The dataset's folder.")],
     out: Annotated[Path, typer.Option(help="Checkpoint file to write (e.g. model.pt).")],
     model: Annotated[str, typer.Option(help="Model name (see `merkit models`).")] = "cabm",
+    recipe_name: Annotated[
+        str, typer.Option("--recipe", help="Named recipe of the model, e.g. paper.")
+    ] = "default",
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: recipe's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
     taxonomy: Annotated[str | None, typer.Option(help="Class set: all, 5class, 3class.")] = None,
@@ -47,13 +50,13 @@ def fit(
     from merkit.training.config import prepare_defaults
     from merkit.training.recipe import default_recipe
 
-    recipe = default_recipe(model)
+    recipe = default_recipe(model, recipe_name)
     if epochs is not None:
         if epochs < 1:
             raise ConfigError(f"--epochs {epochs}: expected at least 1")
         recipe = dataclasses.replace(recipe, epochs=epochs)
     overrides = {"flow": flow} if flow is not None else {}
-    config = PrepareConfig(**{**prepare_defaults(model), **overrides})
+    config = PrepareConfig(**{**prepare_defaults(model, recipe_name), **overrides})
     bar, task = _progress(), None
 
     def on_epoch(done: int, total: int) -> None:

@@ -179,7 +179,7 @@ def fit_final(
     from merkit.training.runner import recipe_input
 
     recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
-    config = prepare_config or PrepareConfig(**prepare_defaults(model))
+    config = prepare_config or PrepareConfig(**prepare_defaults(model, recipe.preset))
     dataset = load_dataset(dataset_name, root, taxonomy=taxonomy)
     prepared = prepare(
         dataset.samples,

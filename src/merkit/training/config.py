@@ -1,8 +1,9 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
-A config file only needs the keys it changes: `recipe` keys override the shipped default recipe
-of the model it names (`default_recipe(recipe.model)`), `prepare` keys override what the model's
-declared input implies (flow maps, apex images or frame sequences, their size), everything else
+A config file only needs the keys it changes: `recipe` keys override the shipped recipe of the
+model it names (`default_recipe(recipe.model, recipe.preset)`, the preset "default" unless the
+config names another, e.g. "paper"), `prepare` keys override what the model's declared input
+and that preset imply (flow maps, apex images or frame sequences, their size), everything else
 overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
 a default.
 """
@@ -23,10 +24,11 @@ import yaml
 from merkit.errors import ConfigError
 from merkit.io import read_yaml, write_text_atomic
 from merkit.models import get_model_entry
+from merkit.models.inputs import packs_targets
 from merkit.preprocess.pipeline import PrepareConfig
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe, preset_input
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -97,7 +99,7 @@ class ExperimentConfig:
         recipe = _recipe_from_dict(data.pop("recipe", {}) or {}, f"{where}: recipe")
         prepare = data.get("prepare", {}) or {}
         if isinstance(prepare, dict):
-            data["prepare"] = {**prepare_defaults(recipe.model), **prepare}
+            data["prepare"] = {**prepare_defaults(recipe.model, recipe.preset), **prepare}
         extras = data.pop("extra_recipes", []) or []
         if not isinstance(extras, list):
             raise ConfigError(f"{where}: extra_recipes must be a list of recipes")
@@ -133,8 +135,23 @@ class ExperimentConfig:
                 )
             if recipe.sam < 0:
                 raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
+            if recipe.max_steps < 0 or recipe.eps <= 0:
+                raise ConfigError(
+                    f"recipe {recipe.model}: max_steps must be >= 0 and eps > 0, got "
+                    f"{recipe.max_steps} and {recipe.eps}"
+                )
             _check_augment(recipe.model, recipe.augment)
+            if packs_targets(recipe.model) and recipe.augment != _NO_AUGMENT:
+                raise ConfigError(
+                    f"recipe {recipe.model}: its input carries flow and landmark targets beside "
+                    "the frames, which the engine's augmentations would corrupt (the model crops "
+                    "its training clips itself): set augment.hflip false, augment.max_shift 0 "
+                    "and leave the other augment keys at 0"
+                )
 
+
+# No augmentation at all (the recipe of a model whose input packs targets beside the frames).
+_NO_AUGMENT = AugmentConfig(hflip=False, max_shift=0)
 
 # Allowed range of each numeric augmentation option, as (lowest, highest allowed).
 _AUGMENT_RANGES = {
@@ -163,22 +180,25 @@ def _check_augment(model: str, augment: AugmentConfig) -> None:
         )
 
 
-def prepare_defaults(model: str) -> dict[str, Any]:
-    """Preparation keys implied by the model's declared input (a config may still override)."""
+def prepare_defaults(model: str, preset: str = "default") -> dict[str, Any]:
+    """Preparation keys implied by the model's declared input and the input its recipe `preset`
+    was made for (a config may still override them)."""
     spec = get_model_entry(model).input_spec
     defaults: dict[str, Any] = {"output": spec.kind, "size": spec.size[0]}
     if spec.kind != "flow":
         defaults["color"] = spec.channels == 3
     if spec.kind == "sequence":
         defaults["frames"] = spec.frames
-    return defaults
+    return {**defaults, **preset_input(model, preset)}
 
 
 def _recipe_from_dict(data: object, where: str) -> Recipe:
     """A recipe: the shipped default of the model it names, with the given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(str(data.get("model", Recipe().model)))
+    base = default_recipe(
+        str(data.get("model", Recipe().model)), str(data.get("preset", "default"))
+    )
     return _build(Recipe, data, where, base=base)
 
 

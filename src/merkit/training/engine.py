@@ -167,7 +167,7 @@ def fit(
     jobs = _make_jobs(recipe, [fold], seed, None)
     models: list[nn.Module] = []
     _check_inputs(recipe, x, y, [fold], num_classes)
-    counter = _Counter(progress, len(jobs) * recipe.epochs)
+    counter = _Counter(progress, _job_epochs(recipe, jobs))
     with _deterministic():
         for bucket in _buckets(recipe, jobs, x.shape):
             trainer = _BucketTrainer(recipe, bucket, x, y, num_classes)
@@ -212,7 +212,7 @@ def _run(
     mean over the fold's ensemble members."""
     _check_inputs(recipe, x, y, folds, num_classes)
     jobs = _make_jobs(recipe, folds, seed, groups)
-    counter = _Counter(progress, len(jobs) * recipe.epochs)
+    counter = _Counter(progress, _job_epochs(recipe, jobs))
     buckets = list(_buckets(recipe, jobs, x.shape, max(workers, 1)))
     if workers > 1 and len(buckets) > 1:
         results = _train_in_processes(recipe, buckets, x, y, num_classes, record, workers, counter)
@@ -394,6 +394,18 @@ def _steps_per_epoch(job: Job, batch_size: int) -> int:
     return math.ceil(len(job.train) / min(batch_size, len(job.train)))
 
 
+def _epochs(recipe: Recipe, steps_per_epoch: int) -> int:
+    """Epochs a job runs: `recipe.epochs`, or fewer when `recipe.max_steps` ends it earlier."""
+    if recipe.max_steps <= 0:
+        return recipe.epochs
+    return min(recipe.epochs, math.ceil(recipe.max_steps / steps_per_epoch))
+
+
+def _job_epochs(recipe: Recipe, jobs: Sequence[Job]) -> int:
+    """Job-epochs of `jobs` in all (the progress total)."""
+    return sum(_epochs(recipe, _steps_per_epoch(j, recipe.batch_size)) for j in jobs)
+
+
 def _buckets(
     recipe: Recipe, jobs: list[Job], shape: tuple[int, ...], workers: int = 1
 ) -> Iterator[list[Job]]:
@@ -500,6 +512,10 @@ class _BucketTrainer:
         self.model = self._build()
         self.batch = min(recipe.batch_size, len(jobs[0].train))
         self.steps = _steps_per_epoch(jobs[0], recipe.batch_size)
+        self.epochs = _epochs(recipe, self.steps)
+        self.total_steps = self.epochs * self.steps
+        if recipe.max_steps > 0:
+            self.total_steps = min(self.total_steps, recipe.max_steps)
         self.class_weight = torch.stack([self._class_weight(j) for j in jobs])  # (G, K)
 
     def _single(self, job: Job) -> nn.Module:
@@ -539,15 +555,15 @@ class _BucketTrainer:
             {"params": rest, "weight_decay": 0},
         ]
         if r.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=r.lr, fused=True)
+            return torch.optim.AdamW(params, lr=r.lr, eps=r.eps, fused=True)
         if r.optimizer == "adam":  # L2 penalty in the gradient, as the original papers
-            return torch.optim.Adam(params, lr=r.lr, fused=True)
+            return torch.optim.Adam(params, lr=r.lr, eps=r.eps, fused=True)
         if r.optimizer == "sgd":
             return torch.optim.SGD(params, lr=r.lr, momentum=0.9, nesterov=True)
         raise ConfigError(f"unknown optimizer {r.optimizer!r}; choose adamw, adam or sgd")
 
     def _lr_factor(self, step: int) -> float:
-        r, total = self.recipe, self.recipe.epochs * self.steps
+        r, total = self.recipe, self.total_steps
         warmup = r.warmup_epochs * self.steps
         if step < warmup:
             return (step + 1) / (warmup + 1)
@@ -581,10 +597,11 @@ class _BucketTrainer:
         evaluated = average.applied if average else nullcontext
         watch = record or r.val_subjects > 0
         test_curve, series = [], {name: [] for name in _SERIES[: 4 if r.val_subjects else 2]}
-        for _ in range(r.epochs):
+        for epoch in range(self.epochs):
             self.model.train()
             epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
-            for _ in range(self.steps):
+            steps = min(self.steps, self.total_steps - epoch * self.steps)
+            for _ in range(steps):
                 idx = torch.stack([s.next() for s in streams])  # (G, B)
                 batch = self._inputs(idx, gens)
                 loss, copy_loss, copy_correct = self._loss(idx, *batch)
@@ -598,8 +615,8 @@ class _BucketTrainer:
                     average.update()
                 epoch_loss += copy_loss
                 epoch_correct += copy_correct
-            series["train_loss"].append(epoch_loss.numpy() / self.steps)
-            series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
+            series["train_loss"].append(epoch_loss.numpy() / steps)
+            series["train_accuracy"].append(epoch_correct.numpy() / (steps * self.batch))
             if watch:
                 with evaluated():
                     test_curve.append(self._probabilities([j.test for j in self.jobs]))
@@ -666,13 +683,14 @@ class _BucketTrainer:
     def _loss(
         self, idx: torch.Tensor, xb: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
-        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy, or the
+        model's `criterion` (plus its auxiliary loss); also, detached, each copy's loss and
+        correct count."""
         r, g, b = self.recipe, self.g, self.batch
         if r.label_smoothing > 0:
             target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
         logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
-        nll = -(target.transpose(0, 1) * logits.log_softmax(-1)).sum(-1)  # (B, G)
+        nll = self._sample_losses(logits, target.transpose(0, 1))  # (B, G)
         w = weight.transpose(0, 1)
         per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
         correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
@@ -681,6 +699,15 @@ class _BucketTrainer:
         if callable(aux) and (extra := aux()) is not None:
             loss = loss + extra
         return loss, per_copy.detach(), correct.float()
+
+    def _sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, G) loss of every sample of every copy, from (B, G, K) logits and soft targets:
+        the model's own `criterion` when it defines one (see `merkit.models.registry`), else
+        cross-entropy on the logits."""
+        criterion = getattr(self.model, "criterion", None)
+        if callable(criterion):
+            return criterion(target.flatten(1)).view(target.shape[:2])
+        return -(target * logits.log_softmax(-1)).sum(-1)
 
     def _mixup(
         self,
