@@ -72,18 +72,19 @@ def test_onnxruntime_matches_pytorch(exported: dict[str, tuple], model: str) -> 
 # them, prepared arrays of two samples -- grey frames for the sequence models, MOL's targets zero).
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=8)
 FAMILY = {
-    "convat": (PrepareConfig(flow="farneback"), 3),
-    "c3dgru": (SEQUENCE, 8),
-    "mol": (SEQUENCE, 8 * 4),
+    "convat": (PrepareConfig(flow="farneback"), 3, None),
+    "c3dgru": (SEQUENCE, 8, None),
+    "icip24": (SEQUENCE, 8, {"frame_channels": 1, "size": 64, "filters": 8, "hidden": 16}),
+    "mol": (SEQUENCE, 8 * 4, {"crop": 56, "dim": 32, "flow_width": 0.0625}),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(FAMILY))
 def test_family_models_export_with_parity(model: str, tmp_path: Path) -> None:
-    config, in_chans = FAMILY[model]
+    config, in_chans, kwargs = FAMILY[model]
     with torch_threads(1):
-        net, meta = untrained_checkpoint(tmp_path / "m.pt", model, config, 2, in_chans)
+        net, meta = untrained_checkpoint(tmp_path / "m.pt", model, config, 2, in_chans, kwargs)
         path = export_onnx(net, meta, tmp_path / f"{model}.onnx")
     rng = np.random.default_rng(1)
     prepared = (

@@ -166,7 +166,7 @@ def test_total_loss_weighs_flow_10_and_landmarks_half() -> None:
     model = create_model("mol", 3, 16, **SMALL).train()
     x = torch.rand(2, 16, 36, 36)
     model(x)
-    aux = model.aux_loss()
+    aux = model.aux_loss().detach()
     losses = model.head_losses
     assert float(aux) == pytest.approx(
         10 * float(losses["flow"]) + 0.5 * float(losses["landmarks"]), rel=1e-5

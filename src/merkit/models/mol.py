@@ -421,14 +421,19 @@ class MOL(nn.Module):
         self._aux: torch.Tensor | None = None
         self.head_losses: dict[str, torch.Tensor] = {}
 
-    def crop_offsets(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2) crop offsets (row, column): random while training, the centre otherwise."""
+    def _spare(self, x: torch.Tensor) -> int:
+        """How many pixels the frames exceed the crop by (a ValueError if they are smaller)."""
         spare = x.shape[-1] - self.config.crop
         if spare < 0 or x.shape[-2] != x.shape[-1]:
             raise ValueError(
                 f"mol takes square frames of at least its crop ({self.config.crop} px), got "
                 f"{tuple(x.shape[-2:])}"
             )
+        return spare
+
+    def crop_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2) crop offsets (row, column): random while training, the centre otherwise."""
+        spare = self._spare(x)
         if self.training:
             return torch.randint(0, spare + 1, (x.shape[0], 2))
         return torch.full((x.shape[0], 2), spare // 2)
@@ -436,9 +441,6 @@ class MOL(nn.Module):
     def _crop(self, clips: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """(B, ..., S, S) -> (B, ..., crop, crop) at each sample's (row, column) offset."""
         c = self.config.crop
-        if bool((offsets == offsets[0]).all()):  # one offset for the batch: a plain slice
-            top, left = int(offsets[0, 0]), int(offsets[0, 1])
-            return clips[..., top : top + c, left : left + c]
         return torch.stack(
             [
                 clip[..., int(top) : int(top) + c, int(left) : int(left) + c]
@@ -446,9 +448,16 @@ class MOL(nn.Module):
             ]
         )
 
-    def frames_of(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """(B, T, crop, crop) grey frames, cropped and scaled to -1..1."""
-        return (self._crop(unstack_frames(x, CHANNELS)[:, :, 0], offsets) - 0.5) / 0.5
+    def frames_of(self, x: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, crop, crop) grey frames scaled to -1..1, cropped at `offsets` (None: the
+        centre, by plain slicing, so that an exported graph has no data-dependent shapes)."""
+        gray = unstack_frames(x, CHANNELS)[:, :, 0]
+        if offsets is None:
+            start, c = self._spare(x) // 2, self.config.crop
+            gray = gray[..., start : start + c, start : start + c]
+        else:
+            gray = self._crop(gray, offsets)
+        return (gray - 0.5) / 0.5
 
     def pair_features(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, c, c) frames -> F5C features of the earlier and the later frame of every pair,
@@ -490,7 +499,7 @@ class MOL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            return self.classify(*self.pair_features(self.frames_of(x, self.crop_offsets(x))))
+            return self.classify(*self.pair_features(self.frames_of(x, None)))
         logits, flow, marks, offsets = self.forward_heads(x)
         flow_target, mark_target = self.targets(x, offsets)
         losses = {
