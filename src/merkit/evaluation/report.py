@@ -26,6 +26,7 @@ import numpy as np
 
 from merkit.errors import AnnotationError, ConfigError
 from merkit.evaluation import html
+from merkit.evaluation.auxiliary import AUX_HEADER, aux_table, read_aux_metrics
 from merkit.evaluation.metrics import pooled_metrics
 from merkit.evaluation.predictions import Predictions, read_predictions
 from merkit.io import read_yaml, write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -352,7 +353,10 @@ PER_SUBJECT_HEADER = ("subject", "n", "correct", "accuracy")
 
 
 def render_markdown(
-    meta: dict[str, Any], metrics: dict[str, Any], curves: dict[str, list[float]] | None = None
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    curves: dict[str, list[float]] | None = None,
+    aux: dict[str, Any] | None = None,
 ) -> str:
     """The run's Markdown report: metadata, metric tables, per class, curves, subjects, protocol."""
     name = meta.get("run", {}).get("name", "run")
@@ -378,6 +382,9 @@ def render_markdown(
     lines += ["", f"![confusion matrix]({CONFUSION_FILE})", ""]
     if curves:
         lines += ["## Training curves", "", f"![training curves]({CURVES_PNG})", ""]
+    if aux:
+        lines += ["## Auxiliary outputs", "", aux.get("note", ""), ""]
+        lines += [*markdown_table(AUX_HEADER, aux_table(aux)), ""]
     lines += ["## Per subject", "", *markdown_table(PER_SUBJECT_HEADER, per_subject_rows(metrics))]
     lines += ["", *_protocol_lines(meta), ""]
     return "\n".join(lines)
@@ -409,6 +416,7 @@ def render_run_html(
     metrics: dict[str, Any],
     confusion: bytes,
     curves: bytes | None = None,
+    aux: dict[str, Any] | None = None,
 ) -> str:
     """report.html: the Markdown report's content as one self-contained page."""
     name = meta.get("run", {}).get("name", "run")
@@ -432,6 +440,9 @@ def render_run_html(
     ]
     if curves:
         body += [html.heading("Training curves"), html.image(curves, "training curves")]
+    if aux:
+        body += [html.heading("Auxiliary outputs"), html.paragraph(aux.get("note", ""))]
+        body.append(html.table(AUX_HEADER, aux_table(aux)))
     body += [html.heading("Per subject"), html.table(PER_SUBJECT_HEADER, per_subject_rows(metrics))]
     body += _protocol_html(meta)
     return html.page(f"merkit run: {name}", body)
@@ -547,8 +558,9 @@ def render_run(run_dir: str | Path) -> dict[str, Any]:
     curve_png = curves_png(curves, "training curves") if curves else None
     if curve_png:
         write_bytes_atomic(run_dir / CURVES_PNG, curve_png)
-    write_text_atomic(run_dir / REPORT_FILE, render_markdown(meta, metrics, curves))
-    write_text_atomic(run_dir / HTML_FILE, render_run_html(meta, metrics, png, curve_png))
+    aux = read_aux_metrics(run_dir)
+    write_text_atomic(run_dir / REPORT_FILE, render_markdown(meta, metrics, curves, aux))
+    write_text_atomic(run_dir / HTML_FILE, render_run_html(meta, metrics, png, curve_png, aux))
     return metrics
 
 
