@@ -155,14 +155,16 @@ def overfit_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step
         ("convat", (3, 28, 28)),
         ("c3dgru", (6, 32, 32)),
         ("icip24", (6, 32, 32)),
-        ("mol", (24, 36, 36)),
+        ("mol", (16, 36, 36)),
     ],
 )
 def test_overfits_sixteen_samples(name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     y = torch.arange(16) % 4
     x = torch.rand(16, *shape) if name != "mol" else packed_clips(16, 4, 36)
-    model = create_model(name, 4, shape[0], **SMALL[name])
+    # MOL's heads chase random targets here: its classifier path alone must fit.
+    quiet = {"flow_weight": 0.0, "landmark_weight": 0.0} if name == "mol" else {}
+    model = create_model(name, 4, shape[0], **SMALL[name], **quiet)
     assert overfit_steps(model, x, y, 60) == 1.0
 
 

@@ -10,7 +10,8 @@ of consecutive frames (t, t + 1) goes through:
    along H -> BatchNorm -> global circular depthwise conv along H (a kernel as long as the map,
    cropped from a 32-tap meta-kernel; circular by appending rows 0..H-2, no padding) + bias ->
    + encoding along W -> the same along W. Half B mirrors it, W first. Each half adds its raw
-   input (before encoding and norm); the halves are concatenated again;
+   input (before encoding and norm); the halves are concatenated again (the released FCC
+   also builds an FFN that it never calls, and leaves its channel mixing off: neither is here);
 3. CCC (`ChannelCorrespondenceConv`): a kNN graph over the H*W positions by cosine similarity of
    their channel vectors (k = 4, self included); EdgeConv run channel by channel with two dense
    maps over the positions: h_c = max_j ReLU(W1 x_c + W2 (d_cj - x_c)), d_cj = x_c(neighbour j) -
