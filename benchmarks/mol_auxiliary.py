@@ -3,7 +3,7 @@
 A synthetic CASME II-like set is written to disk and run through `merkit train`'s code path
 (`run_experiment`: loader, preparation, TV-L1 + dlib targets packed beside the frames, LOSO with
 the `mol` default recipe) into a real run folder. The generator knows every clip's true motion
-and landmarks (`merkit.data.synthetic.ClipMotion`), so on each held-out subject's clips this
+and landmarks (`merkit.data.synthetic_clips.ClipMotion`), so on each held-out subject's clips this
 measures, in the model's centre crop:
 
 - the end-point error (px) of MOL's flow head, of TV-L1 (its training target: computed on the
@@ -33,39 +33,40 @@ import numpy as np
 import torch
 
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import (
-    TRUTH_NAME,
-    SyntheticConfig,
-    generate_casme2_like,
-    make_subject,
-    render_clip_motion,
-)
-from merkit.evaluation.auxiliary import end_point_error, landmark_nme, write_aux_metrics
+from merkit.data.synthetic import TRUTH_NAME, generate_casme2_like
+from merkit.data.synthetic_clips import SyntheticConfig, make_subject, render_clip_motion
+from merkit.evaluation.auxiliary import end_point_error, landmark_nme
 from merkit.evaluation.report import render_run
+from merkit.evaluation.run_folder import RunFolder
 from merkit.models.layers import unstack_frames
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.pipeline import prepare
 from merkit.preprocess.targets import plane_landmarks
 from merkit.training.config import ExperimentConfig
-from merkit.training.engine import fit
+from merkit.training.engine import TorchEngine
 from merkit.training.runner import run_experiment
 
 AMPLITUDE = (1.5, 3.0)  # as benchmarks/family_synthetic.py: 0.75-1.5 px in 64 px frames
 
 
 class HeadRecorder:
-    """An engine for `run_experiment`: per fold a final model on the training side (`fit`),
-    whose class probabilities it returns and whose flow and landmark outputs it keeps."""
+    """An `Engine` for `run_experiment`: per fold a final model on the training side (the torch
+    engine's `fit`), whose class probabilities it returns (bare, without curves) and whose flow
+    and landmark outputs it keeps."""
 
     def __init__(self) -> None:
+        self.torch = TorchEngine()
         self.x: np.ndarray | None = None
         self.heads: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def __call__(self, recipe, x, y, folds, num_classes, seed, groups=None, progress=None):  # noqa: ANN001, ANN204
+    def fit(self, recipe, x, y, num_classes, seed=0, *, progress=None):  # noqa: ANN001, ANN201
+        return self.torch.fit(recipe, x, y, num_classes, seed, progress=progress)
+
+    def fit_predict(self, recipe, x, y, folds, num_classes, seed=0, **_):  # noqa: ANN001, ANN003, ANN201
         self.x = x
         probs = []
         for train, test in folds:
-            model = fit(recipe, x[train], y[train], num_classes, seed).eval()
+            model = self.fit(recipe, x[train], y[train], num_classes, seed).eval()
             with torch.no_grad():
                 logits, flow, marks, offsets = model.forward_heads(torch.from_numpy(x[test]))
             for k, index in enumerate(test):
@@ -234,7 +235,7 @@ def main() -> None:
         f"the other subjects; the centre {crop} px crop of {experiment.prepare.size} px frames, "
         f"{experiment.prepare.frames} frames per clip (benchmarks/mol_auxiliary.py)."
     )
-    write_aux_metrics(args.out, rows, note)
+    RunFolder(args.out).write_aux(rows, note)
     render_run(args.out)
     line = {
         "benchmark": "mol_auxiliary",

@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 
 from merkit.data.faces import face_points68, random_face
-from merkit.data.synthetic import SyntheticConfig, render_clip, render_clip_motion
+from merkit.data.synthetic_clips import SyntheticConfig, render_clip, render_clip_motion
 from merkit.errors import ConfigError
-from merkit.evaluation.auxiliary import (
-    AUX_FILE,
-    end_point_error,
-    landmark_nme,
-    read_aux_metrics,
-    write_aux_metrics,
-)
+from merkit.evaluation.auxiliary import end_point_error, landmark_nme
+from merkit.evaluation.document import to_html, to_markdown
 from merkit.evaluation.predictions import Predictions
-from merkit.evaluation.report import render_markdown, run_metrics
+from merkit.evaluation.report import run_document, run_metrics
+from merkit.evaluation.run_folder import AUX_FILE, OUTPUT_FILES, RunFolder
+from merkit.evaluation.run_meta import RunMeta
 from merkit.preprocess.flow import compute_flow
 
 STILL = SyntheticConfig(size=64, noise_std=0.0, illumination=0.0, blink_rate=0.0)
@@ -118,21 +115,26 @@ def test_aux_figures_round_trip_and_reach_the_report(tmp_path: Path) -> None:
     rows = [
         {"output": "MOL flow head", "measure": "EPE (px)", "value": 0.123456, "against": "truth"}
     ]
-    path = write_aux_metrics(tmp_path, rows, "how it was measured")
+    folder = RunFolder(tmp_path)
+    path = folder.write_aux(rows, "how it was measured")
     assert path.name == AUX_FILE and json.loads(path.read_text())["rows"] == rows
-    aux = read_aux_metrics(tmp_path)
+    aux = folder.read_aux()
     assert aux == {"note": "how it was measured", "rows": rows}
-    text = render_markdown({"run": {"name": "r"}}, _metrics(), None, aux)
+    meta = RunMeta.from_dict({"config": {}})
+    document = run_document(meta, _metrics(), b"", None, aux)
+    text = to_markdown(document)
     assert (
         "## Auxiliary outputs" in text and "| MOL flow head | EPE (px) | 0.1235 | truth |" in text
     )
-    assert "Auxiliary" not in render_markdown({"run": {"name": "r"}}, _metrics())
-    assert read_aux_metrics(tmp_path / "none") is None
+    assert "how it was measured" in to_html(document) and "0.1235" in to_html(document)
+    assert "Auxiliary" not in to_markdown(run_document(meta, _metrics(), b""))
+    assert AUX_FILE in OUTPUT_FILES  # a replaced run does not keep the figures of the last one
+    assert RunFolder(tmp_path / "none").read_aux() is None
     with pytest.raises(ConfigError, match="lacks against"):
-        write_aux_metrics(tmp_path, [{"output": "x", "measure": "m", "value": 1.0}], "")
+        folder.write_aux([{"output": "x", "measure": "m", "value": 1.0}], "")
     (tmp_path / AUX_FILE).write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        read_aux_metrics(tmp_path)
+        folder.read_aux()
 
 
 def _metrics() -> dict:

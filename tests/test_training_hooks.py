@@ -16,11 +16,11 @@ from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.errors import ConfigError
 from merkit.models import register_model
 from merkit.models import registry as registry_module
-from merkit.training import engine
 from merkit.training.config import ExperimentConfig, options_config
-from merkit.training.engine import fit, fit_predict_history
+from merkit.training.engine import fit, fit_predict, plan_members
 from merkit.training.recipe import Recipe, default_recipe, recipe_presets
 from merkit.training.runner import run_experiment
+from merkit.training.trainer import BucketTrainer
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +74,8 @@ def _recipe(**kw: object) -> Recipe:
 
 def test_the_criterion_hook_replaces_the_cross_entropy(counting: None) -> None:
     x, y = _data()
-    trainer = engine._BucketTrainer(
-        _recipe(), engine._make_jobs(_recipe(), [(np.arange(24), np.arange(0))], 0, None), x, y, 3
+    trainer = BucketTrainer(
+        _recipe(), plan_members(_recipe(), [(np.arange(24), np.arange(0))], 0, None), x, y, 3
     )
     idx = torch.arange(8)[None]
     batch = trainer._inputs(idx, [torch.Generator().manual_seed(0)])
@@ -94,7 +94,7 @@ def test_max_steps_ends_the_schedule_mid_epoch(counting: None) -> None:
     model = fit(_recipe(epochs=50, max_steps=5), x, y, 3)  # 3 steps an epoch
     assert model.forwards == 5
     folds = [(np.arange(12, 24), np.arange(12))]
-    (result,) = fit_predict_history(_recipe(epochs=50, max_steps=5), x, y, folds, 3)
+    (result,) = fit_predict(_recipe(epochs=50, max_steps=5), x, y, folds, 3, output="history")
     assert len(result.history["train_loss"]) == 3  # 2 steps, 2 steps, 1 step
     calls = []
     fit(_recipe(epochs=4, max_steps=100), x, y, 3, progress=lambda d, t: calls.append((d, t)))
@@ -105,10 +105,10 @@ def test_max_steps_ends_the_schedule_mid_epoch(counting: None) -> None:
 
 def test_the_optimiser_takes_the_recipe_eps(counting: None) -> None:
     x, y = _data()
-    jobs = engine._make_jobs(_recipe(), [(np.arange(24), np.arange(0))], 0, None)
+    jobs = plan_members(_recipe(), [(np.arange(24), np.arange(0))], 0, None)
     for optimizer in ("adam", "adamw"):
         recipe = _recipe(optimizer=optimizer, eps=1e-7)
-        opt = engine._BucketTrainer(recipe, jobs, x, y, 3)._optimizer()
+        opt = BucketTrainer(recipe, jobs, x, y, 3)._optimizer()
         assert {group["eps"] for group in opt.param_groups} == {1e-7}
 
 
