@@ -1,9 +1,10 @@
-"""ConVAT, C3D-GRU and MOL (and CABM for reference) under LOSO on a synthetic CASME II-like set.
+"""ConVAT, C3D-GRU, ICIP 2024 and MOL (and CABM for reference) under LOSO on a synthetic set.
 
 Each model trains through merkit's engine on the input it declares: onset-apex flow maps for
-ConVAT and CABM, grey frame sequences for C3D-GRU, sequences with packed flow + landmark targets
-for MOL. Prints one JSON line per model: pooled UF1 / UAR over the LOSO folds, and seconds
-(training + prediction; data generation and preparation are reported on a separate line).
+ConVAT and CABM, grey frame sequences for C3D-GRU, and for ICIP 2024 and MOL the input and
+recipe of their `default` (CPU-sized) recipe, MOL's sequences with its TV-L1 + dlib targets
+packed beside the frames. Prints one JSON line per model: pooled UF1 / UAR over the LOSO folds,
+and seconds (training + prediction; data generation and preparation are on a separate line).
 
 Usage: python benchmarks/family_synthetic.py [--subjects 8] [--clips 10] [--models convat,...]
 """
@@ -24,12 +25,12 @@ from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
-from merkit.models import c3dgru, convat, mol  # noqa: F401  (register the family)
-from merkit.models.inputs import check_input, model_input
+from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.preprocess.targets import pack_sequences
+from merkit.training.config import prepare_defaults
 from merkit.training.engine import fit_predict
-from merkit.training.recipe import AugmentConfig, Recipe
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=6)
 # Motion of 0.75-1.5 px in the 64 px frames (the default 0.4-1.1 px is near the noise floor of
@@ -42,13 +43,16 @@ RECIPES = {
     "cabm": Recipe(model="cabm", epochs=30, batch_size=16, lr=2e-3),
     "convat": Recipe(model="convat", epochs=20, batch_size=16, lr=2e-3, weight_decay=0.05),
     "c3dgru": Recipe(model="c3dgru", epochs=20, batch_size=16, lr=3e-3, augment=STILL),
-    "mol": Recipe(
-        model="mol",
-        epochs=40,
-        batch_size=16,
-        lr=3e-3,
-        augment=STILL,
-    ),
+    "icip24": default_recipe("icip24"),
+    "mol": default_recipe("mol"),
+}
+# What each model is prepared as (the faithful models: their default recipe's input).
+INPUTS = {
+    "cabm": FLOW,
+    "convat": FLOW,
+    "c3dgru": SEQUENCE,
+    "icip24": PrepareConfig(**prepare_defaults("icip24")),
+    "mol": PrepareConfig(**prepare_defaults("mol")),
 }
 
 
@@ -56,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--clips", type=int, default=10)
-    parser.add_argument("--models", default="convat,c3dgru,mol", help="also: cabm")
+    parser.add_argument("--models", default="convat,c3dgru,icip24,mol", help="also: cabm")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
@@ -75,11 +79,14 @@ def main() -> None:
             seed=args.seed,
         )
         dataset = load_dataset("casme2", generate_casme2_like(Path(tmp), config), "5class")
-        flow = prepare(dataset.samples, FLOW, workers=1, progress=False)
-        seq = prepare(dataset.samples, SEQUENCE, workers=1, progress=False)
-        packed = pack_sequences(seq.x)  # cropped release: margin 0 (the box is the frame)
+        inputs = {}
+        for name in args.models.split(","):
+            prepared = prepare(dataset.samples, INPUTS[name], workers=1, progress=False)
+            x = prepared.x
+            if packs_targets(name):
+                x = pack_sequences(x)  # cropped release: margin 0 (the box is the frame)
+            inputs[name] = (prepared, x)
         data_s = time.perf_counter() - start
-    inputs = {"flow": (flow, flow.x), "sequence": (seq, seq.x)}
     print(
         json.dumps({"benchmark": "family_synthetic", "stage": "data", "seconds": round(data_s, 1)})
     )
@@ -91,10 +98,8 @@ def main() -> None:
         for item in args.set:
             key, value = item.split("=", 1)
             recipe.model_kwargs[key] = json.loads(value)
-        kind = "sequence" if name in ("c3dgru", "mol") else "flow"
-        prepared, x = inputs[kind]
-        x = packed if name == "mol" else x
-        check_input(name, x.shape, kind, **recipe.model_kwargs)
+        prepared, x = inputs[name]
+        check_input(name, x.shape, INPUTS[name].output, **recipe.model_kwargs)
         samples = prepared.samples
         y = np.asarray([s.label for s in samples])
         folds = list(LeaveOneSubjectOut().split(samples))

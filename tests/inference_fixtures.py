@@ -57,9 +57,10 @@ def untrained_checkpoint(
     config: PrepareConfig | None = None,
     seed: int = 0,
     in_chans: int = 3,
+    kwargs: dict | None = None,
 ) -> tuple[torch.nn.Module, CheckpointMeta]:
     """An untrained (seeded) model saved as a checkpoint: for plumbing, parity and speed tests."""
-    meta = make_meta(model, config=config, in_chans=in_chans)
+    meta = make_meta(model, kwargs, config=config, in_chans=in_chans)
     torch.manual_seed(seed)
     net = create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs).eval()
     save_checkpoint(path, net, meta)

@@ -28,9 +28,10 @@ def test_models_lists_every_model_without_timing(
 ) -> None:
     code, out, _ = run(["models", "--no-timing", "--json", str(tmp_path / "m.json")], capsys)
     assert code == 0
-    for name in ("cabm", "convat", "c3dgru", "mol"):
+    for name in ("cabm", "convat", "c3dgru", "icip24", "mol"):
         assert f" {name} " in out
-    assert " 8x1x64x64 " in out and " 8x4x64x64 " in out and " 3x28x28 " in out
+    assert " 8x1x64x64 " in out and " 8x4x144x144 " in out and " 3x28x28 " in out
+    assert " 30x3x128x128 " in out  # the faithful models declare their authors' input
     rows = {r["name"]: r for r in json.loads((tmp_path / "m.json").read_text())}
     assert rows["mol"]["kind"] == "sequence" and rows["mol"]["train_ms"] is None
     assert rows["convat"]["params"] > 10_000 and rows["convat"]["mflops"] > 1

@@ -95,7 +95,18 @@ def test_another_seed_changes_the_predictions(flow_root: Path, tmp_path: Path) -
 # that do not take flow maps: frame sequences (MOL: the packed gray/flow/landmark layout).
 SEQUENCE_CASES = {
     "c3dgru": ((6, 32, 32), {"widths": (4, 8), "pool_grid": 2, "hidden": 16, "dropout": 0.3}),
-    "mol": ((16, 32, 32), {"dim": 16, "stem_strides": 2, "grid": 8, "depth": 1, "dropout": 0.3}),
+    "icip24": (
+        (6, 32, 32),
+        {
+            "frame_channels": 1,
+            "size": 32,
+            "filters": 4,
+            "reduction": 2,
+            "hidden": 8,
+            "dropout": 0.3,
+        },
+    ),
+    "mol": ((16, 36, 36), {"crop": 32, "dim": 32, "flow_width": 0.0625, "dropout": 0.3}),
 }
 
 

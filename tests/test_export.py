@@ -72,18 +72,23 @@ def test_onnxruntime_matches_pytorch(exported: dict[str, tuple], model: str) -> 
 # them, prepared arrays of two samples -- grey frames for the sequence models, MOL's targets zero).
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=8)
 FAMILY = {
-    "convat": (PrepareConfig(flow="farneback"), 3),
-    "c3dgru": (SEQUENCE, 8),
-    "mol": (SEQUENCE, 8 * 4),
+    "convat": (PrepareConfig(flow="farneback"), 3, None),
+    "c3dgru": (SEQUENCE, 8, None),
+    "icip24": (SEQUENCE, 8, {"frame_channels": 1, "size": 64, "filters": 8, "hidden": 16}),
+    "mol": (  # 4 frames of 40 px: its per-pair blocks make a long graph to export
+        PrepareConfig(output="sequence", size=40, frames=4),
+        4 * 4,
+        {"crop": 32, "dim": 32, "flow_width": 0.0625},
+    ),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(FAMILY))
 def test_family_models_export_with_parity(model: str, tmp_path: Path) -> None:
-    config, in_chans = FAMILY[model]
+    config, in_chans, kwargs = FAMILY[model]
     with torch_threads(1):
-        net, meta = untrained_checkpoint(tmp_path / "m.pt", model, config, 2, in_chans)
+        net, meta = untrained_checkpoint(tmp_path / "m.pt", model, config, 2, in_chans, kwargs)
         path = export_onnx(net, meta, tmp_path / f"{model}.onnx")
     rng = np.random.default_rng(1)
     prepared = (
@@ -92,7 +97,7 @@ def test_family_models_export_with_parity(model: str, tmp_path: Path) -> None:
         else rng.random((3, *config.item_shape), dtype=np.float32)
     )
     x = inference_input(model, prepared)
-    assert x.shape == (3, in_chans, 64 if config.output == "sequence" else 28, x.shape[-1])
+    assert x.shape == (3, in_chans, config.size, x.shape[-1])
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).softmax(-1).numpy()
     backend = OnnxBackend(path)

@@ -52,6 +52,7 @@ def train(
     data: options.Data = None,
     root: options.Root = None,
     model: options.Model = None,
+    recipe: options.RecipePreset = None,
     protocol: Annotated[
         str | None, typer.Option(help="loso (default), lodo, group-kfold, kfold (leaks subjects).")
     ] = None,
@@ -102,6 +103,7 @@ def train(
             "protocol.options.n_splits": n_splits,
             "protocol.allow_leakage": True if allow_leakage else None,
             "recipe.model": model,
+            "recipe.preset": recipe,
             "recipe.epochs": epochs,
             "seeds": parse_seeds(seeds),
             "workers": workers,

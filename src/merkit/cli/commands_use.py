@@ -34,6 +34,7 @@ def fit(
     root: options.Root,
     out: Annotated[Path, typer.Option(help="Checkpoint file to write (e.g. model.pt).")],
     model: options.Model = "cabm",
+    recipe_name: options.RecipePreset = None,
     epochs: options.Epochs = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
     taxonomy: options.Taxonomy = None,
@@ -49,13 +50,14 @@ def fit(
     from merkit.training.recipe import default_recipe
 
     check_writable(out, "file")
-    recipe = default_recipe(model)
+    preset = recipe_name or "default"
+    recipe = default_recipe(model, preset)
     if epochs is not None:
         if epochs < 1:
             raise ConfigError(f"--epochs {epochs}: expected at least 1")
         recipe = dataclasses.replace(recipe, epochs=epochs)
     overrides = {"flow": flow} if flow is not None else {}
-    config = PrepareConfig(**{**prepare_defaults(model), **overrides})
+    config = PrepareConfig(**{**prepare_defaults(model, preset), **overrides})
     bar, task = _progress(), None
 
     def on_epoch(done: int, total: int) -> None:

@@ -17,6 +17,10 @@ Root = Annotated[Path | None, typer.Option(help="The dataset's folder.")]
 Model = Annotated[
     str | None, typer.Option(help="Model (see `merkit models`); its shipped recipe is used.")
 ]
+RecipePreset = Annotated[
+    str | None,
+    typer.Option("--recipe", help="Named recipe of the model instead of its default, e.g. paper."),
+]
 ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", help="YAML experiment config; the options here override it."),

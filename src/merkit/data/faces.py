@@ -130,6 +130,62 @@ def landmarks(face: FaceParams, size: int) -> dict[str, np.ndarray]:
     return {k: np.array(v, dtype=np.float32) * size for k, v in points.items()}
 
 
+def face_points68(face: FaceParams, size: int) -> np.ndarray:
+    """(68, 2) pixel points (x, y) of the neutral face in the order of dlib's 68-point scheme.
+
+    merkit's reading of that scheme on the procedural face, drawn from the same geometry as
+    `render_face`: jaw 0-16 along the outline from the eye line on the image's left round the
+    chin, brows 17-26 along their centre lines (image left first, outer to inner), nose bridge
+    27-30 and nostril line 31-35, eyes 36-47 (corners and lid points of each opening, clockwise
+    from the image-left corner), outer lips 48-59 and the closed mouth's inner line 60-67. It is
+    the synthetic clips' landmark truth (`merkit.data.synthetic_clips.ClipMotion.track`).
+    """
+    f, s = face, float(size)
+    cx, cy, hw, hh = f.cx, f.cy, f.half_w, f.half_h
+    points: list[tuple[float, float]] = []
+    top = np.arcsin(np.clip((f.eye_y - cy) / hh, -1.0, 1.0))
+    for angle in np.linspace(top, np.pi - top, 17):  # jaw: image left -> chin -> image right
+        y = cy + hh * np.sin(angle)
+        below = np.clip((y - cy) / hh, 0.0, 1.0)
+        points.append((cx - hw * (1.0 - f.jaw * below**2) * np.cos(angle), y))
+    for sign, ends in ((-1.0, (-0.9, 0.9)), (1.0, (-0.9, 0.9))):  # brows, left to right
+        bx = cx + sign * f.eye_dx + sign * 0.05 * f.brow_len
+        for t in np.linspace(*ends, 5):
+            inner = np.clip(-sign * t, 0.0, 1.0)
+            y = f.eye_y - f.brow_gap - f.brow_arch * (1.0 - t**2) + f.brow_tilt * inner
+            points.append((bx + t * f.brow_len, y))
+    for y in np.linspace(f.eye_y, f.nose_y - 0.02, 4):  # bridge, root to tip
+        points.append((cx, y))
+    for k in (-0.85, -0.4, 0.0, 0.4, 0.85):  # under the nose, left to right
+        points.append((cx + k * f.nose_w, f.nose_y - (0.01 if abs(k) > 0.5 else 0.0)))
+    lid = np.sqrt(1 - 1 / 9)  # lid height a third of the way from the centre to a corner
+    for sign in (-1.0, 1.0):  # eyes: corner, two upper, corner, two lower (clockwise)
+        ex, ew, eh = cx + sign * f.eye_dx, f.eye_w, f.eye_h
+        for dx, dy in ((-1, 0), (-1 / 3, -lid), (1 / 3, -lid), (1, 0), (1 / 3, lid), (-1 / 3, lid)):
+            points.append((ex + dx * ew, f.eye_y + dy * eh))
+    mw, lip = f.mouth_w, f.lip_thick
+
+    def line(t: float) -> float:
+        return f.mouth_y - f.mouth_curve * t**2
+
+    def upper(t: float) -> float:
+        return line(t) - lip * (1.0 - t**2) * (0.8 + 0.25 * np.cos(np.pi * t * 3.0))
+
+    def lower(t: float) -> float:
+        return line(t) + 1.3 * lip * (1.0 - t**2)
+
+    ts = (-2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3)
+    points.append((cx - mw, line(1.0)))  # 48: left corner
+    points += [(cx + t * mw, upper(t)) for t in ts]  # 49-53
+    points.append((cx + mw, line(1.0)))  # 54: right corner
+    points += [(cx + t * mw, lower(t)) for t in reversed(ts)]  # 55-59
+    points.append((cx - 0.9 * mw, line(0.9)))  # 60: inner left corner
+    points += [(cx + t * mw, line(t)) for t in (-1 / 3, 0.0, 1 / 3)]  # 61-63
+    points.append((cx + 0.9 * mw, line(0.9)))  # 64
+    points += [(cx + t * mw, line(t)) for t in (1 / 3, 0.0, -1 / 3)]  # 65-67
+    return np.asarray(points, dtype=np.float32) * s
+
+
 def smooth_noise(rng: np.random.Generator, size: int, octaves: tuple[int, ...]) -> np.ndarray:
     """Zero-mean band-limited noise: random grids upsampled and summed, coarser ones stronger."""
     out = np.zeros((size, size), np.float32)

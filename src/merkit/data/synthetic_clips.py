@@ -20,7 +20,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from merkit.data.faces import SIDES, FaceParams, landmarks, random_face, render_face
+from merkit.data.faces import (
+    SIDES,
+    FaceParams,
+    face_points68,
+    landmarks,
+    random_face,
+    render_face,
+)
 from merkit.errors import ConfigError
 
 REFERENCE_SIZE = 128  # amplitudes and drifts in the config are pixels at this face size
@@ -293,26 +300,93 @@ def _head_drift(
     return shift.astype(np.float32), angle.astype(np.float32)
 
 
+def _displacement(motions: list[Motion], n_frames: int, shape: tuple[int, int]) -> np.ndarray:
+    """(T, 2, H, W) skin displacement of every frame: the motions' fields times their profiles."""
+    if not motions:
+        return np.zeros((n_frames, 2, *shape), np.float32)
+    profiles = np.stack([p for p, _ in motions])  # (K, T)
+    fields = np.stack([f for _, f in motions])  # (K, 2, H, W)
+    return np.einsum("kt,kchw->tchw", profiles, fields).astype(np.float32)
+
+
+def _rigid_source(
+    x: np.ndarray, y: np.ndarray, centre: np.ndarray, shift: np.ndarray, angle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the head pose (`shift`, `angle`: one frame's, or (T, ...) broadcast against x, y)
+    reads points (x, y) from: a rotation about the face centre, then a translation."""
+    dx, dy = x - centre[0], y - centre[1]
+    cos, sin = np.cos(angle), np.sin(angle)
+    return cos * dx + sin * dy + centre[0] - shift[..., 0], cos * dy - sin * dx + centre[1] - shift[
+        ..., 1
+    ]
+
+
 def _source_maps(
     grid: tuple[np.ndarray, np.ndarray],
     centre: np.ndarray,
     pose: tuple[np.ndarray, np.ndarray],
-    motions: list[Motion],
+    displacement: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, where each output pixel is read from: head pose about the face centre, then
     the skin displacement (small, so it is applied at the output position). Shapes (T, H, W)."""
     shift, angle = pose
-    dx, dy = grid[0] - centre[0], grid[1] - centre[1]
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    map_x = cos * dx + sin * dy + (centre[0] - shift[:, 0])[:, None, None]
-    map_y = cos * dy - sin * dx + (centre[1] - shift[:, 1])[:, None, None]
-    if motions:
-        profiles = np.stack([p for p, _ in motions])  # (K, T)
-        fields = np.stack([f for _, f in motions])  # (K, 2, H, W)
-        displacement = np.einsum("kt,kchw->tchw", profiles, fields)
-        map_x -= displacement[:, 0]
-        map_y -= displacement[:, 1]
-    return map_x, map_y
+    map_x, map_y = _rigid_source(
+        grid[0], grid[1], centre, shift[:, None, None, :], angle[:, None, None]
+    )
+    return map_x - displacement[:, 0], map_y - displacement[:, 1]
+
+
+@dataclass(frozen=True)
+class ClipMotion:
+    """A rendered clip's geometric truth: where each point of each frame was read from.
+
+    Frame t shows at (x, y) the neutral face's point `source(t, x, y)`: the head pose (`shift`
+    (T, 2) px, `angle` (T,) rad, about `centre`) and the skin displacement (`displacement`
+    (T, 2, H, W), held constant beyond the frame's edge); blinks and lighting are not motion.
+    `flow` and `track` invert it by fixed-point iteration, which converges because it stays
+    within a few pixels and a fraction of a degree of the identity. The pose is analytic, so
+    points beyond the frame (a chin below it) are tracked too.
+    """
+
+    centre: np.ndarray
+    shift: np.ndarray
+    angle: np.ndarray
+    displacement: np.ndarray
+    neutral_points: np.ndarray  # (68, 2) the subject's points on the neutral face
+
+    def source(self, t: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The neutral-face points that frame t shows at float32 (x, y) (2-D arrays)."""
+        rx, ry = _rigid_source(x, y, self.centre, self.shift[t], self.angle[t])
+        dx, dy = (
+            cv2.remap(d, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            for d in self.displacement[t]
+        )
+        return rx - dx, ry - dy
+
+    def _solve(
+        self, t: int, sx: np.ndarray, sy: np.ndarray, guess: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (x, y) in frame t that show the neutral points (sx, sy)."""
+        x, y = guess
+        for _ in range(10):
+            fx, fy = self.source(t, x, y)
+            x, y = (x - (fx - sx)).astype(np.float32), (y - (fy - sy)).astype(np.float32)
+        return x, y
+
+    def flow(self, first: int, second: int) -> np.ndarray:
+        """(2, H, W) true displacement from frame `first` to `second` in OpenCV's convention
+        (the skin at x in `first` is at x + flow(x) in `second`), as `compute_flow` estimates."""
+        y, x = np.mgrid[0 : self.displacement.shape[2], 0 : self.displacement.shape[3]]
+        x, y = x.astype(np.float32), y.astype(np.float32)
+        nx, ny = self._solve(second, *self.source(first, x, y), (x, y))
+        return np.stack([nx - x, ny - y])
+
+    def track(self) -> np.ndarray:
+        """(T, 68, 2) the subject's 68 landmarks (`face_points68`) in every frame."""
+        sx = np.ascontiguousarray(self.neutral_points[None, :, 0], dtype=np.float32)
+        sy = np.ascontiguousarray(self.neutral_points[None, :, 1], dtype=np.float32)
+        frames = [self._solve(t, sx, sy, (sx, sy)) for t in range(len(self.shift))]
+        return np.stack([np.stack([x[0], y[0]], axis=1) for x, y in frames])
 
 
 def render_clip(
@@ -334,6 +408,34 @@ def render_clip(
     embed the micro-expression in a longer neutral clip. `emotion=None` renders no expression;
     `action_units` ("1+2", "R12") overrides the units the emotion would draw.
     """
+    frames, truth, _ = render_clip_motion(
+        emotion,
+        subject,
+        clip,
+        config,
+        n_frames=n_frames,
+        onset=onset,
+        apex=apex,
+        offset=offset,
+        action_units=action_units,
+    )
+    return frames, truth
+
+
+def render_clip_motion(
+    emotion: str | None,
+    subject: int | SyntheticSubject = 0,
+    clip: int = 0,
+    config: SyntheticConfig | None = None,
+    *,
+    n_frames: int | None = None,
+    onset: int | None = None,
+    apex: int | None = None,
+    offset: int | None = None,
+    action_units: str | None = None,
+) -> tuple[np.ndarray, dict[str, Any], ClipMotion]:
+    """`render_clip`'s frames and truth, and the clip's geometric truth (true optical flow
+    between any two frames, true landmarks in every frame): the same clip, bit for bit."""
     config = config or SyntheticConfig()
     if emotion is not None and emotion not in EMOTION_AUS:
         raise ConfigError(f"unknown synthetic emotion {emotion!r}; known: {list(EMOTION_AUS)}")
@@ -359,7 +461,8 @@ def render_clip(
     motions += _tic_motion(rng, person, config.tic_amplitude * amplitude, n_frames, (x, y))
     pose = _head_drift(rng, n_frames, config, person.drift_gain)
     centre = np.array([person.face.cx, person.face.cy], np.float32) * size
-    map_x, map_y = _source_maps((x, y), centre, pose, motions)
+    displacement = _displacement(motions, n_frames, (size, size))
+    map_x, map_y = _source_maps((x, y), centre, pose, displacement)
     closure, blinks = _blink_alpha(n_frames, rng, config.blink_rate)
     warped = np.stack(
         [
@@ -396,4 +499,5 @@ def render_clip(
         "blinks": blinks,
         "drift_px": round(float(np.hypot(*(pose[0][-1] - pose[0][0]))), 3),
     }
-    return frames, truth
+    motion = ClipMotion(centre, *pose, displacement, face_points68(person.face, size))
+    return frames, truth, motion

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from merkit.errors import ConfigError
+from merkit.evaluation.auxiliary import AUX_HEADER
 from merkit.evaluation.document import (
     Bullets,
     Document,
@@ -290,10 +291,23 @@ PER_CLASS_HEADER = ("class", "support", "precision", "recall", "F1")
 PER_SUBJECT_HEADER = ("subject", "n", "correct", "accuracy")
 
 
+def aux_rows(aux: dict[str, Any]) -> list[list[str]]:
+    """Rows of a run's auxiliary figures (`aux_metrics.json`): values to 4 decimals."""
+    return [
+        [fmt(float(row[key])) if key == "value" else str(row[key]) for key in AUX_HEADER]
+        for row in aux["rows"]
+    ]
+
+
 def run_document(
-    meta: RunMeta, metrics: dict[str, Any], confusion: bytes, curves: bytes | None = None
+    meta: RunMeta,
+    metrics: dict[str, Any],
+    confusion: bytes,
+    curves: bytes | None = None,
+    aux: dict[str, Any] | None = None,
 ) -> Document:
-    """The run's report: metadata, metric tables, per class, curves, subjects, protocol."""
+    """The run's report: metadata, metric tables, per class, curves, auxiliary outputs' figures,
+    subjects, protocol."""
     document = Document(f"merkit run: {meta.run.name or 'run'}", [Facts(metadata_items(meta))])
     stats = metrics.get("seed_statistics")
     if stats:
@@ -314,6 +328,12 @@ def run_document(
     )
     if curves:
         document.add(Heading("Training curves"), Image(curves, "training curves", CURVES_PNG))
+    if aux:
+        document.add(
+            Heading("Auxiliary outputs"),
+            Paragraph(str(aux.get("note", ""))),
+            Table(AUX_HEADER, aux_rows(aux), text_columns=2),
+        )
     document.add(Heading("Per subject"), Table(PER_SUBJECT_HEADER, per_subject_rows(metrics)))
     return document.add(*_protocol_blocks(meta))
 
@@ -347,7 +367,7 @@ def render_run(run_dir: str | Path) -> dict[str, Any]:
     curve_png = curves_png(curves, "training curves") if curves else None
     if curve_png:
         write_bytes_atomic(folder / CURVES_PNG, curve_png)
-    document = run_document(meta, metrics, png, curve_png)
+    document = run_document(meta, metrics, png, curve_png, folder.read_aux())
     write_text_atomic(folder / REPORT_FILE, to_markdown(document))
     write_text_atomic(folder / HTML_FILE, to_html(document))
     return metrics

@@ -8,6 +8,8 @@ Layout:
     predictions.csv        pooled predictions (multi-seed: probabilities averaged over seeds)
     predictions_seed{S}.csv  each seed's pooled predictions (multi-seed runs only)
     metrics.json, confusion.png, curves.png, report.md, report.html   derived by the report
+    aux_metrics.json       figures of a model's auxiliary outputs, when a measurement wrote them
+                           (`merkit.evaluation.auxiliary`; the report shows them as a table)
 
 A folder belongs to one config: `claim` refuses to run another config into it (or to write
 into a folder that is not a run folder) unless asked to overwrite, and clears only the files a
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from merkit.errors import AnnotationError, ConfigError
+from merkit.evaluation.auxiliary import AUX_HEADER
 from merkit.evaluation.predictions import (
     Key,
     Predictions,
@@ -48,6 +51,7 @@ HTML_FILE = "report.html"
 CURVES_JSON = "curves.json"
 CURVES_CSV = "curves.csv"
 CURVES_PNG = "curves.png"
+AUX_FILE = "aux_metrics.json"
 FOLDS_DIR = "folds"
 # What a run writes besides its folds (and seed files): removed when a run is replaced.
 OUTPUT_FILES = (
@@ -59,6 +63,7 @@ OUTPUT_FILES = (
     RUN_FILE,
     CURVES_JSON,
     CURVES_PNG,
+    AUX_FILE,
 )
 _SEED_RE = re.compile(r"predictions_seed(-?\d+)\.csv$")
 
@@ -277,3 +282,29 @@ class RunFolder:
             }
         except (TypeError, ValueError):
             raise AnnotationError(f"{path}: a curve value is not a number") from None
+
+    # ---- auxiliary outputs -------------------------------------------------------------------
+
+    def write_aux(self, rows: Sequence[dict[str, Any]], note: str) -> Path:
+        """Write `aux_metrics.json`: rows with the AUX_HEADER keys and a note on how they were
+        measured (written after the run: replacing the run removes them)."""
+        for row in rows:
+            missing = [key for key in AUX_HEADER if key not in row]
+            if missing:
+                raise ConfigError(f"auxiliary figure {row} lacks {', '.join(missing)}")
+        path = self.path / AUX_FILE
+        write_json_atomic(path, {"note": note, "rows": [dict(row) for row in rows]})
+        return path
+
+    def read_aux(self) -> dict[str, Any] | None:
+        """The auxiliary figures ({"note": ..., "rows": [...]}), None when the run has none."""
+        path = self.path / AUX_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ConfigError(f"{path}: expected a mapping with a list of rows")
+        return data

@@ -261,7 +261,7 @@ def fit_final(
     from merkit.training.data import TrainingData
 
     recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
-    config = prepare_config or PrepareConfig(**prepare_defaults(model))
+    config = prepare_config or PrepareConfig(**prepare_defaults(model, recipe.preset))
     experiment = ExperimentConfig(
         data=DataConfig(name=dataset_name, root=str(root), taxonomy=taxonomy),
         prepare=config,

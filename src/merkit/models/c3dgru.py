@@ -1,8 +1,9 @@
-"""Dual-branch 3D-CNN + GRU with channel attention (ICIP 2024) on frame sequences.
+"""merkit's own dual-branch 3D-CNN + GRU with channel attention, on frame sequences.
 
-Outline from the paper: two shallow 3D-CNN branches over a clip, an enhanced channel-attention
-module (CBAM's CAM) on each, a GRU over time, the branches fused for classification. Choices
-where it is open, all in `C3DGRUConfig`:
+Not the ICIP 2024 network (that one, from its authors' code, is `icip24`): this is merkit's
+lighter two-stream design from the same ingredients -- two shallow 3D-CNN branches, CBAM's
+standard channel attention (CAM) on each, a GRU per branch, late fusion. Every choice is
+merkit's, all in `C3DGRUConfig`:
 
 - the branches see the grey frames and their temporal differences (frame t+1 - frame t), the
   usual appearance / motion pair of two-stream video networks;
@@ -12,8 +13,7 @@ where it is open, all in `C3DGRUConfig`:
   position is kept: it tells brows from mouth corners) and fed to one GRU per branch;
 - late fusion: the two GRUs' last hidden states are concatenated -> dropout -> linear head.
 
-Defaults are CPU-sized (8 frames of 64x64; the paper used 30 of 128x128); the model accepts any
-frame count >= 2 and any size.
+Defaults are CPU-sized (8 frames of 64x64); the model accepts any frame count >= 2 and any size.
 
 Input layout (see `merkit.models.layers`): (B, T * C, H, W), frame-major, C = `frame_channels`
 (1 grey, 3 RGB) -- a prepared "sequence" array (N, T, C, H, W) reshaped to (N, T * C, H, W).
@@ -112,5 +112,5 @@ class C3DGRU(nn.Module):
 
 @register_model("c3dgru", input_spec=InputSpec("sequence", 1, (64, 64), frames=8))
 def c3dgru(num_classes: int = 3, in_chans: int = 8, **kwargs: object) -> C3DGRU:
-    """Dual-branch 3D-CNN (frames + differences) with channel attention and GRUs (ICIP 2024)."""
+    """merkit's dual-branch 3D-CNN (frames + differences), channel attention, GRUs."""
     return C3DGRU(num_classes, in_chans, **kwargs)

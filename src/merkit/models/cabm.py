@@ -1,4 +1,11 @@
-"""CABM-FMER: a ConvMixer with convolutional attention (IEEE Access 2025), on u/v/strain maps."""
+"""CABM-FMER: a ConvMixer with convolutional attention (IEEE Access 2025).
+
+The source (an abstract) names the parts: a ConvMixer (patch embedding, depthwise and pointwise
+mixing with GELU and BatchNorm, global pooling, head) and a convolutional attention re-weighting
+channels and positions. Its input, the sizes and where the attention sits are merkit's reading,
+not the paper's: onset -> apex optical flow u, v and optical strain as a 3-channel 28 x 28 map
+(the MEGC 2019 convention), CBAM after the mixer, the sizes of `CABMConfig`.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """ConVAT: convolutional tokens -> transformer encoder -> variational latent -> classifier.
 
-The paper fixes the outline (a convolutional feature extractor, multi-head self-attention over its
-tokens, a reparameterised Gaussian latent regularised by a KL term before the head); the details
-it leaves open are set to the most common choices and live in `ConVATConfig`:
+The source (an abstract) names the outline: a convolutional feature extractor, multi-head
+self-attention over its tokens, a classifier, and "variational" in the title without saying what
+is variational. Everything else is merkit's reading, set to the most common choices and kept in
+`ConVATConfig`; in particular the variational part -- a reparameterised Gaussian latent before
+the head, regularised by a KL term -- is merkit's reading of that word, not the paper's design:
 
 - stem: `stem_strides` stride-2 conv-BN-GELU units (28x28 maps -> 7x7), one stride-1 unit first;
 - tokens: the feature map average-pooled to a fixed `grid` x `grid` (so any input size works

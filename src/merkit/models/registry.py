@@ -14,6 +14,13 @@ Auxiliary losses: a model may define `aux_loss() -> Tensor | None`, called by th
 after each training forward; the returned scalar (already weighted) is added to the
 classification loss. A grouped model returns the SUM over its copies, so each copy receives its
 own gradient unchanged.
+
+Own criterion: a model whose classification loss is not cross-entropy on the logits it returns
+(ICIP 2024's per-time-step weighted loss) may define `criterion(target) -> Tensor`. The engine
+calls it right after each training forward with that batch's soft targets (one-hot, smoothed or
+mixed as the recipe says), laid out like the logits ((B, K), grouped (B, G * K)), and uses the
+returned per-sample losses ((B,), grouped (B, G)) in place of its cross-entropy: it weights and
+averages them per copy as its own (recipe.class_weighted) and adds `aux_loss()` as usual.
 """
 
 from __future__ import annotations

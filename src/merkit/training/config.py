@@ -1,8 +1,9 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
-A config file only needs the keys it changes: `recipe` keys override the shipped default recipe
-of the model it names (`default_recipe(recipe.model)`), `prepare` keys override what the model's
-declared input implies (flow maps, apex images or frame sequences, their size), everything else
+A config file only needs the keys it changes: `recipe` keys override the shipped recipe of the
+model it names (`default_recipe(recipe.model, recipe.preset)`, the preset "default" unless the
+config names another, e.g. "paper"), `prepare` keys override what the model's declared input
+and that preset imply (flow maps, apex images or frame sequences, their size), everything else
 overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
 a default.
 """
@@ -21,10 +22,11 @@ from typing import Any
 from merkit.errors import ConfigError
 from merkit.io import plain, read_yaml, write_yaml_atomic
 from merkit.models import get_model_entry
+from merkit.models.inputs import packs_targets
 from merkit.preprocess.config import PrepareConfig
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe, preset_input
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -95,7 +97,7 @@ class ExperimentConfig:
         recipe = _recipe_from_dict(data.pop("recipe", {}) or {}, f"{where}: recipe")
         prepare = data.get("prepare", {}) or {}
         if isinstance(prepare, dict):
-            data["prepare"] = {**prepare_defaults(recipe.model), **prepare}
+            data["prepare"] = {**prepare_defaults(recipe.model, recipe.preset), **prepare}
         extras = data.pop("extra_recipes", []) or []
         if not isinstance(extras, list):
             raise ConfigError(f"{where}: extra_recipes must be a list of recipes")
@@ -133,7 +135,7 @@ def check_recipe(recipe: Recipe) -> None:
     r = recipe
     finite = all(
         math.isfinite(v)
-        for v in (r.lr, r.weight_decay, r.label_smoothing, r.ema, r.sam)
+        for v in (r.lr, r.weight_decay, r.label_smoothing, r.ema, r.sam, r.eps)
         if isinstance(v, int | float)
     )
     checks = [
@@ -149,12 +151,24 @@ def check_recipe(recipe: Recipe) -> None:
         (r.val_subjects >= 0, f"val_subjects must be >= 0, got {r.val_subjects}"),
         (r.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {r.warmup_epochs}"),
         (r.folds_per_batch >= 0, f"folds_per_batch must be >= 0, got {r.folds_per_batch}"),
+        (r.max_steps >= 0, f"max_steps must be >= 0, got {r.max_steps}"),
+        (r.eps > 0, f"eps must be > 0, got {r.eps}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"recipe {r.model}: {message}")
     _check_augment(r.model, r.augment)
+    if packs_targets(r.model) and r.augment != _NO_AUGMENT:
+        raise ConfigError(
+            f"recipe {r.model}: its input carries flow and landmark targets beside "
+            "the frames, which the engine's augmentations would corrupt (the model crops "
+            "its training clips itself): set augment.hflip false, augment.max_shift 0 "
+            "and leave the other augment keys at 0"
+        )
 
+
+# No augmentation at all (the recipe of a model whose input packs targets beside the frames).
+_NO_AUGMENT = AugmentConfig(hflip=False, max_shift=0)
 
 # Allowed range of each numeric augmentation option, as (lowest, highest allowed).
 _AUGMENT_RANGES = {
@@ -183,22 +197,25 @@ def _check_augment(model: str, augment: AugmentConfig) -> None:
         )
 
 
-def prepare_defaults(model: str) -> dict[str, Any]:
-    """Preparation keys implied by the model's declared input (a config may still override)."""
+def prepare_defaults(model: str, preset: str = "default") -> dict[str, Any]:
+    """Preparation keys implied by the model's declared input and the input its recipe `preset`
+    was made for (a config may still override them)."""
     spec = get_model_entry(model).input_spec
     defaults: dict[str, Any] = {"output": spec.kind, "size": spec.size[0]}
     if spec.kind != "flow":
         defaults["color"] = spec.channels == 3
     if spec.kind == "sequence":
         defaults["frames"] = spec.frames
-    return defaults
+    return {**defaults, **preset_input(model, preset)}
 
 
 def _recipe_from_dict(data: object, where: str) -> Recipe:
     """A recipe: the shipped default of the model it names, with the given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(str(data.get("model", Recipe().model)))
+    base = default_recipe(
+        str(data.get("model", Recipe().model)), str(data.get("preset", "default"))
+    )
     return _build(Recipe, data, where, base=base)
 
 

@@ -45,6 +45,7 @@ from merkit.training.trainer import (
     FoldMember,
     Trained,
     deterministic,
+    epochs_run,
     steps_per_epoch,
     train_bucket,
 )
@@ -103,7 +104,7 @@ def fit(
     jobs = plan_members(recipe, [fold], seed, None)
     models: list[nn.Module] = []
     _check_inputs(recipe, x, y, [fold], num_classes)
-    counter = Counter(progress, len(jobs) * recipe.epochs)
+    counter = Counter(progress, _job_epochs(recipe, jobs))
     with deterministic():
         for bucket in _buckets(recipe, jobs, x.shape):
             trainer = BucketTrainer(recipe, bucket, x, y, num_classes)
@@ -155,7 +156,7 @@ def _run(
     mean over the fold's ensemble members."""
     _check_inputs(recipe, x, y, folds, num_classes)
     jobs = plan_members(recipe, folds, seed, groups)
-    counter = Counter(progress, len(jobs) * recipe.epochs)
+    counter = Counter(progress, _job_epochs(recipe, jobs))
     workers = max(workers, 1)
     buckets = list(_buckets(recipe, jobs, x.shape, workers))
     try:
@@ -287,6 +288,11 @@ def _carve_validation(
     chosen = np.random.default_rng(seed).choice(subjects, recipe.val_subjects, replace=False)
     is_val = np.isin(groups[train], chosen)
     return train[~is_val], train[is_val]
+
+
+def _job_epochs(recipe: Recipe, jobs: Sequence[FoldMember]) -> int:
+    """Job-epochs of `jobs` in all (the progress total)."""
+    return sum(epochs_run(recipe, steps_per_epoch(j, recipe.batch_size)) for j in jobs)
 
 
 def _buckets(

@@ -2,11 +2,20 @@
 
 The recipe never looks at a held-out subject: model selection is a fixed schedule, or (when
 `val_subjects` > 0) a validation split carved from the training subjects of each fold.
+
+Named presets: every model has a `default` recipe (merkit's), and a model may have more under
+other names (`paper`: its authors' recipe). `default_recipe(model, preset)` builds one;
+`preset_input(model, preset)` gives the preparation keys the preset was made for (e.g. 30 RGB
+frames of 128 x 128 for ICIP 2024's), which replace what the model's declared input implies.
+`merkit train --recipe NAME` and the config key `recipe.preset` select one.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from merkit.errors import ConfigError
 
 
 @dataclass
@@ -28,10 +37,12 @@ class AugmentConfig:
 class Recipe:
     model: str = "cabm"
     model_kwargs: dict = field(default_factory=dict)
+    preset: str = "default"  # the named recipe of `model` these values started from
     epochs: int = 60
     batch_size: int = 64
     optimizer: str = "adamw"  # "adamw" | "adam" | "sgd"
     lr: float = 1e-3
+    eps: float = 1e-8  # Adam/AdamW epsilon (Keras' Adam: 1e-7)
     weight_decay: float = 0.05
     schedule: str = "cosine"  # "cosine" | "constant"
     warmup_epochs: int = 0
@@ -44,6 +55,7 @@ class Recipe:
     tta_flip: bool = False  # average test probabilities over the map and its flow-aware mirror
     ema: float = 0.0  # >0: evaluate a moving average of the weights, this decay per step
     sam: float = 0.0  # >0: sharpness-aware minimisation with this radius rho (2x the compute)
+    max_steps: int = 0  # >0: stop after this many optimiser steps (the last epoch cut short)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,11 +67,34 @@ class Recipe:
         return cls(augment=augment, **data)
 
 
-def default_recipe(model: str) -> Recipe:
-    """The shipped recipe of `model` (a fixed schedule: nothing is chosen on held-out data)."""
-    if model not in _DEFAULTS:
-        return Recipe(model=model)
-    return Recipe.from_dict({"model": model, **_DEFAULTS[model]})
+def recipe_presets(model: str) -> list[str]:
+    """The named recipes of `model`: "default" first, then its others (e.g. "paper")."""
+    return ["default", *_PRESETS.get(model, {})]
+
+
+def _preset(model: str, preset: str) -> dict[str, Any]:
+    if preset == "default":
+        return dict(_DEFAULTS.get(model, {}))
+    try:
+        return dict(_PRESETS[model][preset])
+    except KeyError:
+        known = ", ".join(recipe_presets(model))
+        raise ConfigError(
+            f"model {model!r} has no recipe preset {preset!r}; its presets: {known}"
+        ) from None
+
+
+def default_recipe(model: str, preset: str = "default") -> Recipe:
+    """The shipped recipe `preset` of `model` (a fixed schedule: nothing is chosen on held-out
+    data); a ConfigError naming the model's presets if it has no such one."""
+    values = _preset(model, preset)
+    values.pop("input", None)
+    return Recipe.from_dict({"model": model, "preset": preset, **values})
+
+
+def preset_input(model: str, preset: str = "default") -> dict[str, Any]:
+    """PrepareConfig keys the preset was made for, over what the model's input spec implies."""
+    return dict(_preset(model, preset).get("input", {}))
 
 
 # Chosen once on the MEGC2019 development subjects with the research log in the engine's report;
@@ -122,13 +157,81 @@ _DEFAULTS: dict[str, dict] = {
         "schedule": "cosine",
         "augment": {"hflip": False, "max_shift": 2},
     },
+    # The authors' optimiser (Adam 1e-3, eps 1e-7, batch 8, constant rate, no augmentation, no
+    # weight decay: the model adds its own L2 on the layers the authors regularise) on a
+    # CPU-sized version: 10 grey frames of 48 x 48 (the authors': 30 RGB frames of 128 x 128;
+    # SMIC's 10 frames give the same 3 GRU steps), 16 filters instead of 32, 30 epochs instead
+    # of 200. Everything else is the authors' network. The `paper` presets are theirs.
+    "icip24": {
+        "model_kwargs": {"frame_channels": 1, "size": 48, "filters": 16},
+        "epochs": 30,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eps": 1e-7,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "augment": {"hflip": False, "max_shift": 0},
+        "input": {"frames": 10, "size": 48, "color": False},
+    },
+    # The authors' optimiser (AdamW 1e-4, weight decay 1e-3, constant rate) on a CPU-sized
+    # version: 8 grey frames of 64 x 64 cropped to 56 (the authors': 144 cropped to 128) and a
+    # FlowNetC 1/16 as wide; batch 16 and 30 epochs instead of 32 and 1001 steps, at 1e-3.
+    # MOL crops its own clips: the engine's augmentations would corrupt its packed targets.
     "mol": {
-        "epochs": 40,  # synthetic LOSO UF1 0.29 after 15 epochs, 0.60 after 40
+        "model_kwargs": {"crop": 56, "flow_width": 0.0625},
+        "epochs": 30,
         "batch_size": 16,
         "optimizer": "adamw",
-        "lr": 3e-3,
-        "weight_decay": 0.05,
-        "schedule": "cosine",
-        "augment": {"hflip": False, "max_shift": 2},
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "schedule": "constant",
+        "augment": {"hflip": False, "max_shift": 0},
+        "input": {"size": 64},
+    },
+}
+
+
+def _icip24_paper(dropout: float, frames: int) -> dict[str, Any]:
+    """ICIP 2024's recipe (`ME_model.py:66-73, 226-251`): Adam ('adam': lr 1e-3, eps 1e-7),
+    batch 8, 200 epochs, no augmentation; RGB frames of 128 x 128; time step 0 scored."""
+    return {
+        "model_kwargs": {"frame_channels": 3, "size": 128, "dropout": dropout, "score_step": 0},
+        "epochs": 200,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eps": 1e-7,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "augment": {"hflip": False, "max_shift": 0},
+        "input": {"frames": frames, "size": 128, "color": True},
+    }
+
+
+# Named recipes beside the defaults. "input" holds the PrepareConfig keys the recipe was made for.
+_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # CASME II: 30 frames, dropout 0.5; SAMM: 30 frames, 0.3; SMIC: 10 frames, 0.3.
+    "icip24": {
+        "paper": _icip24_paper(0.5, 30),
+        "paper-samm": _icip24_paper(0.3, 30),
+        "paper-smic": _icip24_paper(0.3, 10),
+    },
+    # MOL (`train.py:13, 73-77`, `dataset.py`): AdamW lr 1e-4, weight decay 1e-3, batch 32,
+    # shuffled, constant rate, 1001 optimiser steps; 8 grey frames of 144 x 144, random 128
+    # crops; the authors' network (crop 128, F5C width 128, full FlowNetC).
+    "mol": {
+        "paper": {
+            "model_kwargs": {},
+            "epochs": 1001,  # an upper bound: max_steps ends the schedule
+            "max_steps": 1001,
+            "batch_size": 32,
+            "optimizer": "adamw",
+            "lr": 1e-4,
+            "weight_decay": 1e-3,
+            "schedule": "constant",
+            "augment": {"hflip": False, "max_shift": 0},
+            "input": {"frames": 8, "size": 144, "color": False},
+        },
     },
 }

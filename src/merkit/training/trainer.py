@@ -92,6 +92,14 @@ def steps_per_epoch(job: FoldMember, batch_size: int) -> int:
     return math.ceil(len(job.train) / min(batch_size, len(job.train)))
 
 
+def epochs_run(recipe: Recipe, steps: int) -> int:
+    """Epochs a job of `steps` steps per epoch runs: `recipe.epochs`, or fewer when
+    `recipe.max_steps` ends it earlier."""
+    if recipe.max_steps <= 0:
+        return recipe.epochs
+    return min(recipe.epochs, math.ceil(recipe.max_steps / steps))
+
+
 class BatchStream:
     """Endless batches of a job's training indices: reshuffled every pass, fixed batch size."""
 
@@ -127,6 +135,10 @@ class BucketTrainer:
         self.model = self._build()
         self.batch = min(recipe.batch_size, len(jobs[0].train))
         self.steps = steps_per_epoch(jobs[0], recipe.batch_size)
+        self.epochs = epochs_run(recipe, self.steps)
+        self.total_steps = self.epochs * self.steps
+        if recipe.max_steps > 0:
+            self.total_steps = min(self.total_steps, recipe.max_steps)
         self.class_weight = torch.stack([self._class_weight(j) for j in jobs])  # (G, K)
 
     def _single(self, job: FoldMember) -> nn.Module:
@@ -166,15 +178,15 @@ class BucketTrainer:
             {"params": rest, "weight_decay": 0},
         ]
         if r.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=r.lr, fused=True)
+            return torch.optim.AdamW(params, lr=r.lr, eps=r.eps, fused=True)
         if r.optimizer == "adam":  # L2 penalty in the gradient, as the original papers
-            return torch.optim.Adam(params, lr=r.lr, fused=True)
+            return torch.optim.Adam(params, lr=r.lr, eps=r.eps, fused=True)
         if r.optimizer == "sgd":
             return torch.optim.SGD(params, lr=r.lr, momentum=0.9, nesterov=True)
         raise ConfigError(f"unknown optimizer {r.optimizer!r}; choose adamw, adam or sgd")
 
     def _lr_factor(self, step: int) -> float:
-        r, total = self.recipe, self.recipe.epochs * self.steps
+        r, total = self.recipe, self.total_steps
         warmup = r.warmup_epochs * self.steps
         if step < warmup:
             return (step + 1) / (warmup + 1)
@@ -208,10 +220,11 @@ class BucketTrainer:
         evaluated = average.applied if average else nullcontext
         watch = record or r.val_subjects > 0
         test_curve, series = [], {name: [] for name in SERIES[: 4 if r.val_subjects else 2]}
-        for _ in range(r.epochs):
+        for epoch in range(self.epochs):
             self.model.train()
             epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
-            for _ in range(self.steps):
+            steps = min(self.steps, self.total_steps - epoch * self.steps)
+            for _ in range(steps):
                 idx = torch.stack([s.next() for s in streams])  # (G, B)
                 batch = self._inputs(idx, gens)
                 loss, copy_loss, copy_correct = self._loss(idx, *batch)
@@ -227,8 +240,8 @@ class BucketTrainer:
                 epoch_loss += copy_loss
                 epoch_correct += copy_correct
             self._check_finite(epoch_loss, len(series["train_loss"]) + 1)
-            series["train_loss"].append(epoch_loss.numpy() / self.steps)
-            series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
+            series["train_loss"].append(epoch_loss.numpy() / steps)
+            series["train_accuracy"].append(epoch_correct.numpy() / (steps * self.batch))
             if watch:
                 with evaluated():
                     test_curve.append(self._probabilities([j.test for j in self.jobs]))
@@ -286,13 +299,14 @@ class BucketTrainer:
     def _loss(
         self, idx: torch.Tensor, xb: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
-        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy, or the
+        model's `criterion` (plus its auxiliary loss); also, detached, each copy's loss and
+        correct count."""
         r, g, b = self.recipe, self.g, self.batch
         if r.label_smoothing > 0:
             target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
         logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
-        nll = -(target.transpose(0, 1) * logits.log_softmax(-1)).sum(-1)  # (B, G)
+        nll = self._sample_losses(logits, target.transpose(0, 1))  # (B, G)
         w = weight.transpose(0, 1)
         per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
         correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
@@ -301,6 +315,15 @@ class BucketTrainer:
         if callable(aux) and (extra := aux()) is not None:
             loss = loss + extra
         return loss, per_copy.detach(), correct.float()
+
+    def _sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, G) loss of every sample of every copy, from (B, G, K) logits and soft targets:
+        the model's own `criterion` when it defines one (see `merkit.models.registry`), else
+        cross-entropy on the logits."""
+        criterion = getattr(self.model, "criterion", None)
+        if callable(criterion):
+            return criterion(target.flatten(1)).view(target.shape[:2])
+        return -(target * logits.log_softmax(-1)).sum(-1)
 
     def _forward(self, xs: torch.Tensor) -> torch.Tensor:
         """Copy-major inputs (G, B, C, H, W) -> logits (B, G, K)."""
