@@ -86,6 +86,8 @@ def prepare_command(
     dataset = load_dataset(kind, root, taxonomy=taxonomy)
     prepared = prepare(dataset.samples, config, cache_dir=out, workers=workers, on_error=on_error)
     console.print(summary_table(kind, prepared, len(dataset)))
+    for note in prepared.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if prepared.failed:
         console.print(failures_table(prepared.failed))
     if export_maps is not None:

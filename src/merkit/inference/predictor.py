@@ -1,7 +1,8 @@
 """`Predictor`: a video file or frame folder in, the micro-expression's timing and class out.
 
 Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
-first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`); compute
+first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`, with the
+spotting method the checkpoint's preprocessing names unless one is asked for); compute
 the model input with the checkpoint's own `PrepareConfig` through the pipeline functions that
 `merkit prepare` uses (`align_clip`, `clip_output`), so flow method, sizes, scaling and the input
 checks (face size, missing frames) match training; classify; optionally draw a picture. Frame
@@ -28,13 +29,14 @@ from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.export import OnnxBackend
-from merkit.inference.picture import attention_map, render_picture, write_picture
+from merkit.inference.picture import MotionCurve, attention_map, render_picture, write_picture
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
+from merkit.preprocess.spotting import get_method
 from merkit.training.augment import hflip_flow
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
@@ -147,6 +149,26 @@ def face_box(alignment: Alignment) -> list[int]:
     return [round(low[0]), round(low[1]), round(high[0]), round(high[1])]
 
 
+def spotting_summary(timing: Timing, numbers: Sequence[int], method: str) -> dict[str, Any]:
+    """What spotting found, self-described: the method and what it follows, the confidence, how
+    the eyes were found, and the motion curve (per frame number) whose peak is the apex. Where
+    the user gave onset and apex nothing was spotted: method, confidence and curve are empty."""
+    found = timing.spot
+    if found is None:
+        empty: dict[str, Any] = {"method": None, "follows": None, "confidence": None}
+        return {**empty, "eyes": None, "noise": None, "frames": [], "motion": []}
+    start = timing.spot_start
+    return {
+        "method": found.method,
+        "follows": get_method(method).follows,
+        "confidence": round(found.confidence, 4),
+        "eyes": found.eyes,
+        "noise": round(found.noise, 6),
+        "frames": list(numbers[start : start + len(found.profile)]),
+        "motion": [round(float(v), 6) for v in found.profile],
+    }
+
+
 @dataclass
 class _Stopwatch:
     """Milliseconds per named stage."""
@@ -184,15 +206,18 @@ class Predictor:
         *,
         aligned: bool = False,
         window: int | None = None,
+        spotting: str | None = None,
         picture_dir: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Timing, face box, class probabilities and per-stage milliseconds of one input.
+        """Timing, face box, spotting, class probabilities and per-stage milliseconds of one input.
 
         `onset`/`apex`/`offset` are frame numbers the user knows (else spotted); `aligned`
         skips face detection for inputs that are already face crops; `window` is the spotting
-        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders).
+        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders);
+        `spotting` names the spotting method (default: the one the model's training data used).
         """
         watch = _Stopwatch()
+        method = get_method(spotting or self.config.spotting).name
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
@@ -216,7 +241,7 @@ class Predictor:
             else:
                 pipeline.require_contiguous(clip.sample, numbers[reference:], "spotting")
                 faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
-                timing = locate(faces, window, *known)
+                timing = locate(faces, window, *known, method=method)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
             x = pipeline.clip_output(
@@ -226,7 +251,7 @@ class Predictor:
             probs = self.probabilities(x)
         best = int(np.argmax(probs))
         face = {"box": face_box(alignment), "frame": numbers[reference]}
-        result = self._result(clip, face, timing, probs, fps, window)
+        result = self._result(clip, face, timing, probs, fps, window, method)
         if picture_dir is not None:
             with watch.stage("picture"):
                 result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
@@ -252,6 +277,7 @@ class Predictor:
         probs: np.ndarray,
         fps: float,
         window: int,
+        method: str,
     ) -> dict[str, Any]:
         numbers, names = clip.numbers, self.meta.class_names
         best = int(np.argmax(probs))
@@ -269,7 +295,7 @@ class Predictor:
                 "window": window,
                 "fps": fps,
                 "fps_assumed": clip.fps is None,
-                "score": timing.score,
+                **spotting_summary(timing, numbers, method),
             },
             "probabilities": {
                 name: round(float(p), 6) for name, p in zip(names, probs, strict=True)
@@ -293,8 +319,14 @@ class Predictor:
         flow = compute_flow(faces[0], faces[1], self.config.flow)
         found = self.backend.attention(inference_input(self.meta.model, x[None])[0], target)
         name = self.meta.class_names[target]
+        curve = None
+        if timing.spot is not None:
+            frames = clip.numbers[timing.spot_start : timing.spot_start + len(timing.spot.profile)]
+            marks = tuple(clip.numbers[i] for i in (timing.onset, timing.apex, timing.offset))
+            label = f"{timing.spot.method}, confidence {timing.spot.confidence:.2f}"
+            curve = MotionCurve(tuple(frames), timing.spot.profile, marks, label)
         picture = render_picture(
-            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}"
+            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}", curve
         )
         path = write_picture(Path(folder) / f"{clip.path.stem}.png", picture)
         return {"path": str(path), "attention": found[1] if found else None}

@@ -514,6 +514,7 @@ def run_experiment(
         meta = _run_meta(
             config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous, executor
         )
+        meta["data"]["notes"] += prepared.notes  # e.g. which apexes were spotted, and how
         save_yaml(out_dir / RUN_FILE, meta)
         seed_probs, histories, todo = _load_finished(tasks, samples, class_names)
         loaded = len(histories)
