@@ -220,6 +220,22 @@ def test_predict_errors_name_the_input(tmp_path: Path) -> None:
         predictor.predict(blank, onset=99, apex=100, aligned=True)
 
 
+def test_predict_spots_with_the_checkpoints_method_or_the_one_asked_for(tmp_path: Path) -> None:
+    """The checkpoint's preprocessing names the spotting; `spotting=` overrides it; given onset
+    and apex spot nothing, and the JSON says so."""
+    untrained_checkpoint(tmp_path / "m.pt", config=PrepareConfig(flow="dis", spotting="flow"))
+    folder = face_clip(tmp_path / "clip", count=9, apex=5, first=10).path
+    predictor = Predictor.load(tmp_path / "m.pt")
+    assert predictor.predict(folder, aligned=True)["spotting"]["method"] == "flow"
+    asked = predictor.predict(folder, aligned=True, spotting="first-frame")
+    assert asked["spotting"]["method"] == "first-frame" and asked["spotting"]["eyes"] == "none"
+    assert asked["apex"] == 15
+    given = predictor.predict(folder, onset=10, apex=15, aligned=True)["spotting"]
+    assert given["method"] is None and given["confidence"] is None and given["motion"] == []
+    with pytest.raises(ConfigError, match="unknown spotting method 'peak'"):
+        predictor.predict(folder, aligned=True, spotting="peak")
+
+
 def test_predict_refuses_a_missing_frame_where_prepare_does(tmp_path: Path) -> None:
     """Spotting and magnification read frames as a time series; onset->apex flow does not."""
     untrained_checkpoint(tmp_path / "m.pt")

@@ -19,6 +19,7 @@ from merkit.preprocess.pipeline import (
     output_folder,
     prepare,
 )
+from merkit.preprocess.spotting import DEFAULT_METHOD
 
 DEFAULT_CACHE = Path(".merkit-cache")
 MAX_FAILURE_ROWS = 20
@@ -65,6 +66,9 @@ def prepare_command(
     crop_size: Annotated[
         int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
     ] = PrepareConfig.crop_size,
+    spotting: Annotated[
+        str, typer.Option(help="How an apex the dataset does not annotate is spotted.")
+    ] = DEFAULT_METHOD,
     workers: Annotated[int | None, typer.Option(help="Parallel processes (default 2).")] = None,
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
@@ -75,7 +79,12 @@ def prepare_command(
 ) -> None:
     """Compute motion inputs for every sample of a dataset, cached by input and parameters."""
     config = PrepareConfig(
-        output=output, size=size, flow=flow, aligned=aligned, crop_size=crop_size
+        output=output,
+        size=size,
+        flow=flow,
+        aligned=aligned,
+        crop_size=crop_size,
+        spotting=spotting,
     )
     if on_error not in ON_ERROR:
         raise ConfigError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")

@@ -37,6 +37,9 @@ def fit(
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
     taxonomy: Annotated[str | None, typer.Option(help="Class set: all, 5class, 3class.")] = None,
     flow: Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback, dis.")] = None,
+    spotting: Annotated[
+        str | None, typer.Option(help="Spotting method for apexes the data does not annotate.")
+    ] = None,
     cache: Annotated[Path | None, typer.Option(help="Preprocessing cache folder.")] = None,
     workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -52,7 +55,7 @@ def fit(
         if epochs < 1:
             raise ConfigError(f"--epochs {epochs}: expected at least 1")
         recipe = dataclasses.replace(recipe, epochs=epochs)
-    overrides = {"flow": flow} if flow is not None else {}
+    overrides = {k: v for k, v in (("flow", flow), ("spotting", spotting)) if v is not None}
     config = PrepareConfig(**{**prepare_defaults(model), **overrides})
     bar, task = _progress(), None
 
@@ -113,6 +116,10 @@ def predict(
     window: Annotated[
         int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
     ] = None,
+    spotting: Annotated[
+        str | None,
+        typer.Option(help="Spotting method (default: the one the model's data was prepared with)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON here, not to stdout.")] = None,
     picture: Annotated[
         Path | None, typer.Option(help="Folder for a PNG per input: apex face, flow, attention.")
@@ -134,6 +141,7 @@ def predict(
         "offset": offset,
         "aligned": aligned,
         "window": window,
+        "spotting": spotting,
         "picture_dir": picture,
     }
     with _progress() as bar:

@@ -20,8 +20,8 @@ import re
 import shutil
 import zipfile
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from merkit.data.faces import SIDES, FaceParams, landmarks, random_face, render_face
+from merkit.data.sample import APEX_ANNOTATED, Sample
 from merkit.errors import ConfigError, DataLayoutError
 
 SHEET_NAME = "CASME2-coding-synthetic.xlsx"
@@ -605,6 +606,23 @@ def generate_casme2_like(
     _write_sheet(sheet, rows)
     _write_text(config_path, config.to_json())
     return root
+
+
+def with_true_apex(samples: Sequence[Sample], root: str | Path) -> list[Sample]:
+    """`samples` of the synthetic dataset at `root`, each with the apex the generator drew (the
+    sheet writes a few as "/", like the real one) marked as annotated: the truth to score
+    spotting against."""
+    truth = pd.read_csv(Path(root) / TRUTH_NAME)
+    apex = {
+        (row.subject, row.filename): int(row.first_frame + row.apex)
+        for row in truth.itertuples()
+        if not pd.isna(row.apex)
+    }
+    return [
+        replace(s, apex=apex[(s.subject, s.clip)], apex_source=APEX_ANNOTATED)
+        for s in samples
+        if (s.subject, s.clip) in apex
+    ]
 
 
 def write_synthetic_video(

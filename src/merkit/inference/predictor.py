@@ -36,11 +36,10 @@ from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
-from merkit.preprocess.spotting import get_method
+from merkit.preprocess.spotting import default_window, get_method
 from merkit.training.augment import hflip_flow
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
-WINDOW_SECONDS = 0.2  # spotting window: a micro-expression's typical onset-to-offset time
 MIN_FRAMES = 2
 
 
@@ -225,7 +224,7 @@ class Predictor:
             known = [clip.index(n) for n in (onset, apex, offset)]
         numbers = clip.numbers
         fps = clip.fps or DEFAULT_FPS
-        window = window or max(4, round(WINDOW_SECONDS * fps))
+        window = window or default_window(fps)
         with watch.stage("face"):
             reference = known[0] or 0
             alignment = pipeline.align_clip(

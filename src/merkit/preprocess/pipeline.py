@@ -265,6 +265,18 @@ def clip_output(
     return _image_output(clip, [span[i] for i in picks], output)
 
 
+def aligned_faces(
+    sample: Sample, config: PrepareConfig, whole_clip: bool = False
+) -> tuple[list[int], np.ndarray]:
+    """The frame numbers and aligned grayscale faces that spotting reads: onset..offset (as
+    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it)."""
+    clip = ClipFrames(sample)
+    span = list(clip.numbers) if whole_clip else _span(sample, clip)
+    alignment = align_clip(sample, clip, span[0], config)
+    require_contiguous(sample, span, "apex spotting")
+    return span, _faces(clip, span, alignment)
+
+
 def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """One clip's array and its metadata ({"apex": number, "apex_source": ...}, and for a spotted
     apex the method and the spotting confidence)."""

@@ -68,6 +68,12 @@ BORDER = 2  # thumbnail pixels left out at the edge (gradients, warps) and aroun
 NOISE_PAIRS = 16  # consecutive-frame pairs that measure the no-motion level
 FLOW_BLOCK = 16  # crop pixels per block side for "flow" (the crop is 2x the thumbnail)
 CHUNK = 32  # frames registered at once (bounds the memory of the stacked bases)
+WINDOW_SECONDS = 0.2  # spotting window in a recording: a micro-expression's onset-to-offset time
+
+
+def default_window(fps: float) -> int:
+    """The spotting window in frames at `fps` (WINDOW_SECONDS, at least 4 frames)."""
+    return max(4, round(WINDOW_SECONDS * fps))
 
 
 def thumbnails(frames: np.ndarray, width: int = PROFILE_WIDTH) -> np.ndarray:
@@ -273,7 +279,7 @@ SPOTTING_METHODS: dict[str, SpottingMethod] = {
             mean_difference,
             FIRST,
             masks_eyes=False,
-            follows="mean absolute difference from the first frame (merkit before 0.2; "
+            follows="mean absolute difference from the first frame (merkit's earlier spotting; "
             "drifts to the clip's end)",
         ),
     )
