@@ -5,6 +5,9 @@ Sets (12 subjects x 10 clips each, seed 0):
   drift, a blink per 100 frames, habitual twitches), spotted in onset..offset as `prepare` does;
 - long: clips twice as long with the expression anywhere inside and the drift doubled, spotted
   in every frame of the clip as `predict` does (`timing.locate`, window 0.2 s);
+- recording: three times as long and the drift tripled: 72-108 frames, most of them two
+  spotting windows (80 frames) or more, where `predict` references each frame to the frames a
+  window away and times the movement with its template fit;
 - low: the demo's clips at a quarter of the amplitude (0.2-0.55 px);
 - blinky: the demo's clips with four times the blink rate.
 Every clip is scored against the apex the generator drew (the sheet hides two as "/"). Per set
@@ -15,8 +18,8 @@ Time: the spotting stage of `merkit predict` on a 120-frame 640x480 H.264 clip (
 frames, aligning them, spotting), with each method; "first-frame" is the earlier spotting, so
 the difference is what the new spotting adds. Also `spot` alone on the 120 aligned faces (CPU).
 
-Usage: python benchmarks/spotting_accuracy.py [--sets demo,long,low,blinky] [--methods ...]
-         [--data DIR] (DIR keeps the generated sets between runs)
+Usage: python benchmarks/spotting_accuracy.py [--sets demo,long,recording,low,blinky]
+         [--methods ...] [--data DIR] (DIR keeps the generated sets between runs)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ DEMO = SyntheticConfig()
 SETS = {
     "demo": (DEMO, False),
     "long": (SyntheticConfig(context=1.0, drift_px=2.0 * DEMO.drift_px), True),
+    "recording": (SyntheticConfig(context=2.0, drift_px=3.0 * DEMO.drift_px), True),
     "low": (SyntheticConfig(amplitude_px=(0.2, 0.55)), False),
     "blinky": (SyntheticConfig(blink_rate=4.0 * DEMO.blink_rate), False),
 }

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from merkit.demo import DemoConfig, run_demo
+from merkit.io import read_yaml
 
 
 @pytest.mark.slow
@@ -19,6 +20,9 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert metrics["overall"]["n"] == 20
     assert first.n_folds == 4 and first.folds_computed == 4
     assert (tmp_path / "demo" / "data" / "CASME2-coding-synthetic.xlsx").is_file()
+    notes = read_yaml(run / "config.yaml")["data"]["notes"]  # the sheet's two "/" apexes
+    spotted = "apex spotted by registered-difference in 2 of 20 clips"
+    assert any(n.startswith(spotted) for n in notes)
 
     again = run_demo(config, progress=False)
     assert again.folds_computed == 0 and again.folds_loaded == 4

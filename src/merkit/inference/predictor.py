@@ -148,7 +148,7 @@ def face_box(alignment: Alignment) -> list[int]:
     return [round(low[0]), round(low[1]), round(high[0]), round(high[1])]
 
 
-def spotting_summary(timing: Timing, numbers: Sequence[int], method: str) -> dict[str, Any]:
+def spotting_summary(timing: Timing, numbers: Sequence[int]) -> dict[str, Any]:
     """What spotting found, self-described: the method and what it follows, the confidence, how
     the eyes were found, and the motion curve (per frame number) whose peak is the apex. Where
     the user gave onset and apex nothing was spotted: method, confidence and curve are empty."""
@@ -156,14 +156,13 @@ def spotting_summary(timing: Timing, numbers: Sequence[int], method: str) -> dic
     if found is None:
         empty: dict[str, Any] = {"method": None, "follows": None, "confidence": None}
         return {**empty, "eyes": None, "noise": None, "frames": [], "motion": []}
-    start = timing.spot_start
     return {
         "method": found.method,
-        "follows": get_method(method).follows,
+        "follows": get_method(found.method).follows,
         "confidence": round(found.confidence, 4),
         "eyes": found.eyes,
         "noise": round(found.noise, 6),
-        "frames": list(numbers[start : start + len(found.profile)]),
+        "frames": timing.curve_frames(numbers),
         "motion": [round(float(v), 6) for v in found.profile],
     }
 
@@ -250,7 +249,7 @@ class Predictor:
             probs = self.probabilities(x)
         best = int(np.argmax(probs))
         face = {"box": face_box(alignment), "frame": numbers[reference]}
-        result = self._result(clip, face, timing, probs, fps, window, method)
+        result = self._result(clip, face, timing, probs, fps, window)
         if picture_dir is not None:
             with watch.stage("picture"):
                 result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
@@ -276,7 +275,6 @@ class Predictor:
         probs: np.ndarray,
         fps: float,
         window: int,
-        method: str,
     ) -> dict[str, Any]:
         numbers, names = clip.numbers, self.meta.class_names
         best = int(np.argmax(probs))
@@ -294,7 +292,7 @@ class Predictor:
                 "window": window,
                 "fps": fps,
                 "fps_assumed": clip.fps is None,
-                **spotting_summary(timing, numbers, method),
+                **spotting_summary(timing, numbers),
             },
             "probabilities": {
                 name: round(float(p), 6) for name, p in zip(names, probs, strict=True)
@@ -320,10 +318,10 @@ class Predictor:
         name = self.meta.class_names[target]
         curve = None
         if timing.spot is not None:
-            frames = clip.numbers[timing.spot_start : timing.spot_start + len(timing.spot.profile)]
+            frames = tuple(timing.curve_frames(clip.numbers))
             marks = tuple(clip.numbers[i] for i in (timing.onset, timing.apex, timing.offset))
             label = f"{timing.spot.method}, confidence {timing.spot.confidence:.2f}"
-            curve = MotionCurve(tuple(frames), timing.spot.profile, marks, label)
+            curve = MotionCurve(frames, timing.spot.profile, marks, label)
         picture = render_picture(
             faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}", curve
         )

@@ -3,14 +3,15 @@
 Given frames come first. A short clip (under two spotting windows: too little neutral context
 around a movement) is taken as one expression from its first to its last frame, with the apex
 spotted as `merkit prepare` spots it (`spotting.spot`, referenced to the clip's two ends). In a long
-clip the references reach one window before and after each frame; the apex found that way is
-then timed by `spotting.fit_movement`, a raised-cosine movement template fitted to a motion
-profile focused on the moving region. On clear synthetic clips onset and apex land within about
-3 frames at 200 fps. This module only decides which of those steps applies.
+clip the references reach one window before and after each frame; around the apex found that
+way `spotting.fit_movement` fits a raised-cosine movement template to a motion profile focused
+on the moving region, for the onset and offset. On clear synthetic clips onset and apex land
+within about 3 frames at 200 fps. This module only decides which of those steps applies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,11 @@ class Timing:
     sources: dict[str, str]
     spot: Spot | None = None  # the spotting behind a spotted apex: its curve, confidence, method
     spot_start: int = 0  # the clip index of the curve's first frame
+
+    def curve_frames(self, numbers: Sequence[int]) -> list[int]:
+        """Frame numbers of the spotting curve's points (none where nothing was spotted)."""
+        length = len(self.spot.profile) if self.spot is not None else 0
+        return list(numbers[self.spot_start : self.spot_start + length])
 
 
 def locate(
@@ -64,8 +70,9 @@ def locate(
         return Timing(onset, onset + found.apex, end, sources, found, onset)
     if len(faces) >= 2 * window:
         found = spot(faces, method, window)
-        on, top, off = fit_movement(faces, found.apex, window)
-        return Timing(on, top, off, dict.fromkeys(("onset", "apex", "offset"), SPOTTED), found)
+        on, off = fit_movement(faces, found.apex, window)
+        spotted = dict.fromkeys(("onset", "apex", "offset"), SPOTTED)
+        return Timing(on, found.apex, off, spotted, found)
     found = spot(faces, method)
     sources = {"onset": CLIP_START, "apex": SPOTTED, "offset": CLIP_END}
     return Timing(0, found.apex, last, sources, found)

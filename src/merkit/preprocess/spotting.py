@@ -91,12 +91,6 @@ def thumbnails(frames: np.ndarray, width: int = PROFILE_WIDTH) -> np.ndarray:
     return np.stack(small)
 
 
-def motion_profile(frames: np.ndarray, reference: int = 0) -> np.ndarray:
-    """Motion of every frame against `frames[reference]`: mean absolute difference (T,)."""
-    feats = thumbnails(frames)
-    return np.abs(feats - feats[reference]).mean(axis=(1, 2))
-
-
 # --- what each method compares ------------------------------------------------------------------
 
 
@@ -232,7 +226,7 @@ def mean_difference(faces: Faces, frames: np.ndarray, refs: np.ndarray) -> np.nd
 # --- the methods ------------------------------------------------------------------------------
 
 BOTH_SIDES = "both-sides"  # min of the motions against the frames `reach` before and after
-AROUND = "around"  # against the mean of the frames `reach // 2` before and after
+AROUND = "around"  # against the mean of the frames a quarter `reach` before and after
 FIRST = "first"  # against the first frame
 
 
@@ -395,11 +389,6 @@ def spot(
     return Spot(apex, profile, confidence(profile, apex, noise), noise, spotter.name, found)
 
 
-def spot_apex(frames: np.ndarray, method: str = DEFAULT_METHOD) -> int:
-    """Index of the apex of a dataset episode (onset to offset); 0 for one frame."""
-    return spot(frames, method).apex
-
-
 # --- timing one movement by a template fit ------------------------------------------------------
 
 
@@ -425,15 +414,16 @@ def focused_profile(faces: np.ndarray) -> np.ndarray:
     return (motion * (weight / max(float(weight.sum()), 1e-12))).sum(axis=(1, 2))
 
 
-def fit_movement(faces: np.ndarray, apex: int, window: int) -> tuple[int, int, int]:
-    """(onset, apex, offset) of the movement spotted near `apex`, by least-squares template fit.
+def fit_movement(faces: np.ndarray, apex: int, window: int) -> tuple[int, int]:
+    """(onset, offset) of the movement whose apex was spotted at `apex`, by a template fit.
 
-    The profile is the focused motion of each frame against the frame `window` before the spot,
+    The profile is the focused motion of each frame against the frame `window` before the apex,
     smoothed over a tenth of a window (codecs add a periodic quality ripple); the model is
     `a + b * t + c * raised_cosine(t)` with c > 0 (the linear term absorbs head drift and
-    lighting change), searched over apex within a quarter window of the spot, and onset/offset
-    between an eighth of a window and a window from the apex. The fit uses every frame of the
-    movement, so noise delays the onset far less than it delays a threshold crossing.
+    lighting change), its peak at the apex, searched over onset/offset between an eighth of a
+    window and a window from it. The fit uses every frame of the movement, so noise delays the
+    onset far less than it delays a threshold crossing. The apex itself stays where `spot` put it:
+    this profile, referenced to one frame, would drift towards the clip's end with the head.
     """
     first = max(0, apex - window)
     stop = min(len(faces), apex + window + 1)
@@ -446,11 +436,10 @@ def fit_movement(faces: np.ndarray, apex: int, window: int) -> tuple[int, int, i
         max(1, window // 20),
         max(1, window // 8),
     )
-    centre = apex - first - 1
+    top = int(np.clip(apex - first - 1, 1, n - 2))
     candidates = np.array(
         [
             (on, top, off)
-            for top in range(max(1, centre - quarter), min(n - 2, centre + quarter) + 1)
             for on in range(top - shortest, max(-quarter, top - window) - 1, -step)
             for off in range(top + shortest, min(n + quarter, top + window) + 1, step)
         ],
@@ -474,6 +463,6 @@ def fit_movement(faces: np.ndarray, apex: int, window: int) -> tuple[int, int, i
     fitted = coef[:, :1] + coef[:, 1:2] * t + coef[:, 2:] * shape
     residual = ((fitted - profile) ** 2).sum(axis=1)
     residual[coef[:, 2] <= 0] = np.inf
-    on, top, off = candidates[int(np.argmin(residual))].astype(int) + first + 1
+    on, _, off = candidates[int(np.argmin(residual))].astype(int) + first + 1
     last = len(faces) - 1
-    return int(np.clip(on, 0, last)), int(top), int(np.clip(off, 0, last))
+    return int(np.clip(on, 0, apex)), int(np.clip(off, apex, last))
