@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from builders import build_smic
 from cli_helpers import run, widen_consoles
 from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
@@ -88,6 +89,16 @@ def test_spot_command_writes_a_run_folder(
     assert "registered-difference" in stdout and "report:" in stdout
     code, stdout, _ = run([*argv, "--span", "clip", "--window", "8"], capsys)
     assert code == 0 and "every frame" in (out / "report.md").read_text()
+
+
+def test_spot_command_needs_annotated_apexes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMIC annotates no apex: there is nothing to score spotting against."""
+    widen_consoles(monkeypatch)
+    root = build_smic(tmp_path / "smic")
+    code, _, stderr = run(["spot", "smic", str(root), "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "no smic clip has an annotated apex to score spotting on" in stderr
 
 
 @pytest.mark.parametrize(
