@@ -68,10 +68,11 @@ def spot_one(sample: Sample, settings: SpotSettings) -> list[SpottedClip]:
     for method in settings.methods:
         if settings.whole_clip:
             timing = locate(faces, settings.window or default_window(fps), method=method)
-            apex, confidence = timing.apex, timing.spot.confidence if timing.spot else 0.0
+            apex, found = timing.apex, timing.spot
         else:
             found = spot(faces, method)
-            apex, confidence = found.apex, found.confidence
+            apex = found.apex
+        assert found is not None  # nothing was given, so the apex was spotted
         rows.append(
             SpottedClip(
                 dataset=sample.dataset,
@@ -83,7 +84,7 @@ def spot_one(sample: Sample, settings: SpotSettings) -> list[SpottedClip]:
                 fps=fps,
                 annotated=int(sample.apex),
                 spotted=span[apex],
-                confidence=round(float(confidence), 4),
+                confidence=round(found.confidence, 4),
             )
         )
     return rows
