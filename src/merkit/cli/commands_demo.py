@@ -41,10 +41,18 @@ def demo(
         highlight=False,
     )
     result = run_demo(config, progress=not quiet)
-    print_metrics(result.metrics, f"{model} on synthetic CASME II (5 classes), LOSO")
+    run = result.run
+    print_metrics(run.metrics, f"{model} on synthetic CASME II (5 classes), LOSO")
     console.print(
-        f"{result.n_folds} folds, {result.n_samples} clips, {result.seconds:.1f} s "
-        f"(rerun: finished folds and prepared clips are reused)",
+        f"{run.n_folds} folds, {run.n_samples} clips, {run.seconds:.1f} s "
+        f"(rerun: finished folds, prepared clips and the final model are reused)",
         highlight=False,
     )
-    console.print(f"report: {result.out_dir / REPORT_FILE}", soft_wrap=True, highlight=False)
+    lines = [
+        f"report: {run.out_dir / REPORT_FILE}",
+        f"final model (all {run.n_samples} clips): {result.model}",
+        f"clips to try it on: {result.clips[0].parent}",
+        f"look at both in a browser: merkit serve --runs {out}",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)

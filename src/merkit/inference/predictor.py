@@ -169,17 +169,32 @@ def spotting_summary(timing: Timing, numbers: Sequence[int]) -> dict[str, Any]:
 
 @dataclass
 class _Stopwatch:
-    """Milliseconds per named stage."""
+    """Milliseconds per named stage; `on_stage(name)` is told as each stage starts."""
 
     times: dict[str, float] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(name)
         start = time.perf_counter()
         try:
             yield
         finally:
             self.times[name] = round(1000 * (time.perf_counter() - start), 1)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One input as `Predictor.analyse` saw it, and the result `predict` returns for it."""
+
+    clip: InputClip
+    alignment: Alignment
+    timing: Timing  # indices into clip.numbers
+    x: np.ndarray  # the model input
+    probabilities: np.ndarray
+    result: dict[str, Any]
 
 
 class Predictor:
@@ -214,7 +229,26 @@ class Predictor:
         window in frames (default 0.2 s at the video's rate, 200 fps for frame folders);
         `spotting` names the spotting method (default: the one the model's training data used).
         """
-        watch = _Stopwatch()
+        options = {"aligned": aligned, "window": window, "spotting": spotting}
+        return self.analyse(input, onset, apex, offset, **options, picture_dir=picture_dir).result
+
+    def analyse(
+        self,
+        input: str | Path,
+        onset: int | None = None,
+        apex: int | None = None,
+        offset: int | None = None,
+        *,
+        aligned: bool = False,
+        window: int | None = None,
+        spotting: str | None = None,
+        picture_dir: str | Path | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> Analysis:
+        """`predict`, keeping what it saw (frames, alignment, timing, model input) for a tool
+        that shows it; `on_stage(name)` is called as each stage (read, face, spotting, motion,
+        model, picture) starts."""
+        watch = _Stopwatch(on_stage=on_stage)
         method = get_method(spotting or self.config.spotting).name
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
@@ -255,7 +289,7 @@ class Predictor:
                 result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
         watch.times["total"] = round(1000 * (time.perf_counter() - started), 1)
         result["timings_ms"] = watch.times
-        return result
+        return Analysis(clip, alignment, timing, x, probs, result)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of one model input, with the flip test-time averaging the model

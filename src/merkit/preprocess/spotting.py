@@ -223,6 +223,13 @@ def mean_difference(faces: Faces, frames: np.ndarray, refs: np.ndarray) -> np.nd
     return np.abs(thumbs[frames] - thumbs[refs].mean(axis=1)).mean(axis=(1, 2))
 
 
+def motion_profile(frames: np.ndarray, reference: int = 0) -> np.ndarray:
+    """Mean absolute difference of every frame from `frames[reference]` (T,), unsmoothed: the
+    earlier spotting's measure, and a plain motion curve where nothing was spotted."""
+    count = len(frames)
+    return mean_difference(Faces(frames), np.arange(count), np.full((count, 1), reference))
+
+
 # --- the methods ------------------------------------------------------------------------------
 
 BOTH_SIDES = "both-sides"  # min of the motions against the frames `reach` before and after
