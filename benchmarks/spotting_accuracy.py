@@ -42,8 +42,8 @@ from merkit.inference import Predictor
 from merkit.inference.predictor import read_input
 from merkit.inference.spotting_eval import SpotSettings, spot_samples
 from merkit.preprocess import pipeline
-from merkit.preprocess.pipeline import PrepareConfig
-from merkit.preprocess.spotting import SPOTTING_METHODS, spot
+from merkit.preprocess.config import SPOTTING_METHODS, PrepareConfig
+from merkit.preprocess.spotting import spot
 from predict_speed import checkpoint, face_video
 
 DEMO = SyntheticConfig()

@@ -26,8 +26,8 @@ from merkit.data.sample import APEX_ANNOTATED
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like, with_true_apex
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
-from merkit.preprocess.pipeline import PrepareConfig, prepare
-from merkit.preprocess.spotting import DEFAULT_METHOD
+from merkit.preprocess.config import DEFAULT_SPOTTING, PrepareConfig
+from merkit.preprocess.pipeline import prepare
 from merkit.training.engine import fit_predict
 from merkit.training.recipe import default_recipe
 
@@ -83,7 +83,7 @@ def main() -> None:
                 "apex_within_3_frames": round(float((errors <= 3).mean()), 4),
                 "seconds": round(time.perf_counter() - start, 1),
             }
-    figures["spotting"] = DEFAULT_METHOD
+    figures["spotting"] = DEFAULT_SPOTTING
     print(json.dumps(figures))
 
 

@@ -7,16 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from merkit.data.synthetic import SyntheticConfig, render_clip
+from merkit.data.synthetic_clips import SyntheticConfig, render_clip
 from merkit.errors import ConfigError
+from merkit.preprocess.config import DEFAULT_SPOTTING, SPOTTING_METHODS
 from merkit.preprocess.eyes import find_eyes
-from merkit.preprocess.spotting import (
-    DEFAULT_METHOD,
-    SPOTTING_METHODS,
-    fit_movement,
-    spot,
-    thumbnails,
-)
+from merkit.preprocess.spotting import METHODS, fit_movement, get_method, spot, thumbnails
 from preprocess_clips import MOUTH, amplitudes, face_image, local_warp
 
 # Synthetic clips as the demo makes them, without the habitual twitches (a second movement whose
@@ -45,13 +40,19 @@ def test_apex_is_the_frame_that_moved_most_from_onset() -> None:
     assert spot(frames[:1]).apex == 0
 
 
-@pytest.mark.parametrize("method", list(SPOTTING_METHODS))
+def test_the_light_config_names_every_method_in_order() -> None:
+    """`PrepareConfig` and the command line check names against the config's list, which has
+    to match the methods that exist."""
+    assert tuple(METHODS) == SPOTTING_METHODS
+
+
+@pytest.mark.parametrize("method", SPOTTING_METHODS)
 def test_every_method_gives_a_curve_and_names_itself(method: str) -> None:
     frames = _clip({12: 4.0}, count=25, width=12)[:, ::2, ::2]
     found = spot(frames, method)
     assert found.method == method and found.profile.shape == (25,)
     assert abs(found.apex - 12) <= 2 and 0.0 <= found.confidence <= 1.0
-    assert SPOTTING_METHODS[method].follows
+    assert get_method(method).follows
 
 
 def test_unknown_method_is_one_clear_error() -> None:
@@ -65,7 +66,7 @@ def test_head_drift_sends_the_old_apex_to_the_clip_edge_but_not_the_new_one() ->
     frames, truth = render_clip("surprise", 3, 0, config, n_frames=30, onset=0, apex=12, offset=29)
     assert spot(frames, "first-frame").apex == len(frames) - 1
     found = spot(frames)
-    assert found.method == DEFAULT_METHOD and abs(found.apex - truth["apex"]) <= 2
+    assert found.method == DEFAULT_SPOTTING and abs(found.apex - truth["apex"]) <= 2
     assert found.confidence > 0.6
 
 

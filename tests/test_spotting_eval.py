@@ -14,7 +14,12 @@ from cli_helpers import run, widen_consoles
 from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.errors import ConfigError
-from merkit.evaluation.spotting import SPOTTING_FILE, SpottedClip, spotting_metrics
+from merkit.evaluation.spotting import (
+    SPOTTING_FILE,
+    SpottedClip,
+    claim_spotting_folder,
+    spotting_metrics,
+)
 from merkit.inference.spotting_eval import SpotSettings, clip_fps, scorable
 
 # A few of the demo's clips, small and clear enough for seconds-long tests.
@@ -97,7 +102,8 @@ def test_spot_command_needs_annotated_apexes(
     """SMIC annotates no apex: there is nothing to score spotting against."""
     widen_consoles(monkeypatch)
     root = build_smic(tmp_path / "smic")
-    code, _, stderr = run(["spot", "smic", str(root), "--quiet", "--out", str(tmp_path)], capsys)
+    out = ["--out", str(tmp_path / "spot")]
+    code, _, stderr = run(["spot", "smic", str(root), "--quiet", *out], capsys)
     assert code == 2 and "no smic clip has an annotated apex to score spotting on" in stderr
 
 
@@ -119,3 +125,20 @@ def test_spot_command_refuses_bad_options(
     widen_consoles(monkeypatch)
     code, _, stderr = run(["spot", "casme2", str(tmp_path), "--quiet", *extra], capsys)
     assert code == 2 and message in stderr and "Traceback" not in stderr
+
+
+def test_spot_never_writes_over_other_work(tmp_path: Path) -> None:
+    """A spotting run replaces an earlier one, but its metrics.json and report would replace a
+    training run's: a folder holding anything else is refused unless --overwrite."""
+    spot_run, train_run = tmp_path / "spot", tmp_path / "train"
+    spot_run.mkdir()
+    (spot_run / SPOTTING_FILE).write_text("old")
+    (spot_run / "report.md").write_text("old")
+    claim_spotting_folder(spot_run)
+    assert list(spot_run.iterdir()) == []
+    train_run.mkdir()
+    (train_run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is not a merkit spotting run folder"):
+        claim_spotting_folder(train_run)
+    claim_spotting_folder(train_run, overwrite=True)
+    assert (train_run / "metrics.json").is_file()  # kept until the run writes its own

@@ -5,7 +5,7 @@ absolute apex error in frames and in milliseconds (each clip at its own frame ra
 the share within +-3 frames and within 10 % of the clip's length, and the share spotted on the
 clip's first or last frame (where a drift-prone spotter ends up). A run folder holds
 `spotting.csv` (one row per clip and method), `metrics.json`, `report.md` and `report.html`, each
-written atomically.
+written atomically; it is never a folder that holds other work (`claim_spotting_folder`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from merkit.evaluation import html
-from merkit.evaluation.report import HTML_FILE, METRICS_FILE, REPORT_FILE, markdown_table
+from merkit.evaluation.document import Document, Facts, Heading, Table, to_html, to_markdown
+from merkit.evaluation.run_folder import HTML_FILE, METRICS_FILE, REPORT_FILE, claim_folder
 from merkit.io import write_json_atomic, write_text_atomic
 
 SPOTTING_FILE = "spotting.csv"
+OUTPUT_FILES = (SPOTTING_FILE, METRICS_FILE, REPORT_FILE, HTML_FILE)
 NEAR_FRAMES = 3  # "within +-3 frames"
 NEAR_SHARE = 0.1  # "within 10 % of the clip's length"
 SURE = 0.5  # confidence at or above which a spot counts as sure
@@ -147,31 +148,33 @@ def _worst(rows: Sequence[SpottedClip]) -> list[list[Any]]:
 WORST_HEADER = ("method", "clip", "frames", "annotated", "spotted", "error", "confidence")
 
 
-def render_markdown(
+def spotting_document(
     metrics: dict[str, Any], settings: dict[str, Any], rows: Sequence[SpottedClip]
-) -> str:
+) -> Document:
+    """The report: what was spotted how, the pooled figures, and the largest errors."""
     header = ["scope", *(name for name, *_ in FIGURE_COLUMNS)]
-    lines = [f"# Apex spotting on {settings['dataset']}", ""]
-    lines += [f"- {key}: {value}" for key, value in settings.items()]
-    lines += ["", "## Spotted against annotated apex (pooled over clips)", ""]
-    lines += markdown_table(header, figure_rows(metrics))
-    lines += ["", f"## Largest errors (frames; at most {WORST_ROWS} per method)", ""]
-    lines += markdown_table(WORST_HEADER, _worst(rows))
-    return "\n".join(lines) + "\n"
+    return Document(f"Apex spotting on {settings['dataset']}").add(
+        Facts([(key, str(value)) for key, value in settings.items()]),
+        Heading("Spotted against annotated apex (pooled over clips)"),
+        Table(header, figure_rows(metrics)),
+        Heading(f"Largest errors (frames; at most {WORST_ROWS} per method)"),
+        Table(WORST_HEADER, _worst(rows), text_columns=3),
+    )
 
 
-def render_html(
-    metrics: dict[str, Any], settings: dict[str, Any], rows: Sequence[SpottedClip]
-) -> str:
-    header = ["scope", *(name for name, *_ in FIGURE_COLUMNS)]
-    body = [
-        html.definition_list([(k, str(v)) for k, v in settings.items()]),
-        html.heading("Spotted against annotated apex (pooled over clips)"),
-        html.table(header, figure_rows(metrics)),
-        html.heading(f"Largest errors (frames; at most {WORST_ROWS} per method)"),
-        html.table(WORST_HEADER, _worst(rows), text_columns=3),
-    ]
-    return html.page(f"Apex spotting on {settings['dataset']}", body)
+def claim_spotting_folder(folder: str | Path, overwrite: bool = False) -> None:
+    """Make `folder` ready for a spotting run. An earlier spotting run there is replaced (it is
+    quick to redo and keeps no partial work); a folder that holds anything else, e.g. a training
+    run whose metrics and report these files would replace, is refused unless `overwrite`."""
+    path = Path(folder)
+
+    def clear() -> None:
+        for name in OUTPUT_FILES:
+            (path / name).unlink(missing_ok=True)
+
+    claim_folder(
+        path, SPOTTING_FILE, "spotting run", list, clear, resume=False, overwrite=overwrite
+    )
 
 
 def write_spotting_run(
@@ -182,6 +185,7 @@ def write_spotting_run(
     metrics = spotting_metrics(rows)
     write_text_atomic(out / SPOTTING_FILE, spotting_csv(rows))
     write_json_atomic(out / METRICS_FILE, {"settings": settings, "methods": metrics})
-    write_text_atomic(out / REPORT_FILE, render_markdown(metrics, settings, rows))
-    write_text_atomic(out / HTML_FILE, render_html(metrics, settings, rows))
+    document = spotting_document(metrics, settings, rows)
+    write_text_atomic(out / REPORT_FILE, to_markdown(document))
+    write_text_atomic(out / HTML_FILE, to_html(document))
     return metrics

@@ -9,15 +9,16 @@ clip, then every asked-for method runs on them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from merkit.data.sample import APEX_ANNOTATED, Sample
 from merkit.errors import ConfigError, MerkitError
 from merkit.evaluation.spotting import SpottedClip
 from merkit.inference.timing import locate
-from merkit.preprocess.pipeline import PrepareConfig, aligned_faces
+from merkit.preprocess.config import PrepareConfig
+from merkit.preprocess.pipeline import aligned_faces
 from merkit.preprocess.spotting import default_window, get_method, spot
+from merkit.workers import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,10 @@ def spot_samples(
             if on_done is not None:
                 on_done()
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(samples))) as pool:
-            futures = {pool.submit(_spot_safely, s, settings): i for i, s in enumerate(samples)}
-            for future in as_completed(futures):
-                outcomes[futures[future]] = future.result()
+        with WorkerPool(min(workers, len(samples))) as pool:
+            tasks = [(sample, settings) for sample in samples]
+            for index, future in pool.run(_spot_safely, tasks):
+                outcomes[index] = future.result()
                 if on_done is not None:
                     on_done()
     rows = [row for outcome in outcomes if not isinstance(outcome, str) for row in outcome]

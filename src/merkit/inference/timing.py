@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from merkit.errors import ConfigError
-from merkit.preprocess.spotting import DEFAULT_METHOD, Spot, fit_movement, spot
+from merkit.preprocess.config import DEFAULT_SPOTTING
+from merkit.preprocess.spotting import Spot, fit_movement, spot
 
 GIVEN = "given"
 SPOTTED = "spotted"
@@ -48,12 +49,12 @@ def locate(
     onset: int | None = None,
     apex: int | None = None,
     offset: int | None = None,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULT_SPOTTING,
 ) -> Timing:
     """Onset/apex/offset of the expression in aligned grayscale faces (T, S, S).
 
     `onset`/`apex`/`offset` are indices the user gave; an apex needs its onset. `method` names
-    the spotting method (`merkit.preprocess.spotting.SPOTTING_METHODS`).
+    the spotting method (`merkit.preprocess.config.SPOTTING_METHODS`).
     """
     last = len(faces) - 1
     check_order(onset, apex, offset)

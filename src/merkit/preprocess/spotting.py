@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 
 from merkit.errors import ConfigError
+from merkit.preprocess.config import DEFAULT_SPOTTING
 from merkit.preprocess.eyes import Eyes, find_eyes
 from merkit.preprocess.flow import compute_flow
 
@@ -248,7 +249,8 @@ class SpottingMethod:
     follows: str
 
 
-SPOTTING_METHODS: dict[str, SpottingMethod] = {
+# In the order of `merkit.preprocess.config.SPOTTING_METHODS`, which names them without OpenCV.
+METHODS: dict[str, SpottingMethod] = {
     m.name: m
     for m in (
         SpottingMethod(
@@ -285,15 +287,14 @@ SPOTTING_METHODS: dict[str, SpottingMethod] = {
         ),
     )
 }
-DEFAULT_METHOD = "registered-difference"
 
 
 def get_method(name: str) -> SpottingMethod:
     """The method called `name`; a ConfigError listing the known ones otherwise."""
     try:
-        return SPOTTING_METHODS[name]
+        return METHODS[name]
     except KeyError:
-        known = ", ".join(SPOTTING_METHODS)
+        known = ", ".join(METHODS)
         raise ConfigError(f"unknown spotting method {name!r}; choose one of {known}") from None
 
 
@@ -369,7 +370,7 @@ def confidence(profile: np.ndarray, apex: int, noise: float) -> float:
 
 def spot(
     frames: np.ndarray,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULT_SPOTTING,
     window: int | None = None,
     eyes: Eyes | None = None,
 ) -> Spot:
