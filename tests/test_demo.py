@@ -7,6 +7,7 @@ import pytest
 
 from merkit.demo import DemoConfig, run_demo
 from merkit.inference import Predictor, load_checkpoint
+from merkit.io import read_yaml
 
 
 @pytest.mark.slow
@@ -20,6 +21,9 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert metrics["overall"]["n"] == 20
     assert first.run.n_folds == 4 and first.run.folds_computed == 4
     assert (tmp_path / "demo" / "data" / "CASME2-coding-synthetic.xlsx").is_file()
+    notes = read_yaml(run / "config.yaml")["data"]["notes"]  # the sheet's two "/" apexes
+    spotted = "apex spotted by registered-difference in 2 of 20 clips"
+    assert any(n.startswith(spotted) for n in notes)
 
     # The final model: the run's recipe and preparation, fitted on every clip.
     assert first.model == tmp_path / "demo" / "model.pt"

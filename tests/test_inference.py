@@ -29,6 +29,7 @@ from merkit.data.synthetic import (
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference import Predictor, fit_final, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
+from merkit.inference.picture import CURVE_HEIGHT
 from merkit.inference.predictor import predict_many, read_input
 from merkit.inference.timing import locate
 from merkit.models import create_model
@@ -189,8 +190,13 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(tmp_path: Path) -> 
         "read", "face", "spotting", "motion", "model", "picture", "total"
     }  # fmt: skip
     picture = cv2.imread(result["picture"]["path"])
-    assert picture is not None and picture.shape == (384, 384, 3)
+    assert picture is not None and picture.shape == (384 + CURVE_HEIGHT, 384, 3)  # face, curve
     assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
+    spotting = result["spotting"]
+    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "landmarks"
+    assert "Lucas-Kanade" in spotting["follows"] and spotting["confidence"] > 0.8
+    assert spotting["frames"] == list(range(10, 19)) and len(spotting["motion"]) == 9
+    assert int(np.argmax(spotting["motion"])) == 5  # the curve peaks at the apex, frame 15
 
 
 def test_predict_errors_name_the_input(tmp_path: Path) -> None:
@@ -212,6 +218,22 @@ def test_predict_errors_name_the_input(tmp_path: Path) -> None:
         predictor.predict(tmp_path / "nowhere.mp4")
     with pytest.raises(DataLayoutError, match="no frame numbered 99"):
         predictor.predict(blank, onset=99, apex=100, aligned=True)
+
+
+def test_predict_spots_with_the_checkpoints_method_or_the_one_asked_for(tmp_path: Path) -> None:
+    """The checkpoint's preprocessing names the spotting; `spotting=` overrides it; given onset
+    and apex spot nothing, and the JSON says so."""
+    untrained_checkpoint(tmp_path / "m.pt", config=PrepareConfig(flow="dis", spotting="flow"))
+    folder = face_clip(tmp_path / "clip", count=9, apex=5, first=10).path
+    predictor = Predictor.load(tmp_path / "m.pt")
+    assert predictor.predict(folder, aligned=True)["spotting"]["method"] == "flow"
+    asked = predictor.predict(folder, aligned=True, spotting="first-frame")
+    assert asked["spotting"]["method"] == "first-frame" and asked["spotting"]["eyes"] == "none"
+    assert asked["apex"] == 15
+    given = predictor.predict(folder, onset=10, apex=15, aligned=True)["spotting"]
+    assert given["method"] is None and given["confidence"] is None and given["motion"] == []
+    with pytest.raises(ConfigError, match="unknown spotting method 'peak'"):
+        predictor.predict(folder, aligned=True, spotting="peak")
 
 
 def test_predict_refuses_a_missing_frame_where_prepare_does(tmp_path: Path) -> None:

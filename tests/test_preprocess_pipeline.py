@@ -53,11 +53,23 @@ def test_apex_and_sequence_outputs(tmp_path: Path) -> None:
 def test_unknown_apex_is_spotted_and_recorded(tmp_path: Path) -> None:
     sample = face_clip(tmp_path / "s1_po_01", count=9, apex=6, apex_source=APEX_MIDDLE)
     assert sample.apex == 14  # the loader's middle-frame estimate (frames 10..18)
-    prepared = _run([sample], flow="dis")
-    assert (prepared.samples[0].apex, prepared.samples[0].apex_source) == (16, APEX_SPOTTED)
     annotated = face_clip(tmp_path / "EP03", count=9, apex=6)
-    kept = _run([annotated], flow="dis").samples[0]
-    assert (kept.apex, kept.apex_source) == (16, APEX_ANNOTATED)
+    prepared = _run([sample, annotated], flow="dis", spotting="first-frame")
+    spotted, kept = prepared.samples
+    assert (spotted.apex, spotted.apex_source) == (16, APEX_SPOTTED)
+    assert spotted.meta["apex_method"] == "first-frame" and float(spotted.meta["apex_confidence"])
+    assert (kept.apex, kept.apex_source) == (16, APEX_ANNOTATED) and "apex_method" not in kept.meta
+    assert prepared.notes == [
+        "apex spotted by first-frame in 1 of 2 clips (their apex is not annotated (e.g. SMIC) or "
+        "not a frame of the clip); 0 of them with spotting confidence under 0.5"
+    ]
+    assert _run([annotated], flow="dis").notes == []
+    config = PrepareConfig(flow="dis", spotting="first-frame")
+    cached = [prepare([sample], config, tmp_path / "cache", 1, progress=False) for _ in range(2)]
+    assert cached[1].cache_hits == 1 and cached[1].notes == cached[0].notes != []
+    assert cached[1].samples[0].meta == cached[0].samples[0].meta
+    with pytest.raises(ConfigError, match="spotting 'best' must be one of .'registered-diff"):
+        PrepareConfig(spotting="best")
 
 
 def test_one_alignment_per_clip(clip: Sample, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,7 @@ from merkit.serve import ServeConfig, create_app
 from merkit.serve.catalog import Catalog, ModelEntry
 from merkit.serve.jobs import Job, JobQueue
 from merkit.serve.uploads import NotAClip, TooLarge, unpack_frames
-from merkit.serve.views import CURVE_AROUND, CURVE_FROM_ONSET, CURVE_FROM_PREDICT, motion_curve
+from merkit.serve.views import CURVE_FROM_ONSET, CURVE_FROM_PREDICT, motion_curve
 from preprocess_clips import face_clip
 from serve_fixtures import blank_zip, tree, write_clip, write_runs, zip_bytes, zip_folder
 
@@ -104,7 +104,9 @@ def test_a_clip_gets_predicts_result_and_its_pictures(
         assert result["probabilities"][name] == pytest.approx(p, abs=1e-5)
     views = job["views"]
     assert len(views["numbers"]) == len(views["curve"]) == expected["frames"]
-    assert views["curve_source"] == CURVE_AROUND  # a long clip: its movement was spotted
+    assert views["curve_source"] == CURVE_FROM_PREDICT  # spotted: predict's curve
+    spotted = dict(zip(result["spotting"]["frames"], result["spotting"]["motion"], strict=True))
+    assert views["curve"] == [spotted[n] for n in views["numbers"]]
     assert views["images"] == ["attention", "face", "flow", "input"]
     assert views["attention"] == "spatial-attention"
 
@@ -149,7 +151,7 @@ def test_several_clips_are_queued_and_run_in_order(client: TestClient, clip: Pat
     assert listed[-3:] == ids
 
 
-def test_motion_curve_is_predicts_own_else_the_measure_spotting_used() -> None:
+def test_motion_curve_is_predicts_own_else_the_difference_from_the_onset() -> None:
     faces = np.zeros((9, 8, 8), np.uint8)
     faces[4:] = 20  # a step: a lasting change from frame 4 on
     faces[6] = 60  # and a short movement at frame 6
@@ -158,12 +160,10 @@ def test_motion_curve_is_predicts_own_else_the_measure_spotting_used() -> None:
     assert motion_curve(own, faces, numbers, 0) == (
         [None, None, 0.5, 2.0, 1.0, None, None, None, None], CURVE_FROM_PREDICT
     )  # fmt: skip
-    short = {"timing_sources": {"onset": "clip-start"}, "spotting": {"window": 4}}
-    from_onset, source = motion_curve(short, faces, numbers, 0)
+    given = {"timing_sources": {"onset": "given"}, "spotting": {"frames": [], "motion": []}}
+    from_onset, source = motion_curve(given, faces, numbers, 0)
     assert source == CURVE_FROM_ONSET and from_onset[0] == 0 and from_onset[5] > 0
-    spotted = {"timing_sources": {"onset": "spotted"}, "spotting": {"window": 4}}
-    around, source = motion_curve(spotted, faces, numbers, 0)
-    assert source == CURVE_AROUND and int(np.argmax(around)) == 6 and around[0] == 0
+    assert int(np.argmax(from_onset)) == 6
 
 
 # ---- refusals --------------------------------------------------------------------------------

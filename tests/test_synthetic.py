@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from merkit.data.synthetic import (
     make_subject,
     plan_emotions,
     render_clip,
+    with_true_apex,
     write_synthetic_video,
     write_video,
 )
@@ -94,6 +96,29 @@ def test_casme2_loader_reads_the_output_unchanged(small_root: Path) -> None:
     assert [s.action_units for s in five] == list(truth["action_units"].astype(str))
     three = load_dataset("casme2", small_root, taxonomy="3class")
     assert len(three) == 12 - five.class_counts()["others"]
+
+
+def test_context_writes_long_clips_with_the_expression_inside(tmp_path: Path) -> None:
+    """The hard cases on purpose: twice as long, the expression anywhere inside, the sheet and
+    the truth still giving its onset/apex/offset; `with_true_apex` fills the sheet's "/" cells."""
+    config = dataclasses.replace(SMALL, n_subjects=2, clips_per_subject=3, context=1.0)
+    root = generate_casme2_like(tmp_path, config)
+    truth = pd.read_csv(root / TRUTH_NAME)
+    episode = truth["offset"] - truth["onset"] + 1
+    assert ((truth["n_frames"] - 2 * episode).abs() <= 1).all()
+    assert (truth["onset"] > 0).any() and (truth["offset"] < truth["n_frames"] - 1).any()
+    assert "tic_apex" in truth.columns
+    data = load_dataset("casme2", root, taxonomy="all")
+    for sample, row in zip(data, truth.itertuples(), strict=True):
+        assert len(sample.frames) == row.n_frames
+        assert sample.onset == row.first_frame + row.onset
+        assert sample.offset == row.first_frame + row.offset
+    assert data.apex_counts()["estimated-middle"] == SMALL.missing_apex
+    exact = with_true_apex(data.samples, root)
+    assert [s.apex for s in exact] == list(truth["first_frame"] + truth["apex"])
+    assert {s.apex_source for s in exact} == {"annotated"}
+    with pytest.raises(ConfigError, match="context -1"):
+        SyntheticConfig(context=-1)
 
 
 def test_existing_root_is_reused_or_refused(small_root: Path) -> None:

@@ -23,6 +23,7 @@ from merkit.cli import commands_demo  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_audit  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_serve  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_weights  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_spot  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from merkit.cli import options
 from merkit.cli.app import app, console, print_table
 from merkit.errors import ConfigError
-from merkit.preprocess.config import ON_ERROR, PrepareConfig
+from merkit.preprocess.config import DEFAULT_SPOTTING, ON_ERROR, PrepareConfig
 
 if TYPE_CHECKING:
     from merkit.preprocess.pipeline import Prepared
@@ -59,6 +59,7 @@ def prepare_command(
     crop_size: Annotated[
         int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
     ] = PrepareConfig.crop_size,
+    spotting: options.Spotting = DEFAULT_SPOTTING,
     workers: options.Workers = None,
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
@@ -73,7 +74,12 @@ def prepare_command(
     from merkit.preprocess.pipeline import export_flow_maps, output_folder, prepare
 
     config = PrepareConfig(
-        output=output, size=size, flow=flow, aligned=aligned, crop_size=crop_size
+        output=output,
+        size=size,
+        flow=flow,
+        aligned=aligned,
+        crop_size=crop_size,
+        spotting=spotting,
     )
     if on_error not in ON_ERROR:
         raise ConfigError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
@@ -91,6 +97,8 @@ def prepare_command(
         progress=not quiet,
     )
     print_table(summary_table(kind, prepared, len(dataset)))
+    for note in prepared.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if prepared.failed:
         print_table(failures_table(prepared.failed))
     if export_maps is not None:

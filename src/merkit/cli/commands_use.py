@@ -39,6 +39,7 @@ def fit(
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
     taxonomy: options.Taxonomy = None,
     flow: options.Flow = None,
+    spotting: options.Spotting = None,
     cache: options.Cache = None,
     workers: options.Workers = None,
     quiet: options.Quiet = False,
@@ -56,7 +57,7 @@ def fit(
         if epochs < 1:
             raise ConfigError(f"--epochs {epochs}: expected at least 1")
         recipe = dataclasses.replace(recipe, epochs=epochs)
-    overrides = {"flow": flow} if flow is not None else {}
+    overrides = {k: v for k, v in (("flow", flow), ("spotting", spotting)) if v is not None}
     config = PrepareConfig(**{**prepare_defaults(model, preset), **overrides})
     bar, task = _progress(), None
 
@@ -119,9 +120,11 @@ def predict(
     window: Annotated[
         int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
     ] = None,
+    spotting: options.Spotting = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON here, not to stdout.")] = None,
     picture: Annotated[
-        Path | None, typer.Option(help="Folder for a PNG per input: apex face, flow, attention.")
+        Path | None,
+        typer.Option(help="Folder for a PNG per input: apex face, flow, attention, motion curve."),
     ] = None,
     workers: Annotated[
         int, typer.Option(help="Processes predicting inputs (each prepares its own clip).")
@@ -146,6 +149,7 @@ def predict(
         "offset": offset,
         "aligned": aligned,
         "window": window,
+        "spotting": spotting,
         "picture_dir": picture,
     }
     with _progress() as bar:

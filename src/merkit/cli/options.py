@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from merkit.preprocess.config import SPOTTING_METHODS
+
 Data = Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")]
 Root = Annotated[Path | None, typer.Option(help="The dataset's folder.")]
 Model = Annotated[
@@ -31,6 +33,10 @@ Taxonomy = Annotated[
     typer.Option(help="Label taxonomy: all, 5class or 3class (default: the loader's)."),
 ]
 Flow = Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback or dis.")]
+Spotting = Annotated[
+    str | None,
+    typer.Option(help=f"Apex spotting where no apex is given: {', '.join(SPOTTING_METHODS)}."),
+]
 Cache = Annotated[
     Path | None,
     typer.Option("--cache", help="Preprocessing cache folder: prepared clips are kept and reused."),

@@ -15,7 +15,8 @@ import re
 import shutil
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from merkit.data.sample import APEX_ANNOTATED, Sample
 from merkit.data.synthetic_clips import SyntheticConfig, make_subject, random_stream, render_clip
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic, write_bytes_atomic, write_text_atomic
@@ -159,6 +161,7 @@ def _render_dataset(
             hidden = {k: v for k, v in truth.items() if k not in ("subject", "clip")}
             truths.append({"subject": f"sub{number:02d}", "filename": name, "first_frame": first})
             truths[-1].update(hidden)
+            truths[-1]["tic_apex"] = "" if truth["tic_apex"] is None else truth["tic_apex"]
             if progress is not None:
                 progress(len(rows), total)
     # The real sheet leaves a few apex cells as "/": downstream must estimate those.
@@ -207,6 +210,23 @@ def generate_casme2_like(
     _write_sheet(sheet, rows)
     write_text_atomic(config_path, config.to_json())
     return root
+
+
+def with_true_apex(samples: Sequence[Sample], root: str | Path) -> list[Sample]:
+    """`samples` of the synthetic dataset at `root`, each with the apex the generator drew (the
+    sheet writes a few as "/", like the real one) marked as annotated: the truth to score
+    spotting against."""
+    truth = pd.read_csv(Path(root) / TRUTH_NAME)
+    apex = {
+        (row.subject, row.filename): int(row.first_frame + row.apex)
+        for row in truth.itertuples()
+        if not pd.isna(row.apex)
+    }
+    return [
+        replace(s, apex=apex[(s.subject, s.clip)], apex_source=APEX_ANNOTATED)
+        for s in samples
+        if (s.subject, s.clip) in apex
+    ]
 
 
 def write_synthetic_video(

@@ -97,11 +97,15 @@ class SyntheticConfig:
     clips_per_subject: int = 10
     classes: tuple[str, ...] = ("happiness", "surprise", "disgust", "repression", "others")
     size: int = 128
-    n_frames: int = 30  # nominal clip length; each clip varies by +-length_jitter
+    n_frames: int = 30  # nominal expression length (onset to offset); varies by +-length_jitter
     length_jitter: float = 0.2
+    # Neutral frames around the expression, as a share of its length, split at random: 0 makes
+    # clips that span onset..offset (CASME II's cropped release), 1 clips twice as long with the
+    # expression anywhere inside (a recording, SAMM-like); the sheet keeps the true onset/offset.
+    context: float = 0.0
     fps: float = 200.0  # nominal: the frame rate the clips stand for (CASME II's)
     amplitude_px: tuple[float, float] = (0.8, 2.2)  # peak action-unit displacement
-    drift_px: float = 1.0  # largest head translation across a clip
+    drift_px: float = 1.0  # largest head translation across a clip (its speed: / clip length)
     drift_deg: float = 0.4  # largest head rotation across a clip
     noise_std: float = 2.0  # sensor noise, grey levels
     illumination: float = 0.03  # largest relative brightness change across a clip
@@ -121,6 +125,8 @@ class SyntheticConfig:
             raise ConfigError(f"synthetic size {self.size} must be an even number >= 48")
         if self.n_frames < 8:
             raise ConfigError(f"synthetic n_frames {self.n_frames} must be at least 8")
+        if self.context < 0:
+            raise ConfigError(f"synthetic context {self.context} must be >= 0")
         if self.n_subjects < 1 or self.clips_per_subject < 1:
             raise ConfigError("synthetic n_subjects and clips_per_subject must be at least 1")
         low, high = self.amplitude_px
@@ -404,9 +410,10 @@ def render_clip(
     """Render one clip: frames uint8 (T, H, W) and the truth that made them.
 
     By default the clip spans onset..offset like a CASME II clip (length jittered around
-    `config.n_frames`); pass `n_frames` and `onset`/`apex`/`offset` (0-based frame indices) to
-    embed the micro-expression in a longer neutral clip. `emotion=None` renders no expression;
-    `action_units` ("1+2", "R12") overrides the units the emotion would draw.
+    `config.n_frames`), or, with `config.context`, that expression somewhere inside a longer
+    neutral clip; pass `n_frames` and `onset`/`apex`/`offset` (0-based frame indices) to place it
+    yourself. `emotion=None` renders no expression; `action_units` ("1+2", "R12") overrides the
+    units the emotion would draw.
     """
     frames, truth, _ = render_clip_motion(
         emotion,
@@ -442,7 +449,12 @@ def render_clip_motion(
     person = subject if isinstance(subject, SyntheticSubject) else make_subject(subject, config)
     rng = random_stream(config.seed, 2, person.index, clip)
     jitter = 1.0 + rng.uniform(-config.length_jitter, config.length_jitter)
-    n_frames = n_frames or max(8, round(config.n_frames * jitter))
+    episode = max(8, round(config.n_frames * jitter))
+    if n_frames is None and config.context > 0 and onset is None and offset is None:
+        n_frames = round(episode * (1 + config.context))
+        onset = int(rng.integers(0, n_frames - episode + 1))
+        offset = onset + episode - 1
+    n_frames = n_frames or episode
     onset = 0 if onset is None else onset
     offset = n_frames - 1 if offset is None else offset
     apex = round(onset + rng.uniform(0.25, 0.6) * (offset - onset)) if apex is None else apex
@@ -458,7 +470,8 @@ def render_clip_motion(
     amplitude = float(rng.uniform(*config.amplitude_px)) * config.scale
     motions = _unit_motions(rng, codes, person, amplitude, (n_frames, onset, apex, offset), (x, y))
     peak_px = float(np.hypot(*sum(f for _, f in motions)).max()) if motions else 0.0
-    motions += _tic_motion(rng, person, config.tic_amplitude * amplitude, n_frames, (x, y))
+    tic = _tic_motion(rng, person, config.tic_amplitude * amplitude, n_frames, (x, y))
+    motions += tic
     pose = _head_drift(rng, n_frames, config, person.drift_gain)
     centre = np.array([person.face.cx, person.face.cy], np.float32) * size
     displacement = _displacement(motions, n_frames, (size, size))
@@ -497,6 +510,7 @@ def render_clip_motion(
         "amplitude_px": round(amplitude, 3),  # the clip's drawn amplitude
         "peak_px": round(peak_px, 3),  # the largest displacement it produced, all units at once
         "blinks": blinks,
+        "tic_apex": int(np.argmax(tic[0][0])) if tic else None,  # the habitual twitch's peak
         "drift_px": round(float(np.hypot(*(pose[0][-1] - pose[0][0]))), 3),
     }
     motion = ClipMotion(centre, *pose, displacement, face_points68(person.face, size))

@@ -1,4 +1,5 @@
-"""What the model looked at: attention maps, and the apex face with the flow and attention drawn.
+"""What the model looked at: attention maps, and the apex face with the flow and attention drawn,
+above the spotting's motion curve with onset, apex and offset marked.
 
 CABM-FMER re-weights spatial positions with CBAM's spatial attention; where a model has such
 modules their (sigmoid) maps are used directly. Any other model gets input-gradient saliency:
@@ -7,6 +8,8 @@ modules their (sigmoid) maps are used directly. Any other model gets input-gradi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,6 +26,19 @@ INPUT_GRADIENT = "input-gradient"
 PICTURE_SIDE = 384  # pixels of the written picture's side
 ARROW_STEP = 8  # crop pixels between drawn flow arrows
 ATTENTION_ALPHA = 0.5
+CURVE_HEIGHT = 128  # pixels of the motion-curve strip under the face
+CURVE_MARGIN = 16
+MARK_COLOURS = ((80, 160, 255), (255, 80, 80), (80, 160, 255))  # onset, apex, offset (RGB)
+
+
+@dataclass(frozen=True)
+class MotionCurve:
+    """The spotting's motion per frame and the frames it marks (frame numbers)."""
+
+    frames: Sequence[int]
+    motion: np.ndarray
+    marks: tuple[int, int, int]  # onset, apex, offset
+    label: str  # the method and its confidence
 
 
 def _normalise(values: np.ndarray) -> np.ndarray:
@@ -93,10 +109,44 @@ def draw_flow(image: np.ndarray, flow: np.ndarray, scale: float) -> None:
             cv2.arrowedLine(image, start, end, (60, 255, 60), 1, cv2.LINE_AA, tipLength=0.3)
 
 
+def draw_curve(curve: MotionCurve, width: int) -> np.ndarray:
+    """RGB strip (CURVE_HEIGHT, width): the motion curve, onset/apex/offset as labelled lines."""
+    strip = np.full((CURVE_HEIGHT, width, 3), 24, np.uint8)
+    first, last = curve.frames[0], max(curve.frames[-1], curve.frames[0] + 1)
+    top, bottom = CURVE_MARGIN + 12, CURVE_HEIGHT - CURVE_MARGIN
+
+    def x_of(frame: float) -> int:
+        return round(CURVE_MARGIN + (frame - first) / (last - first) * (width - 2 * CURVE_MARGIN))
+
+    for (name, frame), colour in zip(
+        zip(("onset", "apex", "offset"), curve.marks, strict=True), MARK_COLOURS, strict=True
+    ):
+        x = x_of(frame)
+        cv2.line(strip, (x, top - 4), (x, bottom), colour, 1, cv2.LINE_AA)
+        text = f"{name} {frame}"
+        (size, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        left = int(np.clip(x - size // 2, 0, width - size))
+        y = top - 6 if name == "apex" else bottom + 12
+        cv2.putText(strip, text, (left, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
+    motion = np.asarray(curve.motion, np.float64)
+    scale = float(motion.max()) if motion.size and motion.max() > 0 else 1.0
+    ys = bottom - motion / scale * (bottom - top)
+    points = np.array([[x_of(f), round(y)] for f, y in zip(curve.frames, ys, strict=True)])
+    cv2.polylines(strip, [points.astype(np.int32)], False, (240, 240, 240), 1, cv2.LINE_AA)
+    cv2.putText(strip, f"motion: {curve.label}", (CURVE_MARGIN, 12), cv2.FONT_HERSHEY_SIMPLEX,
+                0.38, (200, 200, 200), 1, cv2.LINE_AA)  # fmt: skip
+    return strip
+
+
 def render_picture(
-    face: np.ndarray, flow: np.ndarray, attention: np.ndarray | None, caption: str
+    face: np.ndarray,
+    flow: np.ndarray,
+    attention: np.ndarray | None,
+    caption: str,
+    curve: MotionCurve | None = None,
 ) -> np.ndarray:
-    """RGB picture: the gray apex face, the attention as a heat overlay, flow arrows, a caption."""
+    """RGB picture: the gray apex face, the attention as a heat overlay, flow arrows, a caption;
+    with `curve`, the spotting's motion curve in a strip below."""
     scale = PICTURE_SIDE / face.shape[1]
     size = (PICTURE_SIDE, round(face.shape[0] * scale))
     gray = cv2.resize(face, size, interpolation=cv2.INTER_CUBIC)
@@ -109,7 +159,7 @@ def render_picture(
     picture = np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
     draw_flow(picture, flow, scale)
     cv2.putText(picture, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-    return picture
+    return picture if curve is None else np.vstack([picture, draw_curve(curve, picture.shape[1])])
 
 
 def write_picture(path: Path, picture: np.ndarray) -> Path:

@@ -1,7 +1,8 @@
 """`Predictor`: a video file or frame folder in, the micro-expression's timing and class out.
 
 Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
-first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`); compute
+first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`, with the
+spotting method the checkpoint's preprocessing names unless one is asked for); compute
 the model input with the checkpoint's own `PrepareConfig` through the pipeline functions that
 `merkit prepare` uses (`align_clip`, `clip_output`), so flow method, sizes, scaling and the input
 checks (face size, missing frames) match training; classify; optionally draw a picture. Frame
@@ -28,18 +29,18 @@ from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.export import OnnxBackend
-from merkit.inference.picture import attention_map, render_picture, write_picture
+from merkit.inference.picture import MotionCurve, attention_map, render_picture, write_picture
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames
+from merkit.preprocess.spotting import default_window, get_method
 from merkit.training.augment import hflip_flow
 from merkit.workers import WorkerPool
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
-WINDOW_SECONDS = 0.2  # spotting window: a micro-expression's typical onset-to-offset time
 MIN_FRAMES = 2
 
 
@@ -146,6 +147,25 @@ def face_box(alignment: Alignment) -> list[int]:
     return [round(low[0]), round(low[1]), round(high[0]), round(high[1])]
 
 
+def spotting_summary(timing: Timing, numbers: Sequence[int]) -> dict[str, Any]:
+    """What spotting found, self-described: the method and what it follows, the confidence, how
+    the eyes were found, and the motion curve (per frame number) whose peak is the apex. Where
+    the user gave onset and apex nothing was spotted: method, confidence and curve are empty."""
+    found = timing.spot
+    if found is None:
+        empty: dict[str, Any] = {"method": None, "follows": None, "confidence": None}
+        return {**empty, "eyes": None, "noise": None, "frames": [], "motion": []}
+    return {
+        "method": found.method,
+        "follows": get_method(found.method).follows,
+        "confidence": round(found.confidence, 4),
+        "eyes": found.eyes,
+        "noise": round(found.noise, 6),
+        "frames": timing.curve_frames(numbers),
+        "motion": [round(float(v), 6) for v in found.profile],
+    }
+
+
 @dataclass
 class _Stopwatch:
     """Milliseconds per named stage; `on_stage(name)` is told as each stage starts."""
@@ -198,16 +218,18 @@ class Predictor:
         *,
         aligned: bool = False,
         window: int | None = None,
+        spotting: str | None = None,
         picture_dir: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Timing, face box, class probabilities and per-stage milliseconds of one input.
+        """Timing, face box, spotting, class probabilities and per-stage milliseconds of one input.
 
         `onset`/`apex`/`offset` are frame numbers the user knows (else spotted); `aligned`
         skips face detection for inputs that are already face crops; `window` is the spotting
-        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders).
+        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders);
+        `spotting` names the spotting method (default: the one the model's training data used).
         """
-        options = {"aligned": aligned, "window": window, "picture_dir": picture_dir}
-        return self.analyse(input, onset, apex, offset, **options).result
+        options = {"aligned": aligned, "window": window, "spotting": spotting}
+        return self.analyse(input, onset, apex, offset, **options, picture_dir=picture_dir).result
 
     def analyse(
         self,
@@ -218,6 +240,7 @@ class Predictor:
         *,
         aligned: bool = False,
         window: int | None = None,
+        spotting: str | None = None,
         picture_dir: str | Path | None = None,
         on_stage: Callable[[str], None] | None = None,
     ) -> Analysis:
@@ -225,6 +248,7 @@ class Predictor:
         that shows it; `on_stage(name)` is called as each stage (read, face, spotting, motion,
         model, picture) starts."""
         watch = _Stopwatch(on_stage=on_stage)
+        method = get_method(spotting or self.config.spotting).name
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
@@ -232,7 +256,7 @@ class Predictor:
             known = [clip.index(n) for n in (onset, apex, offset)]
         numbers = clip.numbers
         fps = clip.fps or DEFAULT_FPS
-        window = window or max(4, round(WINDOW_SECONDS * fps))
+        window = window or default_window(fps)
         with watch.stage("face"):
             reference = known[0] or 0
             alignment = pipeline.align_clip(
@@ -248,7 +272,7 @@ class Predictor:
             else:
                 pipeline.require_contiguous(clip.sample, numbers[reference:], "spotting")
                 faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
-                timing = locate(faces, window, *known)
+                timing = locate(faces, window, *known, method=method)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
             x = pipeline.clip_output(
@@ -301,7 +325,7 @@ class Predictor:
                 "window": window,
                 "fps": fps,
                 "fps_assumed": clip.fps is None,
-                "score": timing.score,
+                **spotting_summary(timing, numbers),
             },
             "probabilities": {
                 name: round(float(p), 6) for name, p in zip(names, probs, strict=True)
@@ -325,8 +349,14 @@ class Predictor:
         flow = compute_flow(faces[0], faces[1], self.config.flow)
         found = self.backend.attention(inference_input(self.meta.model, x[None])[0], target)
         name = self.meta.class_names[target]
+        curve = None
+        if timing.spot is not None:
+            frames = tuple(timing.curve_frames(clip.numbers))
+            marks = tuple(clip.numbers[i] for i in (timing.onset, timing.apex, timing.offset))
+            label = f"{timing.spot.method}, confidence {timing.spot.confidence:.2f}"
+            curve = MotionCurve(frames, timing.spot.profile, marks, label)
         picture = render_picture(
-            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}"
+            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}", curve
         )
         path = write_picture(Path(folder) / f"{clip.path.stem}.png", picture)
         return {"path": str(path), "attention": found[1] if found else None}

@@ -1,22 +1,24 @@
 """When the micro-expression happens in a clip: onset, apex and offset, and how each was found.
 
-Given frames come first. A short clip (under two spotting windows: too little neutral context to
-contrast a movement against) is taken as one expression from its first to its last frame, with the
-apex spotted as in `merkit prepare`. A long clip is searched with `spotting.spot_intervals`; the
-strongest movement at least half a window from the clip's ends (where the spotting contrast has
-no context) is then timed by `spotting.fit_movement`, a raised-cosine movement template fitted to
-a motion profile focused on the moving region. On clear synthetic clips onset and apex land
+Given frames come first. A short clip (under two spotting windows: too little neutral context
+around a movement) is taken as one expression from its first to its last frame, with the apex
+spotted as `merkit prepare` spots it (`spotting.spot`, referenced to the clip's two ends). In a long
+clip the references reach one window before and after each frame; around the apex found that
+way `spotting.fit_movement` fits a raised-cosine movement template to a motion profile focused
+on the moving region, for the onset and offset. On clear synthetic clips onset and apex land
 within about 3 frames at 200 fps. This module only decides which of those steps applies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from merkit.errors import ConfigError
-from merkit.preprocess.spotting import fit_movement, spot_apex, spot_intervals
+from merkit.preprocess.config import DEFAULT_SPOTTING
+from merkit.preprocess.spotting import Spot, fit_movement, spot
 
 GIVEN = "given"
 SPOTTED = "spotted"
@@ -32,7 +34,13 @@ class Timing:
     apex: int
     offset: int
     sources: dict[str, str]
-    score: float | None = None  # the spot's contrast, when it was spotted in a long clip
+    spot: Spot | None = None  # the spotting behind a spotted apex: its curve, confidence, method
+    spot_start: int = 0  # the clip index of the curve's first frame
+
+    def curve_frames(self, numbers: Sequence[int]) -> list[int]:
+        """Frame numbers of the spotting curve's points (none where nothing was spotted)."""
+        length = len(self.spot.profile) if self.spot is not None else 0
+        return list(numbers[self.spot_start : self.spot_start + length])
 
 
 def locate(
@@ -41,10 +49,12 @@ def locate(
     onset: int | None = None,
     apex: int | None = None,
     offset: int | None = None,
+    method: str = DEFAULT_SPOTTING,
 ) -> Timing:
     """Onset/apex/offset of the expression in aligned grayscale faces (T, S, S).
 
-    `onset`/`apex`/`offset` are indices the user gave; an apex needs its onset.
+    `onset`/`apex`/`offset` are indices the user gave; an apex needs its onset. `method` names
+    the spotting method (`merkit.preprocess.config.SPOTTING_METHODS`).
     """
     last = len(faces) - 1
     check_order(onset, apex, offset)
@@ -57,20 +67,16 @@ def locate(
             "apex": SPOTTED,
             "offset": GIVEN if offset is not None else "onset+window",
         }
-        return Timing(onset, onset + spot_apex(faces[onset : end + 1]), end, sources)
+        found = spot(faces[onset : end + 1], method)
+        return Timing(onset, onset + found.apex, end, sources, found, onset)
     if len(faces) >= 2 * window:
-        half = window // 2
-        spots = [
-            s for s in spot_intervals(faces, window, threshold=0.0) if half <= s.apex <= last - half
-        ]
-        if spots:
-            on, top, off = fit_movement(faces, spots[0].apex, window)
-            return Timing(
-                on, top, off, dict.fromkeys(("onset", "apex", "offset"), SPOTTED), spots[0].score
-            )
-    return Timing(
-        0, spot_apex(faces), last, {"onset": CLIP_START, "apex": SPOTTED, "offset": CLIP_END}
-    )
+        found = spot(faces, method, window)
+        on, off = fit_movement(faces, found.apex, window)
+        spotted = dict.fromkeys(("onset", "apex", "offset"), SPOTTED)
+        return Timing(on, found.apex, off, spotted, found)
+    found = spot(faces, method)
+    sources = {"onset": CLIP_START, "apex": SPOTTED, "offset": CLIP_END}
+    return Timing(0, found.apex, last, sources, found)
 
 
 def check_order(onset: int | None, apex: int | None, offset: int | None) -> None:

@@ -14,6 +14,9 @@ from merkit.errors import ConfigError
 INPUT_KINDS = ("flow", "apex", "sequence")
 FLOW_METHODS = ("tvl1", "farneback", "dis")
 APEX_POLICIES = ("annotated", "spot")
+# Apex spotting methods by name (defined in `merkit.preprocess.spotting`); the first is the default.
+SPOTTING_METHODS = ("registered-difference", "flow", "feature-difference", "first-frame")
+DEFAULT_SPOTTING = SPOTTING_METHODS[0]
 ON_ERROR = ("skip", "stop")
 
 
@@ -31,6 +34,7 @@ class PrepareConfig:
     magnify: float = 0.0  # Eulerian amplification alpha before flow; 0 = off
     magnify_band: tuple[float, float] = (0.05, 0.4)  # temporal band, cycles per frame
     apex_policy: str = "annotated"  # "annotated": spot only where unknown; "spot": always
+    spotting: str = DEFAULT_SPOTTING  # how an apex is spotted (SPOTTING_METHODS)
     frames: int = 30  # T: frames of a "sequence", resampled evenly from onset to offset
     color: bool = False  # "apex"/"sequence" in RGB (C=3) instead of gray (C=1)
 
@@ -41,6 +45,10 @@ class PrepareConfig:
             (
                 self.apex_policy in APEX_POLICIES,
                 f"apex_policy {self.apex_policy!r} must be one of {APEX_POLICIES}",
+            ),
+            (
+                self.spotting in SPOTTING_METHODS,
+                f"spotting {self.spotting!r} must be one of {SPOTTING_METHODS}",
             ),
             (self.size >= 4 and self.crop_size >= 16, "size must be >= 4 and crop_size >= 16"),
             (self.frames >= 1, "frames must be >= 1"),

@@ -1,7 +1,8 @@
 """`prepare`: samples -> model inputs (flow maps, apex faces or frame sequences), cached.
 
 One clip is one unit of work: read the onset frame, align the face once, choose the apex
-(annotated, or spotted where unknown), then compute the requested output. The first and last
+(annotated, or spotted where unknown, by `config.spotting`: see `merkit.preprocess.spotting`),
+then compute the requested output. The first and last
 steps (`align_clip`, `clip_output`) are public so that `merkit predict` prepares a video with the
 same code and the same input checks. Clips run in a process pool, each result is cached as soon
 as it exists, and a clip that fails is reported with its reason while the others continue.
@@ -42,12 +43,13 @@ from merkit.preprocess.flow import (
 from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.frames import ClipFrames
 from merkit.preprocess.magnify import magnify
-from merkit.preprocess.spotting import spot_apex
+from merkit.preprocess.spotting import spot
 from merkit.workers import WorkerPool
 
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.
 MAX_UPSCALE = 4.0
+LOW_CONFIDENCE = 0.5  # a spotted apex under this is counted in the notes as unsure
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Prepared:
     cache_hits: int = 0
     seconds: float = 0.0
     computed: int = 0  # clips computed in this call (not cache hits, not published maps)
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. how apexes were spotted
 
 
 def output_folder(path: Path, what: str, create: bool = True) -> Path:
@@ -210,18 +213,36 @@ def clip_output(
     return _image_output(clip, [span[i] for i in picks], output)
 
 
+def aligned_faces(
+    sample: Sample, config: PrepareConfig, whole_clip: bool = False
+) -> tuple[list[int], np.ndarray]:
+    """The frame numbers and aligned grayscale faces that spotting reads: onset..offset (as
+    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it)."""
+    clip = ClipFrames(sample)
+    span = list(clip.numbers) if whole_clip else _span(sample, clip)
+    alignment = align_clip(sample, clip, span[0], config)
+    require_contiguous(sample, span, "apex spotting")
+    return span, _faces(clip, span, alignment)
+
+
 def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """One clip's array and its metadata ({"apex": number, "apex_source": ...})."""
+    """One clip's array and its metadata ({"apex": number, "apex_source": ...}, and for a spotted
+    apex the method and the spotting confidence)."""
     clip = ClipFrames(sample, color=config.color and config.output != "flow")
     span = _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
-    apex, source = sample.apex, sample.apex_source
-    known = apex is not None and source == APEX_ANNOTATED and apex in span
+    meta: dict[str, Any] = {"apex": sample.apex, "apex_source": sample.apex_source}
+    known = sample.apex is not None and sample.apex_source == APEX_ANNOTATED and sample.apex in span
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
-        apex, source = span[spot_apex(_faces(clip, span, alignment))], APEX_SPOTTED
-    meta = {"apex": apex, "apex_source": source}
-    return clip_output(sample, clip, span, apex, alignment, config), meta
+        found = spot(_faces(clip, span, alignment), config.spotting)
+        meta = {
+            "apex": span[found.apex],
+            "apex_source": APEX_SPOTTED,
+            "apex_method": found.method,
+            "apex_confidence": round(found.confidence, 4),
+        }
+    return clip_output(sample, clip, span, meta["apex"], alignment, config), meta
 
 
 def _compute_and_cache(
@@ -366,8 +387,14 @@ def _assemble(
         if index not in results:
             continue
         x, meta = results[index]
-        if meta and (meta["apex"], meta["apex_source"]) != (sample.apex, sample.apex_source):
-            sample = dataclasses.replace(sample, apex=meta["apex"], apex_source=meta["apex_source"])
+        if meta.get("apex_method"):
+            spotted = {k: str(meta[k]) for k in ("apex_method", "apex_confidence")}
+            sample = dataclasses.replace(
+                sample,
+                apex=meta["apex"],
+                apex_source=meta["apex_source"],
+                meta={**sample.meta, **spotted},
+            )
         kept.append(sample)
         arrays.append(x)
     x = (
@@ -376,7 +403,27 @@ def _assemble(
         else np.zeros((0, *config.item_shape), np.float32)
     )
     failed = [(samples[i].uid, errors[i]) for i in sorted(errors)]
-    return Prepared(x, kept, failed, config, hits, time.perf_counter() - started, computed)
+    seconds = time.perf_counter() - started
+    notes = spotting_notes(kept, config)
+    return Prepared(x, kept, failed, config, hits, seconds, computed, notes)
+
+
+def spotting_notes(samples: Sequence[Sample], config: PrepareConfig) -> list[str]:
+    """One line saying how many apexes were spotted, by which method, and why."""
+    spotted = [s for s in samples if s.meta.get("apex_method")]
+    if not spotted:
+        return []
+    methods = sorted({s.meta["apex_method"] for s in spotted})
+    why = (
+        "apex_policy 'spot'"
+        if config.apex_policy == "spot"
+        else "their apex is not annotated (e.g. SMIC) or not a frame of the clip"
+    )
+    low = sum(float(s.meta["apex_confidence"]) < LOW_CONFIDENCE for s in spotted)
+    return [
+        f"apex spotted by {', '.join(methods)} in {len(spotted)} of {len(samples)} clips ({why}); "
+        f"{low} of them with spotting confidence under {LOW_CONFIDENCE}"
+    ]
 
 
 def export_flow_maps(prepared: Prepared, folder: Path) -> list[Path]:

@@ -14,17 +14,15 @@ import numpy as np
 from merkit.errors import DataLayoutError
 from merkit.inference.picture import render_picture
 from merkit.inference.predictor import Analysis, Predictor
-from merkit.inference.timing import SPOTTED
 from merkit.models.inputs import inference_input
 from merkit.preprocess.flow import compute_flow, minmax_scale
-from merkit.preprocess.spotting import feature_difference, motion_profile
+from merkit.preprocess.spotting import motion_profile
 
 JPEG_QUALITY = 90
 INPUT_SIDE = 128  # pixels per channel of the model-input picture
 INPUT_CHANNELS = ("u", "v", "strain")
 CURVE_FROM_PREDICT = "the motion curve predict's spotting found the apex on"
 CURVE_FROM_ONSET = "difference of each frame from the onset frame"
-CURVE_AROUND = "difference of each frame from the frames half a spotting window around it"
 
 
 @dataclass
@@ -76,10 +74,8 @@ def motion_curve(
     marks, and what it is.
 
     predict's own spotting curve when its JSON carries one (`spotting.frames` with
-    `spotting.motion`, one value per listed frame number); otherwise the measure today's
-    spotting ranks frames by: in a long clip whose movement was spotted, each frame's
-    difference from the frames half a window around it (drift cancels); else each frame's
-    difference from the onset frame.
+    `spotting.motion`, one value per listed frame number: whenever it spotted the apex);
+    otherwise (onset and apex given) each frame's difference from the onset frame.
     """
     spotting = result.get("spotting", {})
     frames, motion = spotting.get("frames"), spotting.get("motion")
@@ -87,11 +83,8 @@ def motion_curve(
         by_frame = dict(zip(frames, motion, strict=True))
         values = [by_frame.get(n) for n in numbers]
         return [None if v is None else float(v) for v in values], CURVE_FROM_PREDICT
-    if result.get("timing_sources", {}).get("onset") == SPOTTED and spotting.get("window"):
-        curve, source = feature_difference(faces, int(spotting["window"])), CURVE_AROUND
-    else:
-        curve, source = motion_profile(faces, reference=onset), CURVE_FROM_ONSET
-    return [round(float(v), 4) for v in curve], source
+    curve = motion_profile(faces, reference=onset)
+    return [round(float(v), 4) for v in curve], CURVE_FROM_ONSET
 
 
 def input_picture(x: np.ndarray) -> np.ndarray:

@@ -66,6 +66,7 @@ class TrainingData:
     samples: list[Sample]  # apex updated where preparation spotted it
     x: np.ndarray  # float32, as the model takes it
     failed: list[tuple[str, str]]  # (sample uid, one-sentence reason)
+    notes: list[str]  # what preparation says of the data, e.g. how many apexes it spotted
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, progress: bool = True) -> TrainingData:
@@ -87,7 +88,7 @@ class TrainingData:
         if not prepared.samples:
             raise DataLayoutError(no_sample_text(config, dataset, prepared.failed))
         x = training_input(config, prepared.x)
-        return cls(dataset, list(prepared.samples), x, list(prepared.failed))
+        return cls(dataset, list(prepared.samples), x, list(prepared.failed), list(prepared.notes))
 
     @property
     def class_names(self) -> list[str]:

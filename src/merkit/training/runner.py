@@ -135,7 +135,7 @@ def _run_meta(
             n_used=len(data.samples),
             n_subjects=data.n_subjects,
             skipped_by_loader=len(dataset.skipped),
-            notes=list(dataset.notes),
+            notes=[*dataset.notes, *data.notes],  # the loader's, then e.g. how apexes were spotted
             failed=[{"sample": uid, "reason": reason} for uid, reason in data.failed],
         ),
         protocol=ProtocolInfo(

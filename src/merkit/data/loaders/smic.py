@@ -51,7 +51,10 @@ def _load(root: Path, taxonomy: str, variant: str) -> SampleSet:
     dataset = f"smic-{variant}"
     base = variant_root(Path(root), variant)
     out = Collector()
-    out.note("SMIC has no apex annotation: apex is the middle frame of each clip")
+    out.note(
+        "SMIC has no apex annotation: the loader puts it at the middle frame of each clip, and "
+        "`prepare` spots it (its notes name the spotting method)"
+    )
     subjects = [d for d in subdirs(base) if _SUBJECT.match(d.name)]
     if not subjects:
         raise DataLayoutError(f"{base}: no subject folders (s1, s2, ...) found")
