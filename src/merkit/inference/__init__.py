@@ -1,24 +1,31 @@
-"""Using a trained model: final models and checkpoints, `Predictor`, ONNX export."""
+"""Using a trained model: final models and checkpoints, `Predictor`, ONNX export.
 
-from merkit.inference.checkpoint import (
-    Checkpoint,
-    CheckpointMeta,
-    fit_final,
-    load_checkpoint,
-    save_checkpoint,
-)
-from merkit.inference.export import OnnxBackend, export_onnx, read_onnx_meta
-from merkit.inference.predictor import Predictor, predict_many
+The names load lazily: a light module of this package (e.g. the spotting evaluation) can be
+imported without torch, which only the checkpoint, export and predictor modules need.
+"""
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointMeta",
-    "OnnxBackend",
-    "Predictor",
-    "export_onnx",
-    "fit_final",
-    "load_checkpoint",
-    "predict_many",
-    "read_onnx_meta",
-    "save_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Checkpoint": "checkpoint",
+    "CheckpointMeta": "checkpoint",
+    "fit_final": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "OnnxBackend": "export",
+    "export_onnx": "export",
+    "read_onnx_meta": "export",
+    "Predictor": "predictor",
+    "predict_many": "predictor",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'merkit.inference' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"merkit.inference.{_WHERE[name]}"), name)
