@@ -1,9 +1,12 @@
-"""ConVAT, C3D-GRU and MOL (and CABM for reference) under LOSO on a synthetic CASME II-like set.
+"""ConVAT, C3D-GRU and MOL (and CABM and the classic SVMs for reference) under LOSO on a synthetic
+CASME II-like set.
 
 Each model trains through merkit's engine on the input it declares: onset-apex flow maps for
-ConVAT and CABM, grey frame sequences for C3D-GRU, sequences with packed flow + landmark targets
-for MOL. Prints one JSON line per model: pooled UF1 / UAR over the LOSO folds, and seconds
-(training + prediction; data generation and preparation are reported on a separate line).
+ConVAT, CABM and HOOF + SVM, grey frame sequences for C3D-GRU and LBP-TOP + SVM, sequences with
+packed flow + landmark targets for MOL. The classic models (`hoof-svm`, `lbptop-svm`) are fitted
+in closed form by `merkit.training.classic` with their shipped settings. Prints one JSON line
+per model: pooled UF1 / UAR over the LOSO folds, and seconds (training + prediction; data
+generation and preparation are reported on a separate line).
 
 Usage: python benchmarks/family_synthetic.py [--subjects 8] [--clips 10] [--models convat,...]
 """
@@ -24,12 +27,13 @@ from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
-from merkit.models import c3dgru, convat, mol  # noqa: F401  (register the family)
+from merkit.models import get_model_entry
 from merkit.models.inputs import check_input, model_input
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.preprocess.targets import pack_sequences
+from merkit.training.classic import ClassicEngine
 from merkit.training.engine import fit_predict
-from merkit.training.recipe import AugmentConfig, Recipe
+from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=6)
 # Motion of 0.75-1.5 px in the 64 px frames (the default 0.4-1.1 px is near the noise floor of
@@ -49,6 +53,8 @@ RECIPES = {
         lr=3e-3,
         augment=STILL,
     ),
+    "hoof-svm": default_recipe("hoof-svm"),
+    "lbptop-svm": default_recipe("lbptop-svm"),
 }
 
 
@@ -56,7 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--clips", type=int, default=10)
-    parser.add_argument("--models", default="convat,c3dgru,mol", help="also: cabm")
+    parser.add_argument(
+        "--models", default="convat,c3dgru,mol", help="also: cabm, hoof-svm, lbptop-svm"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
@@ -86,12 +94,13 @@ def main() -> None:
 
     for name in args.models.split(","):
         recipe = RECIPES[name]
-        if args.epochs:
+        entry = get_model_entry(name)
+        if args.epochs and not entry.closed_form:
             recipe.epochs = args.epochs
         for item in args.set:
             key, value = item.split("=", 1)
             recipe.model_kwargs[key] = json.loads(value)
-        kind = "sequence" if name in ("c3dgru", "mol") else "flow"
+        kind = entry.input_spec.kind
         prepared, x = inputs[kind]
         x = packed if name == "mol" else x
         check_input(name, x.shape, kind, **recipe.model_kwargs)
@@ -99,7 +108,8 @@ def main() -> None:
         y = np.asarray([s.label for s in samples])
         folds = list(LeaveOneSubjectOut().split(samples))
         start = time.perf_counter()
-        probs = fit_predict(recipe, model_input(x), y, folds, len(dataset.class_names), args.seed)
+        engine = ClassicEngine().fit_predict if entry.closed_form else fit_predict
+        probs = engine(recipe, model_input(x), y, folds, len(dataset.class_names), args.seed)
         pred = np.empty(len(y), dtype=np.int64)
         for (_, test), p in zip(folds, probs, strict=True):
             pred[test] = p.argmax(1)
@@ -114,7 +124,7 @@ def main() -> None:
             "uar": round(uar(y, pred, len(dataset.class_names)), 4),
             "chance_uar": round(1 / len(dataset.class_names), 4),
             "seconds": round(time.perf_counter() - start, 1),
-            "epochs": recipe.epochs,
+            "epochs": None if entry.closed_form else recipe.epochs,
             "model_kwargs": recipe.model_kwargs,
         }
         print(json.dumps(row), flush=True)

@@ -4,6 +4,8 @@ from merkit.models import (  # noqa: F401  (register the models)
     c3dgru,
     cabm,
     convat,
+    hoof,
+    lbptop,
     mol,
     offapexnet,
     ststnet,

@@ -55,6 +55,34 @@ class Recipe:
         return cls(augment=augment, **data)
 
 
+# The recipe of a model fitted in closed form (the classic SVMs, `merkit.training.classic`): it
+# has no epochs, so nothing of gradient training is switched on; `class_weighted` chooses the
+# SVM's balanced class weights.
+CLOSED_FORM: dict = {
+    "epochs": 1,
+    "class_weighted": True,
+    "augment": {"hflip": False, "max_shift": 0},
+}
+# Recipe keys a closed-form fit reads (the rest only steer gradient training).
+_CLOSED_FORM_KEYS = ("model", "model_kwargs", "class_weighted", "folds_per_batch")
+
+
+def gradient_settings(recipe: Recipe) -> list[str]:
+    """The (dotted) keys of `recipe` that differ from `CLOSED_FORM` and that only gradient
+    training would use: set on a closed-form model, they would silently change nothing."""
+    reference = Recipe.from_dict({"model": recipe.model, **CLOSED_FORM}).to_dict()
+    given = recipe.to_dict()
+    keys = []
+    for key, value in given.items():
+        if key in _CLOSED_FORM_KEYS:
+            continue
+        if key == "augment":
+            keys += [f"augment.{k}" for k, v in value.items() if v != reference[key][k]]
+        elif value != reference[key]:
+            keys.append(key)
+    return keys
+
+
 def default_recipe(model: str) -> Recipe:
     """The shipped recipe of `model` (a fixed schedule: nothing is chosen on held-out data)."""
     if model not in _DEFAULTS:
@@ -122,6 +150,9 @@ _DEFAULTS: dict[str, dict] = {
         "schedule": "cosine",
         "augment": {"hflip": False, "max_shift": 2},
     },
+    # Fitted in closed form (scikit-learn SVMs): the settings are the models' own options.
+    "hoof-svm": CLOSED_FORM,
+    "lbptop-svm": CLOSED_FORM,
     "mol": {
         "epochs": 40,  # synthetic LOSO UF1 0.29 after 15 epochs, 0.60 after 40
         "batch_size": 16,
