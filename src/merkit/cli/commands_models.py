@@ -20,6 +20,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _train_ms(row: ModelProfile) -> str:
+    """A closed-form model (features + SVM) is fitted in one solve: no time per sample-step."""
+    return "closed form" if row.training == "closed-form" else _ms(row.train_ms)
+
+
 def models_table(rows: list[ModelProfile]) -> Table:
     table = Table(title="Registered models (costs per sample, CPU)")
     table.add_column("model")
@@ -35,9 +40,9 @@ def models_table(rows: list[ModelProfile]) -> Table:
             r.name,
             r.kind,
             r.input,
-            f"{r.params:,}",
+            "-" if r.params is None else f"{r.params:,}",
             f"{r.mflops:.2f}",
-            _ms(r.train_ms),
+            _train_ms(r),
             _ms(r.infer_ms),
             r.description,
         )

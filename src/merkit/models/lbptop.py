@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models.classic import FeatureSVM, SVMHead, check_grid, grid_mean
+from merkit.models.classic import FeatureSVM, SVMHead, cell_index, check_grid
 from merkit.models.registry import InputSpec, register_model
 
 PLANES = ("xy", "xt", "yt")
@@ -132,11 +132,21 @@ class LBPTOP(nn.Module):
             )
         check_grid("lbptop-svm", self.blocks, x.shape[2] - 2 * margin, x.shape[3] - 2 * margin)
         labels = self.labels[lbp_codes(x, PLANES, self.points, self.radius).long()]
-        bins = torch.arange(self.num_labels)[None, None, :, None, None, None]
-        votes = (labels[:, :, None] == bins).to(x.dtype).mean(3)  # (N, planes, L, H', W')
-        fractions = grid_mean(votes.flatten(1, 2), self.blocks)  # (N, planes * L, b, b)
-        fractions = fractions.flatten(2).unflatten(1, (len(PLANES), self.num_labels))
-        return fractions.transpose(2, 3).flatten(1)  # plane, block, label
+        frames, height, width = labels.shape[2:]
+        rows, cols = cell_index(height, self.blocks), cell_index(width, self.blocks)
+        block = rows.argmax(1)[:, None] * self.blocks + cols.argmax(1)[None, :]  # of each pixel
+        block = block.expand(frames, height, width)
+        planes = torch.arange(len(PLANES))[:, None, None, None]
+        # One histogram bin per (plane, block, label), counted by a scatter-add: a one-hot of
+        # every point's label would be 59 times the clip's size.
+        index = ((planes * self.blocks**2 + block) * self.num_labels + labels).flatten(1)
+        size = len(PLANES) * self.blocks**2 * self.num_labels
+        counts = torch.zeros(x.shape[0], size, dtype=x.dtype).scatter_add(
+            1, index, torch.ones_like(index, dtype=x.dtype)
+        )
+        points = (frames * rows.sum(0)[:, None] * cols.sum(0)[None, :]).flatten().to(x.dtype)
+        histograms = counts.unflatten(1, (len(PLANES), -1, self.num_labels))
+        return (histograms / points[:, None]).flatten(1)  # fractions of each block's points
 
 
 @register_model(

@@ -43,8 +43,8 @@ Fold = tuple[np.ndarray, np.ndarray]
 Progress = Callable[[int, int], None]
 
 CALIBRATION_FOLDS = 5
-# Samples per feature-extraction batch: bounds the memory of LBP-TOP's per-label volumes
-# (16 clips of 8 x 64 x 64: about 90 MB).
+# Samples per feature-extraction batch: bounds the memory of LBP-TOP's neighbour differences
+# (16 clips of 8 x 64 x 64: about 60 MB).
 FEATURE_BATCH = 16
 
 
