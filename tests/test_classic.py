@@ -311,3 +311,22 @@ def test_fitted_model_exports_to_onnx_with_parity(model: str, tmp_path: Path) ->
     backend = OnnxBackend(path)
     np.testing.assert_allclose(backend.probabilities(x), expected, atol=1e-5)
     np.testing.assert_allclose(backend.probabilities(x[:1]), expected[:1], atol=1e-5)
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_hoof_svm_loso_on_the_development_maps_gives_the_readme_figure(megc2019_root: Path) -> None:
+    from merkit.data.registry import load_dataset
+    from merkit.evaluation.metrics import uar, uf1
+    from merkit.evaluation.splitters import LeaveOneSubjectOut
+    from merkit.preprocess.pipeline import prepare
+
+    data = load_dataset("megc2019-flow", megc2019_root)
+    prepared = prepare(data.samples, PrepareConfig(output="flow", size=28), progress=False)
+    y = np.asarray([s.label for s in prepared.samples])
+    folds = list(LeaveOneSubjectOut().split(prepared.samples))
+    probs = ClassicEngine().fit_predict(default_recipe("hoof-svm"), prepared.x, y, folds, 3)
+    predicted = np.empty_like(y)
+    for (_, test), p in zip(folds, probs, strict=True):
+        predicted[test] = p.argmax(1)
+    assert (round(uf1(y, predicted, 3), 4), round(uar(y, predicted, 3), 4)) == (0.7404, 0.7346)
