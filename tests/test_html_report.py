@@ -11,7 +11,8 @@ import pytest
 
 from browser import require_programs
 from merkit.evaluation import html
-from merkit.evaluation.report import render_run, write_comparison
+from merkit.evaluation.comparison import write_comparison
+from merkit.evaluation.report import render_run
 from test_report import write_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}

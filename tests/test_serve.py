@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 
 from merkit.cli import main
 from merkit.errors import DataLayoutError
-from merkit.evaluation.report import render_run, write_comparison
+from merkit.evaluation.comparison import write_comparison
+from merkit.evaluation.report import render_run
 from merkit.inference import Predictor
 from merkit.serve import ServeConfig, create_app
 from merkit.serve.catalog import Catalog, ModelEntry

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
+from merkit.cli import options
 from merkit.cli.app import app, console
 from merkit.cli.commands_train import print_metrics
-from merkit.demo import DemoConfig, run_demo
-from merkit.evaluation.report import REPORT_FILE
 
 
 @app.command()
@@ -21,12 +20,15 @@ def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (one LOSO fold each).")] = 12,
     clips: Annotated[int, typer.Option(help="Clips per subject.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
-    model: Annotated[str, typer.Option(help="Model (see `merkit models`).")] = "cabm",
-    flow: Annotated[str, typer.Option(help="Optical flow: farneback, dis, tvl1.")] = "farneback",
-    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    model: options.Model = "cabm",
+    flow: options.Flow = "farneback",
+    epochs: options.Epochs = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Run the whole pipeline on synthetic micro-expressions and print the LOSO figures."""
+    from merkit.demo import DemoConfig, run_demo
+    from merkit.evaluation.run_folder import REPORT_FILE
+
     config = DemoConfig(
         out=out,
         n_subjects=subjects,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from merkit.data.files import clip_frames, is_video
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
@@ -34,8 +34,9 @@ from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
-from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
+from merkit.preprocess.frames import ClipFrames
 from merkit.training.augment import hflip_flow
+from merkit.workers import WorkerPool
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
 WINDOW_SECONDS = 0.2  # spotting window: a micro-expression's typical onset-to-offset time
@@ -114,9 +115,7 @@ def read_input(path: str | Path, color: bool = False) -> InputClip:
     """Open a video file or a frame folder; errors name the file and what was expected."""
     path = Path(path)
     if path.is_dir():
-        files = list_frame_files(path)
-        frames: tuple[Path, ...] = tuple(files)
-        numbers = tuple(frame_number(p) for p in files)
+        frames, numbers = clip_frames(path)
         fps = None
     elif path.is_file() and is_video(path):
         frames, numbers, fps = (), (), _video_fps(path)
@@ -340,7 +339,6 @@ _WORKER: Predictor | None = None
 
 def _init_worker(model: str) -> None:
     global _WORKER
-    torch.set_num_threads(1)
     _WORKER = Predictor.load(model)
 
 
@@ -369,7 +367,8 @@ def predict_many(
     on_done: Callable[[], None] | None = None,
     **options: Any,
 ) -> list[dict[str, Any] | str]:
-    """Results (or error sentences) in input order; `workers` > 1 runs a process pool."""
+    """Results (or error sentences) in input order; `workers` > 1 runs a process pool, which
+    Ctrl-C stops after the videos in progress (the others are dropped)."""
     paths = [Path(p) for p in inputs]
     if workers <= 1 or len(paths) <= 1:
         predictor = Predictor.load(model)
@@ -381,16 +380,13 @@ def predict_many(
         return outcomes
     Predictor.load(model)  # fail once, here, on a bad model file rather than in every worker
     outcomes: list[dict[str, Any] | str] = [""] * len(paths)
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(paths)), initializer=_init_worker, initargs=(str(model),)
-    ) as pool:
-        futures = {pool.submit(_worker_predict, path, options): i for i, path in enumerate(paths)}
-        try:
-            for future in as_completed(futures):
-                outcomes[futures[future]] = future.result()
-                if on_done is not None:
-                    on_done()
-        except BaseException:  # Ctrl-C: the videos not yet started are dropped, not waited for
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    pool = WorkerPool(
+        min(workers, len(paths)), threads=1, initializer=_init_worker, initargs=(str(model),)
+    )
+    with pool:
+        tasks = [(path, options) for path in paths]
+        for index, future in pool.run(_worker_predict, tasks):
+            outcomes[index] = future.result()
+            if on_done is not None:
+                on_done()
     return outcomes

@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from merkit.errors import MerkitError
-from merkit.evaluation.report import (
-    COMPARISON_FILE,
-    HTML_FILE,
-    RUN_FILE,
-    compare_runs,
-    render_run,
-    write_comparison,
-)
+from merkit.evaluation.comparison import COMPARISON_FILE, compare_runs, write_comparison
+from merkit.evaluation.report import render_run
+from merkit.evaluation.run_folder import HTML_FILE, RUN_FILE
 
 MODEL_SUFFIXES = (".pt", ".onnx")
 SCAN_DEPTH = 4  # folder levels below --runs searched for run folders and checkpoints

@@ -15,8 +15,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from merkit.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from merkit.errors import MerkitError
-from merkit.preprocess.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 ZIP_SUFFIX = ".zip"
 ZIP_EXPANSION = 4  # a zip's frames may unpack to this many times the upload limit
