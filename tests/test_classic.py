@@ -17,6 +17,7 @@ from merkit.models import create_model, get_model_entry, list_models
 from merkit.models.hoof import HOOF
 from merkit.models.inputs import check_input
 from merkit.models.lbptop import LBPTOP, lbp_codes, uniform_labels
+from merkit.models.mapsvm import CellMeans
 from merkit.preprocess.pipeline import PrepareConfig
 from merkit.training.classic import ClassicClassifier, ClassicEngine, extract_features
 from merkit.training.recipe import Recipe, default_recipe
@@ -59,9 +60,10 @@ def grey_clips(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_classic_models_are_registered_as_closed_form() -> None:
-    assert {"hoof-svm", "lbptop-svm"} <= set(list_models())
-    assert "hoof-svm" in list_models("flow") and "lbptop-svm" in list_models("sequence")
-    for name in ("hoof-svm", "lbptop-svm"):
+    assert {"hoof-svm", "lbptop-svm", "map-svm"} <= set(list_models())
+    assert {"hoof-svm", "map-svm"} <= set(list_models("flow"))
+    assert "lbptop-svm" in list_models("sequence")
+    for name in ("hoof-svm", "lbptop-svm", "map-svm"):
         assert get_model_entry(name).training == "closed-form"
         assert get_model_entry(name).closed_form
     assert get_model_entry("cabm").training == "gradient"
@@ -120,6 +122,35 @@ def test_hoof_measures_motion_from_the_median_not_from_zero() -> None:
     x = still_maps()
     x[:, :2] = 0.9
     assert HOOF()(x).abs().max() == 0
+
+
+# ---- map-svm ---------------------------------------------------------------------------------
+
+
+def test_map_features_are_the_centred_maps_averaged_over_a_7x7_grid() -> None:
+    """A map the same everywhere holds no motion; a 4x4 block moved up in u shows, signed, in
+    its cell only; the 3 x 49 features are u, v and strain in that order."""
+    x = still_maps(2)
+    x[:, :2] = 0.9
+    assert CellMeans()(x).abs().max() == 0
+    x = still_maps()
+    x[0, 0, 4:8, 8:12] = 0.7  # cell (1, 2) of u, +0.2 over the median
+    x[0, 2, 24:, 24:] = -0.4  # cell (6, 6) of strain, the median of strain is 0
+    features = CellMeans()(x)
+    assert features.shape == (1, 147)
+    expected = torch.zeros(3, 7, 7)
+    expected[0, 1, 2], expected[2, 6, 6] = 0.2, -0.4
+    torch.testing.assert_close(features.view(3, 7, 7), expected)
+
+
+def test_map_grid_pools_other_map_sizes_and_refuses_a_grid_finer_than_the_map() -> None:
+    x = still_maps(size=30)
+    x[0, 1, :5, :5] = 1.0  # v of the first of 5x5 cells of 6x6 pixels: mean 0.5 * 25 / 36
+    features = CellMeans(grid=5)(x).view(3, 5, 5)
+    assert features[1, 0, 0] == pytest.approx(0.5 * 25 / 36)
+    assert features.abs().sum() == pytest.approx(0.5 * 25 / 36)
+    with pytest.raises(ConfigError, match="map-svm: a grid of 7x7 cells does not fit 6x6"):
+        CellMeans()(still_maps(size=6))
 
 
 # ---- LBP-TOP -----------------------------------------------------------------------------------
@@ -273,7 +304,7 @@ def test_engine_refuses_gradient_settings_and_single_class_folds() -> None:
 
 def fitted_checkpoint(path: Path, model: str) -> tuple[torch.nn.Module, np.ndarray]:
     """A classic model fitted on small data and saved; returns it and held-out inputs."""
-    if model == "hoof-svm":
+    if model in ("hoof-svm", "map-svm"):
         x, y = labelled_maps(30)
         meta = make_meta(model, {}, PrepareConfig(flow="farneback"), in_chans=3)
     else:
@@ -286,7 +317,7 @@ def fitted_checkpoint(path: Path, model: str) -> tuple[torch.nn.Module, np.ndarr
     return net, x[12:]
 
 
-@pytest.mark.parametrize("model", ["hoof-svm", "lbptop-svm"])
+@pytest.mark.parametrize("model", ["hoof-svm", "map-svm", "lbptop-svm"])
 def test_fitted_model_round_trips_through_a_weights_only_checkpoint(
     model: str, tmp_path: Path
 ) -> None:
@@ -301,7 +332,7 @@ def test_fitted_model_round_trips_through_a_weights_only_checkpoint(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["hoof-svm", "lbptop-svm"])
+@pytest.mark.parametrize("model", ["hoof-svm", "map-svm", "lbptop-svm"])
 def test_fitted_model_exports_to_onnx_with_parity(model: str, tmp_path: Path) -> None:
     net, x = fitted_checkpoint(tmp_path / "m.pt", model)
     _, meta = load_checkpoint(tmp_path / "m.pt")
@@ -315,7 +346,12 @@ def test_fitted_model_exports_to_onnx_with_parity(model: str, tmp_path: Path) ->
 
 @pytest.mark.shared_data
 @pytest.mark.slow
-def test_hoof_svm_loso_on_the_development_maps_gives_the_readme_figure(megc2019_root: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "figures"), [("hoof-svm", (0.7404, 0.7346)), ("map-svm", (0.76, 0.7655))]
+)
+def test_flow_svm_loso_on_the_development_maps_gives_the_readme_figure(
+    megc2019_root: Path, model: str, figures: tuple[float, float]
+) -> None:
     from merkit.data.registry import load_dataset
     from merkit.evaluation.metrics import uar, uf1
     from merkit.evaluation.splitters import LeaveOneSubjectOut
@@ -325,8 +361,8 @@ def test_hoof_svm_loso_on_the_development_maps_gives_the_readme_figure(megc2019_
     prepared = prepare(data.samples, PrepareConfig(output="flow", size=28), progress=False)
     y = np.asarray([s.label for s in prepared.samples])
     folds = list(LeaveOneSubjectOut().split(prepared.samples))
-    probs = ClassicEngine().fit_predict(default_recipe("hoof-svm"), prepared.x, y, folds, 3)
+    probs = ClassicEngine().fit_predict(default_recipe(model), prepared.x, y, folds, 3)
     predicted = np.empty_like(y)
     for (_, test), p in zip(folds, probs, strict=True):
         predicted[test] = p.argmax(1)
-    assert (round(uf1(y, predicted, 3), 4), round(uar(y, predicted, 3), 4)) == (0.7404, 0.7346)
+    assert (round(uf1(y, predicted, 3), 4), round(uar(y, predicted, 3), 4)) == figures

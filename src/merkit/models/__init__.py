@@ -6,6 +6,7 @@ from merkit.models import (  # noqa: F401  (register the models)
     convat,
     hoof,
     lbptop,
+    mapsvm,
     mol,
     offapexnet,
     ststnet,

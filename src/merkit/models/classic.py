@@ -42,6 +42,17 @@ def grid_mean(x: torch.Tensor, cells: int) -> torch.Tensor:
     return sums / counts.to(x.dtype)
 
 
+def median_centred(maps: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) minus each map's median (the mean of the two middle values for even sizes).
+
+    Published maps are min-max scaled per map, so "no motion" is not 0 but wherever most of the
+    face sits: its median. Sorting rather than `torch.median`, which has no ONNX export."""
+    ordered = maps.flatten(-2).sort(dim=-1).values
+    n = ordered.shape[-1]
+    median = (ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2
+    return maps - median[..., None, None]
+
+
 def check_grid(name: str, cells: int, height: int, width: int) -> None:
     """A grid finer than the input would leave cells without pixels."""
     if cells < 1 or cells > min(height, width):

@@ -24,20 +24,10 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models.classic import FeatureSVM, SVMHead, check_grid, grid_mean
+from merkit.models.classic import FeatureSVM, SVMHead, check_grid, grid_mean, median_centred
 from merkit.models.registry import InputSpec, register_model
 
 STRAIN_STATISTICS = ("mean", "std")
-
-
-def median_centred(channel: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) minus each map's median (the mean of the two middle values for even sizes).
-
-    Sorting rather than `torch.median`, which has no ONNX export."""
-    ordered = channel.flatten(1).sort(dim=1).values
-    n = ordered.shape[1]
-    median = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
-    return channel - median[:, None, None]
 
 
 class HOOF(nn.Module):

@@ -153,6 +153,7 @@ _DEFAULTS: dict[str, dict] = {
     # Fitted in closed form (scikit-learn SVMs): the settings are the models' own options.
     "hoof-svm": CLOSED_FORM,
     "lbptop-svm": CLOSED_FORM,
+    "map-svm": CLOSED_FORM,
     "mol": {
         "epochs": 40,  # synthetic LOSO UF1 0.29 after 15 epochs, 0.60 after 40
         "batch_size": 16,
