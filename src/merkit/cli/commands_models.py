@@ -23,8 +23,11 @@ def _ms(value: float | None) -> str:
 
 
 def _train_ms(row: ModelProfile) -> str:
-    """A closed-form model (features + SVM) is fitted in one solve: no time per sample-step."""
-    return "closed form" if row.training == "closed-form" else _ms(row.train_ms)
+    """A closed-form model (features + SVM) is fitted in one solve, an ensemble by its members'
+    engines: neither has one time per sample-step."""
+    if row.training == "gradient":
+        return _ms(row.train_ms)
+    return row.training.replace("-", " ")
 
 
 def models_table(rows: list[ModelProfile]) -> Table:

@@ -9,6 +9,7 @@ from merkit.models import (  # noqa: F401  (register the models)
     mapsvm,
     mol,
     offapexnet,
+    recommended,
     ststnet,
 )
 from merkit.models.registry import (

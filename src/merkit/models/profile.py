@@ -11,7 +11,8 @@ version and thread count, and re-measured when the model's parameter count chang
 Closed-form models (features + SVM, `merkit.models.classic`) have no gradient step and no
 parameters before they are fitted: their row has neither a train time nor a parameter count, and
 its MFLOPs and infer time cover the feature extraction (the SVM then adds about 2 x support
-vectors x features FLOPs, known only once it is fitted).
+vectors x features FLOPs, known only once it is fitted). An ensemble (`recommended`) counts
+its networks' parameters and the forward of all its members, and has no single train time.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ModelProfile:
     input: str  # e.g. "3x28x28" or "8x1x64x64" (frames x channels x H x W)
     params: int | None  # None for closed-form models (their size depends on the data)
     mflops: float  # forward, per sample
-    train_ms: float | None  # per sample; None when timing was skipped or the model is closed-form
+    train_ms: float | None  # per sample; None when timing was skipped or not trained by gradient
     infer_ms: float | None
     groupable: bool
     description: str
@@ -129,8 +130,8 @@ def profile_model(
     shape = (entry.input_spec.in_chans, *entry.input_spec.size)
     torch.manual_seed(0)
     model = create_model(name, num_classes, shape[0])
-    gradient = not entry.closed_form
-    params = sum(p.numel() for p in model.parameters()) if gradient else None
+    gradient = entry.training == "gradient"
+    params = None if entry.closed_form else sum(p.numel() for p in model.parameters())
     x = torch.rand(batch_size, *shape)
     flops = count_flops(model, x[:1])
     train = infer = None

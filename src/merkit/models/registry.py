@@ -15,7 +15,9 @@ by the epochs of the torch engine, `training="closed-form"` for the classic mode
 features and a kernel SVM, `merkit.models.classic`), fitted in one solve by scikit-learn
 (`merkit.training.classic`) and stored as buffers, so they save, predict and export like a
 network. The recipe keys of gradient training (epochs, optimiser, augmentation) do not apply
-to them.
+to them. `training="ensemble"` marks a probability average of other registered models (its
+`members`, e.g. `recommended`): each member is fitted by its own engine with its own shipped
+recipe, and the fitted members are averaged (`merkit.training.ensemble`).
 
 Auxiliary losses: a model may define `aux_loss() -> Tensor | None`, called by the engine right
 after each training forward; the returned scalar (already weighted) is added to the
@@ -34,7 +36,7 @@ from torch import nn
 from merkit.errors import ConfigError
 from merkit.preprocess.config import INPUT_KINDS
 
-TRAININGS = ("gradient", "closed-form")
+TRAININGS = ("gradient", "closed-form", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, its input, whether it can be built grouped, and how
-    it is trained ("gradient" or "closed-form")."""
+    """A registered model: its builder, its input, whether it can be built grouped, how it is
+    trained ("gradient", "closed-form" or "ensemble") and, for an ensemble, its members."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -67,6 +69,7 @@ class ModelEntry:
     groupable: bool
     description: str
     training: str = "gradient"
+    members: tuple[str, ...] = ()
 
     @property
     def closed_form(self) -> bool:
@@ -82,6 +85,7 @@ def register_model(
     input_spec: InputSpec | None = None,
     groupable: bool = False,
     training: str = "gradient",
+    members: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator adding a model builder under `name`.
 
@@ -91,6 +95,8 @@ def register_model(
 
     if training not in TRAININGS:
         raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
+    if (training == "ensemble") != bool(members):
+        raise ValueError("an ensemble names its members, and only an ensemble has members")
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
@@ -103,6 +109,7 @@ def register_model(
             groupable=groupable,
             description=doc[0] if doc else "",
             training=training,
+            members=tuple(members),
         )
         return builder
 

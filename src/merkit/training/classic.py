@@ -22,7 +22,7 @@ model) and `ClassicClassifier` the scikit-learn-style one (`fit` / `predict_prob
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,13 +34,12 @@ from sklearn.svm import SVC
 from torch import nn
 
 from merkit.errors import ConfigError
+from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
 from merkit.models.classic import FeatureSVM, SVMHead
+from merkit.training.base import OUTPUTS, Output, Progress
 from merkit.training.recipe import Recipe, default_recipe, gradient_settings
 from merkit.training.results import FoldResult
-
-Fold = tuple[np.ndarray, np.ndarray]
-Progress = Callable[[int, int], None]
 
 CALIBRATION_FOLDS = 5
 # Samples per feature-extraction batch: bounds the memory of LBP-TOP's neighbour differences
@@ -127,11 +126,13 @@ class ClassicEngine:
         *,
         groups: np.ndarray | Sequence[str] | None = None,
         progress: Progress | None = None,
-        output: str = "probs",
+        output: Output = "probs",
     ) -> list[np.ndarray] | list[FoldResult]:
         """Per fold, the test samples' probabilities ("probs"), the same as a `FoldResult`
         without curves ("history"), or as a single "epoch" (1, n_test, K) ("epochs": a model
         without epochs has no epoch to choose, so the audit's oracle equals its LOSO)."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
         model = build(recipe, num_classes, x)
         features = extract_features(model.features, x)
         y = np.asarray(y)

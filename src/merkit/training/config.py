@@ -1,10 +1,10 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
 A config file only needs the keys it changes: `recipe` keys override the shipped default recipe
-of the model it names (`default_recipe(recipe.model)`), `prepare` keys override what the model's
-declared input implies (flow maps, apex images or frame sequences, their size), everything else
-overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
-a default.
+of the model it names (`default_recipe(recipe.model)`; `recommended` when it names none),
+`prepare` keys override what the model's declared input implies (flow maps, apex images or frame
+sequences, their size), everything else overrides the dataclass defaults. Unknown keys are errors,
+so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from merkit.models import get_model_entry
 from merkit.preprocess.config import PrepareConfig
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
+from merkit.training.recipe import DEFAULT_MODEL, AugmentConfig, Recipe, default_recipe
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -176,7 +176,7 @@ def _recipe_from_dict(data: object, where: str) -> Recipe:
     """A recipe: the shipped default of the model it names, with the given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(str(data.get("model", Recipe().model)))
+    base = default_recipe(str(data.get("model", DEFAULT_MODEL)))
     return _build(Recipe, data, where, base=base)
 
 

@@ -83,6 +83,10 @@ def gradient_settings(recipe: Recipe) -> list[str]:
     return keys
 
 
+# The model an experiment trains when its config names none (`merkit train` without --model).
+DEFAULT_MODEL = "recommended"
+
+
 def default_recipe(model: str) -> Recipe:
     """The shipped recipe of `model` (a fixed schedule: nothing is chosen on held-out data)."""
     if model not in _DEFAULTS:
@@ -154,6 +158,8 @@ _DEFAULTS: dict[str, dict] = {
     "hoof-svm": CLOSED_FORM,
     "lbptop-svm": CLOSED_FORM,
     "map-svm": CLOSED_FORM,
+    # An ensemble's own recipe sets nothing either: each member trains with its shipped recipe.
+    "recommended": CLOSED_FORM,
     "mol": {
         "epochs": 40,  # synthetic LOSO UF1 0.29 after 15 epochs, 0.60 after 40
         "batch_size": 16,
