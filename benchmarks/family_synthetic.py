@@ -1,10 +1,12 @@
-"""ConVAT, C3D-GRU, ICIP 2024 and MOL (and CABM for reference) under LOSO on a synthetic set.
+"""ConVAT, C3D-GRU, ICIP 2024 and MOL (and CABM and the classic SVMs for reference) under LOSO on
+a synthetic CASME II-like set.
 
-Each model trains through merkit's engine on the input it declares: onset-apex flow maps for
-ConVAT and CABM, grey frame sequences for C3D-GRU, and for ICIP 2024 and MOL the input and
-recipe of their `default` (CPU-sized) recipe, MOL's sequences with its TV-L1 + dlib targets
-packed beside the frames. Prints one JSON line per model: pooled UF1 / UAR over the LOSO folds,
-and seconds (training + prediction; data generation and preparation are on a separate line).
+Each model trains through merkit's engine for its kind (`merkit.training.base.engine_for`) on the
+input it declares: onset-apex flow maps for ConVAT, CABM and HOOF + SVM, grey frame sequences for
+C3D-GRU and LBP-TOP + SVM, and for ICIP 2024 and MOL the input and recipe of their `default`
+(CPU-sized) recipe, MOL's sequences with its TV-L1 + dlib targets packed beside the frames.
+Prints one JSON line per model: pooled UF1 / UAR over the LOSO folds, and seconds (training +
+prediction; data generation and preparation are on a separate line).
 
 Usage: python benchmarks/family_synthetic.py [--subjects 8] [--clips 10] [--models convat,...]
 """
@@ -25,11 +27,12 @@ from merkit.data.registry import load_dataset
 from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
+from merkit.models import get_model_entry
 from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.preprocess.targets import pack_sequences
+from merkit.training.base import engine_for
 from merkit.training.config import prepare_defaults
-from merkit.training.engine import fit_predict
 from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=6)
@@ -45,6 +48,8 @@ RECIPES = {
     "c3dgru": Recipe(model="c3dgru", epochs=20, batch_size=16, lr=3e-3, augment=STILL),
     "icip24": default_recipe("icip24"),
     "mol": default_recipe("mol"),
+    "hoof-svm": default_recipe("hoof-svm"),
+    "lbptop-svm": default_recipe("lbptop-svm"),
 }
 # What each model is prepared as (the faithful models: their default recipe's input).
 INPUTS = {
@@ -53,6 +58,8 @@ INPUTS = {
     "c3dgru": SEQUENCE,
     "icip24": PrepareConfig(**prepare_defaults("icip24")),
     "mol": PrepareConfig(**prepare_defaults("mol")),
+    "hoof-svm": FLOW,
+    "lbptop-svm": SEQUENCE,
 }
 
 
@@ -60,7 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--clips", type=int, default=10)
-    parser.add_argument("--models", default="convat,c3dgru,icip24,mol", help="also: cabm")
+    parser.add_argument(
+        "--models", default="convat,c3dgru,icip24,mol", help="also: cabm, hoof-svm, lbptop-svm"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
@@ -93,7 +102,8 @@ def main() -> None:
 
     for name in args.models.split(","):
         recipe = RECIPES[name]
-        if args.epochs:
+        entry = get_model_entry(name)
+        if args.epochs and not entry.closed_form:
             recipe.epochs = args.epochs
         for item in args.set:
             key, value = item.split("=", 1)
@@ -104,7 +114,10 @@ def main() -> None:
         y = np.asarray([s.label for s in samples])
         folds = list(LeaveOneSubjectOut().split(samples))
         start = time.perf_counter()
-        probs = fit_predict(recipe, model_input(x), y, folds, len(dataset.class_names), args.seed)
+        engine = engine_for(recipe)
+        probs = engine.fit_predict(
+            recipe, model_input(x), y, folds, len(dataset.class_names), args.seed
+        )
         pred = np.empty(len(y), dtype=np.int64)
         for (_, test), p in zip(folds, probs, strict=True):
             pred[test] = p.argmax(1)
@@ -119,7 +132,7 @@ def main() -> None:
             "uar": round(uar(y, pred, len(dataset.class_names)), 4),
             "chance_uar": round(1 / len(dataset.class_names), 4),
             "seconds": round(time.perf_counter() - start, 1),
-            "epochs": recipe.epochs,
+            "epochs": None if entry.closed_form else recipe.epochs,
             "model_kwargs": recipe.model_kwargs,
         }
         print(json.dumps(row), flush=True)

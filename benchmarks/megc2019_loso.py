@@ -1,15 +1,18 @@
 """MEGC2019 composite under LOSO: each model's shipped default recipe on the published flow maps.
 
-    python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models cabm,ststnet]
+    python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models recommended]
         [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --workers 2]
         [--recipe '{"ema": 0.98}']
 
-Prints ONE JSON line per model: model, uf1, uar, accuracy, per_dataset ({db: {uf1, uar}}),
-seconds, params, gflops (+ uf1_std/uar_std/accuracy_std over seeds when there are several).
-Figures are pooled over all folds (MEGC2019 rule); with several seeds they are the mean over
-seeds of each seed's pooled figure. `gflops` is the achieved training rate, estimated as
-3 x (forward FLOPs of one sample, counted by torch's FlopCounterMode) x samples trained / wall
-time (the wall time includes reading the maps and evaluating, so it is a lower bound).
+Without --models it runs every flow model, the recommended recipe (`recommended`) among them.
+Prints ONE JSON line per model: model, recommended (true for the recommended recipe's row), uf1,
+uar, accuracy, per_dataset ({db: {uf1, uar}}), seconds, params, gflops (+ uf1_std/uar_std/
+accuracy_std and per_seed ({seed: {uf1, uar}}) when there are several seeds). Figures are pooled
+over all folds (MEGC2019 rule); with several seeds they are the mean over seeds of each seed's
+pooled figure. `gflops` is the achieved training rate of a network, estimated as 3 x (forward
+FLOPs of one sample, counted by torch's FlopCounterMode) x samples trained / wall time (the wall
+time includes reading the maps and evaluating, so it is a lower bound); the classic SVMs and the
+ensemble have none, and an SVM has no parameter count before it is fitted (params null).
 `--root` may hold any subset of the official 442 samples; `--out DIR` keeps each model's run
 folder as DIR/<model> (and resumes it on a rerun).
 """
@@ -28,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from merkit.models import create_model, get_model_entry, list_models
 from merkit.training.config import ExperimentConfig
-from merkit.training.recipe import Recipe
+from merkit.training.recipe import DEFAULT_MODEL, Recipe
 from merkit.training.runner import RunResult, run_experiment
 
 NUM_CLASSES = 3
@@ -78,6 +81,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         db: {k: round(m[k]["mean"], 4) for k in ("uf1", "uar")}
         for db, m in stats["per_dataset"].items()
     }
+    line["per_seed"] = {
+        seed: {k: round(m["overall"][k], 4) for k in ("uf1", "uar")}
+        for seed, m in metrics["seeds"].items()
+    }
     return line
 
 
@@ -96,14 +103,16 @@ def run_model(name: str, root: Path, out: Path, args: argparse.Namespace) -> dic
     )
     recipe = config.recipe  # the shipped default recipe (epochs overridden if asked)
     result = run_experiment(config, out, progress=sys.stderr.isatty())
-    line: dict[str, Any] = {"model": name, **headline(result.metrics)}
+    training = get_model_entry(name).training
+    line: dict[str, Any] = {"model": name, "recommended": name == DEFAULT_MODEL}
+    line.update(headline(result.metrics))
     line["seconds"] = round(result.seconds, 1)
-    line["params"] = param_count(recipe)
-    gflops = training_gflops(recipe, result)
-    if gflops is None:
-        line["note"] = "gflops omitted: every fold was resumed from the run folder"
-    else:
+    line["params"] = None if training == "closed-form" else param_count(recipe)
+    gflops = training_gflops(recipe, result) if training == "gradient" else None
+    if gflops is not None:
         line["gflops"] = round(gflops, 2)
+    elif training == "gradient":
+        line["note"] = "gflops omitted: every fold was resumed from the run folder"
     line["epochs"] = recipe.epochs
     line["n"] = result.n_samples
     return line

@@ -51,7 +51,10 @@ def flow_root(tmp_path: Path) -> Path:
 
 def config(root: Path) -> ExperimentConfig:
     return ExperimentConfig.from_dict(
-        {"data": {"name": "megc2019-flow", "root": str(root)}, "recipe": {"epochs": EPOCHS}}
+        {
+            "data": {"name": "megc2019-flow", "root": str(root)},
+            "recipe": {"model": "cabm", "epochs": EPOCHS},
+        }
     )
 
 
@@ -161,6 +164,7 @@ def test_audit_end_to_end_with_real_engine(flow_root: Path, tmp_path: Path) -> N
         {
             "data": {"name": "megc2019-flow", "root": str(flow_root)},
             "recipe": {
+                "model": "cabm",
                 "epochs": 2,
                 "batch_size": 8,
                 "model_kwargs": {"dim": 8, "depth": 1, "kernel": 3, "patch": 4},

@@ -49,3 +49,22 @@ def test_forward_flops_counts_a_conv() -> None:
 
     flops = bench.forward_flops(default_recipe("ststnet"))
     assert flops > 2 * 28 * 28 * 3  # at least one multiply-add per input value
+
+
+def test_the_recommended_row_says_so_and_gives_each_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(base, "default_engine", lambda: CentroidEngine(noise=0.3))
+    root = write_flow_dataset(tmp_path / "megc")
+    bench = load_bench()
+    bench.main(["--root", str(root), "--models", "recommended,map-svm", "--seeds", "0,1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["model"], line["recommended"]) for line in lines] == [
+        ("recommended", True),
+        ("map-svm", False),
+    ]
+    for line in lines:
+        per_seed = [line["per_seed"][s]["uf1"] for s in ("0", "1")]
+        assert line["uf1"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+        assert "gflops" not in line  # not a network: no training rate
+    assert lines[0]["params"] > 1000 and lines[1]["params"] is None  # an SVM's size is the data's

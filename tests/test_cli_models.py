@@ -36,6 +36,15 @@ def test_models_lists_every_model_without_timing(
     assert rows["mol"]["kind"] == "sequence" and rows["mol"]["train_ms"] is None
     assert rows["convat"]["params"] > 10_000 and rows["convat"]["mflops"] > 1
     assert rows["c3dgru"]["input"] == "8x1x64x64"
+    assert rows["hoof-svm"]["training"] == "closed-form" and rows["hoof-svm"]["params"] is None
+    assert rows["cabm"]["training"] == "gradient"
+
+
+def test_closed_form_models_have_no_train_time(tmp_path: Path) -> None:
+    """An SVM is fitted in one solve: no gradient step to time, and no size before fitting;
+    its inference (the feature extraction) is timed like a network's."""
+    (row,) = profile_models(["hoof-svm"], cache_path=tmp_path / "p.json", batch_size=2)
+    assert row.train_ms is None and row.params is None and row.infer_ms > 0 and row.mflops > 0
 
 
 def test_models_kind_filter_and_bad_kind(capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,10 @@ def flow_root(tmp_path: Path) -> Path:
 
 
 def make_config(root: Path, **overrides) -> ExperimentConfig:
-    data = {"data": {"name": "megc2019-flow", "root": str(root)}, "recipe": {"epochs": 1}}
+    data = {
+        "data": {"name": "megc2019-flow", "root": str(root)},
+        "recipe": {"model": "cabm", "epochs": 1},
+    }
     data.update(overrides)
     return ExperimentConfig.from_dict(data)
 
@@ -152,7 +155,7 @@ def test_training_curves_reach_the_report_and_survive_a_resume(
 
 def test_interrupted_run_keeps_finished_folds(flow_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    config = make_config(flow_root, recipe={"epochs": 1, "folds_per_batch": 2})
+    config = make_config(flow_root, recipe={"model": "cabm", "epochs": 1, "folds_per_batch": 2})
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out, engine=CentroidEngine(fail_after=2), progress=False)
     assert len(list((out / "folds" / "seed0").glob("*.csv"))) == 4
@@ -165,7 +168,7 @@ def test_interrupted_run_keeps_finished_folds(flow_root: Path, tmp_path: Path) -
 def test_different_config_is_refused_unless_overwrite(flow_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_experiment(make_config(flow_root), out, engine=CentroidEngine(), progress=False)
-    changed = make_config(flow_root, recipe={"epochs": 2})
+    changed = make_config(flow_root, recipe={"model": "cabm", "epochs": 2})
     with pytest.raises(ConfigError, match=r"different config \(recipe\.epochs differ"):
         run_experiment(changed, out, engine=CentroidEngine(), progress=False)
     # runtime-only keys do not make a different run

@@ -155,8 +155,8 @@ def assert_no_survivor_after_kill(args: list[str], cwd: Path, workers: int = 2) 
 def test_killed_train_leaves_no_worker(tmp_path: Path) -> None:
     root = write_flow_dataset(tmp_path / "megc")
     args = ["train", "--data", "megc2019-flow", "--root", str(root), "--out", str(tmp_path / "r"),
-            "--epochs", "2000", "--seeds", "0,1", "--executor", "processes", "--jobs", "2",
-            "--quiet"]  # fmt: skip
+            "--model", "cabm", "--epochs", "2000", "--seeds", "0,1", "--executor", "processes",
+            "--jobs", "2", "--quiet"]  # fmt: skip
     assert_no_survivor_after_kill(args, tmp_path)
 
 

@@ -22,6 +22,14 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _train_ms(row: ModelProfile) -> str:
+    """A closed-form model (features + SVM) is fitted in one solve, an ensemble by its members'
+    engines: neither has one time per sample-step."""
+    if row.training == "gradient":
+        return _ms(row.train_ms)
+    return row.training.replace("-", " ")
+
+
 def models_table(rows: list[ModelProfile]) -> Table:
     table = Table(title="Registered models (costs per sample, CPU)")
     table.add_column("model")
@@ -37,9 +45,9 @@ def models_table(rows: list[ModelProfile]) -> Table:
             r.name,
             r.kind,
             r.input,
-            f"{r.params:,}",
+            "-" if r.params is None else f"{r.params:,}",
             f"{r.mflops:.2f}",
-            _ms(r.train_ms),
+            _train_ms(r),
             _ms(r.infer_ms),
             r.description,
         )

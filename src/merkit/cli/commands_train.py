@@ -87,7 +87,8 @@ def train(
     overwrite: options.Overwrite = False,
     quiet: options.Quiet = False,
 ) -> None:
-    """Train and evaluate a model under a protocol; write predictions, metrics and a report."""
+    """Train and evaluate a model (default: recommended) under a protocol; write predictions,
+    metrics and a report."""
     from merkit.evaluation.run_folder import REPORT_FILE
     from merkit.evaluation.splitters import SubjectLeakageWarning
     from merkit.training.config import options_config

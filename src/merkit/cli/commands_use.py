@@ -33,7 +33,7 @@ def fit(
     data: options.Data,
     root: options.Root,
     out: Annotated[Path, typer.Option(help="Checkpoint file to write (e.g. model.pt).")],
-    model: options.Model = "cabm",
+    model: options.Model = None,
     recipe_name: options.RecipePreset = None,
     epochs: options.Epochs = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
@@ -44,13 +44,15 @@ def fit(
     workers: options.Workers = None,
     quiet: options.Quiet = False,
 ) -> None:
-    """Train a final model on ALL samples of a dataset and save a self-describing checkpoint."""
+    """Train a final model (default: recommended) on ALL samples of a dataset and save a
+    self-describing checkpoint."""
     from merkit.inference.checkpoint import fit_final
     from merkit.preprocess.config import PrepareConfig
     from merkit.training.config import prepare_defaults
-    from merkit.training.recipe import default_recipe
+    from merkit.training.recipe import DEFAULT_MODEL, default_recipe
 
     check_writable(out, "file")
+    model = model or DEFAULT_MODEL
     preset = recipe_name or "default"
     recipe = default_recipe(model, preset)
     if epochs is not None:

@@ -23,6 +23,7 @@ from torch import nn
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic
 from merkit.models import InputSpec, create_model
+from merkit.models.blocks import ProbabilityAverage
 from merkit.models.imported import ConventionAdapter, InputConvention
 from merkit.preprocess.pipeline import PrepareConfig, default_workers
 from merkit.provenance import versions
@@ -106,7 +107,6 @@ def input_spec_of(config: PrepareConfig) -> InputSpec:
 def build_model(meta: CheckpointMeta, source: str = "checkpoint") -> nn.Module:
     """An untrained model of the checkpoint's architecture (an ensemble if it has members),
     behind its input convention when the weights expect another input than merkit's arrays."""
-    from merkit.training.engine import ProbabilityAverage
 
     def one() -> nn.Module:
         return create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs)

@@ -4,9 +4,13 @@ from merkit.models import (  # noqa: F401  (register the models)
     c3dgru,
     cabm,
     convat,
+    hoof,
     icip24,
+    lbptop,
+    mapsvm,
     mol,
     offapexnet,
+    recommended,
     ststnet,
 )
 from merkit.models.registry import (

@@ -8,6 +8,7 @@ concatenated along dim 0 (see `registry.stack_models`). With G=1 each block is t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -227,3 +228,16 @@ class ConvStream(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+class ProbabilityAverage(nn.Module):
+    """An ensemble returning log(mean softmax) of its members (softmax gives the mean probs):
+    the seeds of one recipe (`Recipe.ensemble`), or several models (`recommended`)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(-1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()

@@ -7,6 +7,12 @@ backward, "infer" an eval-mode forward without gradients, both divided by the ba
 take seconds per model, so they are cached in a JSON file (default
 `$XDG_CACHE_HOME/merkit/model_profile.json`, else `~/.cache/merkit/...`) keyed by model, torch
 version and thread count, and re-measured when the model's parameter count changes.
+
+Closed-form models (features + SVM, `merkit.models.classic`) have no gradient step and no
+parameters before they are fitted: their row has neither a train time nor a parameter count, and
+its MFLOPs and infer time cover the feature extraction (the SVM then adds about 2 x support
+vectors x features FLOPs, known only once it is fitted). An ensemble (`recommended`) counts
+its networks' parameters and the forward of all its members, and has no single train time.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ class ModelProfile:
     name: str
     kind: str
     input: str  # e.g. "3x28x28" or "8x1x64x64" (frames x channels x H x W)
-    params: int
+    params: int | None  # None for closed-form models (their size depends on the data)
     mflops: float  # forward, per sample
-    train_ms: float | None  # per sample; None when timing was skipped
+    train_ms: float | None  # per sample; None when timing was skipped or not trained by gradient
     infer_ms: float | None
     groupable: bool
     description: str
+    training: str = "gradient"
 
 
 def default_cache_path() -> Path:
@@ -70,9 +77,9 @@ def _median_ms(step: Callable[[], None], repeats: int) -> float:
 
 
 def time_model(
-    model: nn.Module, x: torch.Tensor, num_classes: int, repeats: int = 3
-) -> tuple[float, float]:
-    """(train, infer) milliseconds per sample on the batch `x`."""
+    model: nn.Module, x: torch.Tensor, num_classes: int, repeats: int = 3, train: bool = True
+) -> tuple[float | None, float]:
+    """(train, infer) milliseconds per sample on the batch `x` (train None if not `train`)."""
     y = torch.arange(len(x)) % num_classes
 
     def train_step() -> None:
@@ -89,9 +96,8 @@ def time_model(
         with torch.no_grad():
             model(x)
 
-    train = _median_ms(train_step, repeats) / len(x)
     infer = _median_ms(infer_step, repeats) / len(x)
-    return train, infer
+    return (_median_ms(train_step, repeats) / len(x) if train else None), infer
 
 
 def _input_label(name: str) -> str:
@@ -124,7 +130,8 @@ def profile_model(
     shape = (entry.input_spec.in_chans, *entry.input_spec.size)
     torch.manual_seed(0)
     model = create_model(name, num_classes, shape[0])
-    params = sum(p.numel() for p in model.parameters())
+    gradient = entry.training == "gradient"
+    params = None if entry.closed_form else sum(p.numel() for p in model.parameters())
     x = torch.rand(batch_size, *shape)
     flops = count_flops(model, x[:1])
     train = infer = None
@@ -132,7 +139,7 @@ def profile_model(
         if cached and cached.get("params") == params and cached.get("batch_size") == batch_size:
             train, infer = cached["train_ms"], cached["infer_ms"]
         else:
-            train, infer = time_model(model, x, num_classes)
+            train, infer = time_model(model, x, num_classes, train=gradient)
     return ModelProfile(
         name=name,
         kind=entry.input_spec.kind,
@@ -143,6 +150,7 @@ def profile_model(
         infer_ms=infer,
         groupable=entry.groupable,
         description=entry.description,
+        training=entry.training,
     )
 
 

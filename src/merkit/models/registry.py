@@ -10,6 +10,15 @@ its output (B, groups * num_classes). Every tensor of its `state_dict` is the co
 dim 0, of the copies' tensors, so `stack_models` / `unstack_model` move between the grouped and the
 ordinary (groups=1) form exactly. The training engine uses this to fit many folds at once on CPU.
 
+How a model learns is part of its entry: `training="gradient"` (the default) for networks fitted
+by the epochs of the torch engine, `training="closed-form"` for the classic models (hand-made
+features and a kernel SVM, `merkit.models.classic`), fitted in one solve by scikit-learn
+(`merkit.training.classic`) and stored as buffers, so they save, predict and export like a
+network. The recipe keys of gradient training (epochs, optimiser, augmentation) do not apply
+to them. `training="ensemble"` marks a probability average of other registered models (its
+`members`, e.g. `recommended`): each member is fitted by its own engine with its own shipped
+recipe, and the fitted members are averaged (`merkit.training.ensemble`).
+
 Auxiliary losses: a model may define `aux_loss() -> Tensor | None`, called by the engine right
 after each training forward; the returned scalar (already weighted) is added to the
 classification loss. A grouped model returns the SUM over its copies, so each copy receives its
@@ -34,6 +43,8 @@ from torch import nn
 from merkit.errors import ConfigError
 from merkit.preprocess.config import INPUT_KINDS
 
+TRAININGS = ("gradient", "closed-form", "ensemble")
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -56,26 +67,43 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, its input, and whether it can be built grouped."""
+    """A registered model: its builder, its input, whether it can be built grouped, how it is
+    trained ("gradient", "closed-form" or "ensemble") and, for an ensemble, its members."""
 
     name: str
     builder: Callable[..., nn.Module]
     input_spec: InputSpec
     groupable: bool
     description: str
+    training: str = "gradient"
+    members: tuple[str, ...] = ()
+
+    @property
+    def closed_form(self) -> bool:
+        return self.training == "closed-form"
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, input_spec: InputSpec | None = None, groupable: bool = False
+    name: str,
+    *,
+    input_spec: InputSpec | None = None,
+    groupable: bool = False,
+    training: str = "gradient",
+    members: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator adding a model builder under `name`.
 
     The builder is called as `builder(num_classes=..., in_chans=..., **kwargs)` (plus `groups=`
     when `groupable`).
     """
+
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
+    if (training == "ensemble") != bool(members):
+        raise ValueError("an ensemble names its members, and only an ensemble has members")
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
@@ -87,6 +115,8 @@ def register_model(
             input_spec=input_spec or InputSpec(),
             groupable=groupable,
             description=doc[0] if doc else "",
+            training=training,
+            members=tuple(members),
         )
         return builder
 

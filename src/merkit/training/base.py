@@ -5,8 +5,11 @@ drive an engine and know nothing of how it learns: they hand it a `Recipe`, the 
 as models take them, and folds of (train, test) index arrays, and get per fold the test samples'
 class probabilities back. The folds, their saving and resuming, the executors and the reports
 are all outside the engine, so any method that fills this contract gets them for free: the
-torch engine (`merkit.training.engine.TorchEngine`) for every registered network today, and,
-for example, a scikit-learn classifier on hand-made features tomorrow.
+torch engine (`merkit.training.engine.TorchEngine`) for the networks, the closed-form engine
+(`merkit.training.classic.ClassicEngine`) for the classic SVMs, and the ensemble engine
+(`merkit.training.ensemble.EnsembleEngine`) for a probability average of registered models.
+Which one fits a recipe is written in its model's registry entry and read in one place,
+`engine_for`.
 
 Nothing here imports torch: the runner, the executors and the reports stay light.
 """
@@ -62,8 +65,41 @@ class Engine(Protocol):
     # fmt: on
 
 
-def default_engine() -> Engine:
-    """The engine experiments use unless they are given one (torch loads only here, lazily)."""
+def engine_for(recipe: Recipe) -> Engine:
+    """The engine that fits `recipe`, as its model's registry entry says how it learns: the
+    torch engine for networks ("gradient"), the scikit-learn one for the classic SVMs
+    ("closed-form"), the ensemble engine for a probability average of registered models
+    ("ensemble"). The only place that decides; engines load lazily (torch, scikit-learn)."""
+    from merkit.models import get_model_entry
+
+    training = get_model_entry(recipe.model).training
+    if training == "closed-form":
+        from merkit.training.classic import ClassicEngine
+
+        return ClassicEngine()
+    if training == "ensemble":
+        from merkit.training.ensemble import EnsembleEngine
+
+        return EnsembleEngine()
     from merkit.training.engine import TorchEngine
 
     return TorchEngine()
+
+
+class RegistryEngine:
+    """An `Engine` handing each call to `engine_for(recipe)`: experiments mixing networks,
+    classic models and ensembles (a config's `extra_recipes`) run through one engine object."""
+
+    def fit_predict(
+        self, recipe: Recipe, *args: Any, **kwargs: Any
+    ) -> Sequence[np.ndarray] | Sequence[FoldResult]:
+        return engine_for(recipe).fit_predict(recipe, *args, **kwargs)
+
+    def fit(self, recipe: Recipe, *args: Any, **kwargs: Any) -> Any:
+        return engine_for(recipe).fit(recipe, *args, **kwargs)
+
+
+def default_engine() -> Engine:
+    """The engine experiments use unless they are given one: each recipe goes to the engine of
+    its model (`engine_for`)."""
+    return RegistryEngine()

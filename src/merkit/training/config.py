@@ -1,7 +1,8 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
 A config file only needs the keys it changes: `recipe` keys override the shipped recipe of the
-model it names (`default_recipe(recipe.model, recipe.preset)`, the preset "default" unless the
+model it names (`default_recipe(recipe.model, recipe.preset)`; `recommended` when it names
+none; the preset "default" unless the
 config names another, e.g. "paper"), `prepare` keys override what the model's declared input
 and that preset imply (flow maps, apex images or frame sequences, their size), everything else
 overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
@@ -26,7 +27,13 @@ from merkit.models.inputs import packs_targets
 from merkit.preprocess.config import PrepareConfig
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import AugmentConfig, Recipe, default_recipe, preset_input
+from merkit.training.recipe import (
+    DEFAULT_MODEL,
+    AugmentConfig,
+    Recipe,
+    default_recipe,
+    preset_input,
+)
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -213,9 +220,7 @@ def _recipe_from_dict(data: object, where: str) -> Recipe:
     """A recipe: the shipped default of the model it names, with the given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(
-        str(data.get("model", Recipe().model)), str(data.get("preset", "default"))
-    )
+    base = default_recipe(str(data.get("model", DEFAULT_MODEL)), str(data.get("preset", "default")))
     return _build(Recipe, data, where, base=base)
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from merkit.errors import ConfigError, TrainingDiverged
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
+from merkit.models.blocks import ProbabilityAverage
 from merkit.training.base import OUTPUTS, Output, Progress
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, mean_history
@@ -120,18 +121,6 @@ class TorchEngine:
 
     fit_predict = staticmethod(fit_predict)
     fit = staticmethod(fit)
-
-
-class ProbabilityAverage(nn.Module):
-    """An ensemble returning log(mean softmax) of its members (softmax gives the mean probs)."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).softmax(-1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-12).log()
 
 
 def job_seed(seed: int, member: int, test_idx: np.ndarray) -> int:

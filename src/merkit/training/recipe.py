@@ -67,6 +67,38 @@ class Recipe:
         return cls(augment=augment, **data)
 
 
+# The recipe of a model fitted in closed form (the classic SVMs, `merkit.training.classic`): it
+# has no epochs, so nothing of gradient training is switched on; `class_weighted` chooses the
+# SVM's balanced class weights.
+CLOSED_FORM: dict = {
+    "epochs": 1,
+    "class_weighted": True,
+    "augment": {"hflip": False, "max_shift": 0},
+}
+# Recipe keys a closed-form fit reads (the rest only steer gradient training).
+_CLOSED_FORM_KEYS = ("model", "model_kwargs", "class_weighted", "folds_per_batch")
+
+
+def gradient_settings(recipe: Recipe) -> list[str]:
+    """The (dotted) keys of `recipe` that differ from `CLOSED_FORM` and that only gradient
+    training would use: set on a closed-form model, they would silently change nothing."""
+    reference = Recipe.from_dict({"model": recipe.model, **CLOSED_FORM}).to_dict()
+    given = recipe.to_dict()
+    keys = []
+    for key, value in given.items():
+        if key in _CLOSED_FORM_KEYS:
+            continue
+        if key == "augment":
+            keys += [f"augment.{k}" for k, v in value.items() if v != reference[key][k]]
+        elif value != reference[key]:
+            keys.append(key)
+    return keys
+
+
+# The model an experiment trains when its config names none (`merkit train` without --model).
+DEFAULT_MODEL = "recommended"
+
+
 def recipe_presets(model: str) -> list[str]:
     """The named recipes of `model`: "default" first, then its others (e.g. "paper")."""
     return ["default", *_PRESETS.get(model, {})]
@@ -157,6 +189,12 @@ _DEFAULTS: dict[str, dict] = {
         "schedule": "cosine",
         "augment": {"hflip": False, "max_shift": 2},
     },
+    # Fitted in closed form (scikit-learn SVMs): the settings are the models' own options.
+    "hoof-svm": CLOSED_FORM,
+    "lbptop-svm": CLOSED_FORM,
+    "map-svm": CLOSED_FORM,
+    # An ensemble's own recipe sets nothing either: each member trains with its shipped recipe.
+    "recommended": CLOSED_FORM,
     # The authors' optimiser (Adam 1e-3, eps 1e-7, batch 8, constant rate, no augmentation, no
     # weight decay: the model adds its own L2 on the layers the authors regularise) on a
     # CPU-sized version: 10 grey frames of 48 x 48 (the authors': 30 RGB frames of 128 x 128;

@@ -204,10 +204,13 @@ def _load_finished(
 
 def folds_per_call(recipes: Sequence[Recipe]) -> int:
     """How many folds each engine call trains: the first recipe's `folds_per_batch`, else
-    DEFAULT_FOLDS_PER_CALL when some recipe can batch folds, else one."""
+    DEFAULT_FOLDS_PER_CALL when some recipe (or a member of an ensemble) can batch folds, else
+    one."""
     if recipes[0].folds_per_batch:
         return recipes[0].folds_per_batch
-    if any(get_model_entry(r.model).groupable for r in recipes):
+    entries = [get_model_entry(r.model) for r in recipes]
+    names = [name for e in entries for name in (e.name, *e.members)]  # an ensemble's members too
+    if any(get_model_entry(name).groupable for name in names):
         return DEFAULT_FOLDS_PER_CALL
     return 1
 
