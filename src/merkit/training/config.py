@@ -165,6 +165,15 @@ def check_recipe(recipe: Recipe) -> None:
         if not ok:
             raise ConfigError(f"recipe {r.model}: {message}")
     _check_augment(r.model, r.augment)
+    training = get_model_entry(r.model).training
+    if training == "closed-form":  # settings that would silently not apply, refused up front
+        from merkit.training.classic import check_recipe as check_closed_form
+
+        check_closed_form(r)
+    elif training == "ensemble":
+        from merkit.training.ensemble import member_recipes
+
+        member_recipes(r)
     if packs_targets(r.model) and r.augment != _NO_AUGMENT:
         raise ConfigError(
             f"recipe {r.model}: its input carries flow and landmark targets beside "
