@@ -56,7 +56,7 @@ def prepare_command(
     out: Annotated[
         Path, typer.Option(help="Cache folder for the prepared arrays.")
     ] = DEFAULT_CACHE,
-    output: Annotated[str, typer.Option(help="flow, apex or sequence.")] = "flow",
+    output: Annotated[str, typer.Option(help="flow, apex, sequence or regions.")] = "flow",
     size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
     flow: Annotated[str, typer.Option(help="Optical flow: tvl1, farneback or dis.")] = "tvl1",
     aligned: Annotated[

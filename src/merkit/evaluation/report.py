@@ -218,13 +218,25 @@ def seed_rows(stats: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def landmark_text(counts: dict[str, int]) -> str:
+    """How the facial points of a region mosaic were found, e.g. for the detection rate."""
+    total = sum(counts.values())
+    return (
+        f"{counts.get('detected', 0)} of {total} samples from a detected face, "
+        f"{counts.get('face-box', 0)} with the whole apex image as the face box, "
+        f"{counts.get('fallback', 0)} with HTNet's fallback points"
+    )
+
+
 def metadata_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, value) lines describing a run: data, protocol, model, recipe, seeds, versions."""
     config, run = meta.get("config", {}), meta.get("run", {})
     data, protocol = meta.get("data", {}), meta.get("protocol", {})
     recipe = config.get("recipe", {})
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
-    return [
+    landmarks = data.get("landmarks")
+    points = [("facial points", landmark_text(landmarks))] if landmarks else []
+    return points + [
         ("dataset", f"{data.get('name', '?')} ({data.get('root', '?')})"),
         (
             "samples",

@@ -4,6 +4,7 @@ from merkit.models import (  # noqa: F401  (register the models)
     c3dgru,
     cabm,
     convat,
+    htnet,
     mol,
     offapexnet,
     ststnet,

@@ -26,7 +26,7 @@ from torch import nn
 
 from merkit.errors import ConfigError
 
-INPUT_KINDS = ("flow", "apex", "sequence")
+INPUT_KINDS = ("flow", "apex", "sequence", "regions")
 
 
 @dataclass(frozen=True)

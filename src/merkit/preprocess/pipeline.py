@@ -10,6 +10,13 @@ Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like
 28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
 or read from the published PNGs (`raw_flow=True` keeps pixels and raw strain instead).
 "apex" and "sequence" outputs are gray (or RGB) intensities / 255.
+
+"regions" outputs are "flow" maps cut into a mosaic of patches around five facial points of the
+apex face (`merkit.preprocess.regions`, HTNet's input): for a clip, the points are found on its
+aligned apex face; for a published map, on the apex face image the loader recorded beside it
+(`Sample.meta["apex_face"]`), with the points cached per image under `cache_dir/points`. Where
+no face is found, HTNet's fixed points stand in; each sample's metadata says which
+(`Prepared.landmark_counts`).
 """
 
 from __future__ import annotations
@@ -42,10 +49,14 @@ from merkit.preprocess.flow import (
 )
 from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.frames import ClipFrames
+from merkit.preprocess.landmarks import POINT_SOURCES, find_points, image_points
 from merkit.preprocess.magnify import magnify
+from merkit.preprocess.regions import fallback_points, region_layout, region_mosaic, rescale_points
 from merkit.preprocess.spotting import spot_apex
 
-OUTPUT_KINDS = ("flow", "apex", "sequence")
+OUTPUT_KINDS = ("flow", "apex", "sequence", "regions")
+APEX_FACE = "apex_face"  # Sample.meta key: the apex face image of a published map
+POINTS_FOLDER = "points"  # under the cache folder: five facial points per face image
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.
 MAX_UPSCALE = 4.0
@@ -57,7 +68,8 @@ ON_ERROR = ("skip", "stop")
 class PrepareConfig:
     """What to compute from each clip; its canonical JSON is part of every cache key."""
 
-    output: str = "flow"  # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S)
+    # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S) | "regions" (3,S',S')
+    output: str = "flow"
     size: int = 28  # S: side of the output maps / images
     flow: str = "tvl1"  # tvl1 | farneback | dis
     raw_flow: bool = False  # flow output in pixels/raw strain instead of per-channel 0..1
@@ -69,8 +81,10 @@ class PrepareConfig:
     apex_policy: str = "annotated"  # "annotated": spot only where unknown; "spot": always
     frames: int = 30  # T: frames of a "sequence", resampled evenly from onset to offset
     color: bool = False  # "apex"/"sequence" in RGB (C=3) instead of gray (C=1)
+    regions: str = "htnet"  # layout of a "regions" mosaic (merkit.preprocess.regions)
 
     def __post_init__(self) -> None:
+        region_layout(self.regions)  # ConfigError naming the known layouts
         checks = [
             (self.output in OUTPUT_KINDS, f"output {self.output!r} must be one of {OUTPUT_KINDS}"),
             (self.flow in FLOW_METHODS, f"flow {self.flow!r} must be one of {FLOW_METHODS}"),
@@ -92,9 +106,19 @@ class PrepareConfig:
         channels = 3 if self.color else 1
         if self.output == "flow":
             return (3, self.size, self.size)
+        if self.output == "regions":
+            return region_layout(self.regions).output_shape(3, self.size)
         if self.output == "apex":
             return (channels, self.size, self.size)
         return (self.frames, channels, self.size, self.size)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide an output (its cache key): the region layout only matters
+        to "regions", so adding it left the keys of every other output as they were."""
+        fields = dataclasses.asdict(self)
+        if self.output != "regions":
+            del fields["regions"]
+        return fields
 
 
 @dataclass
@@ -108,6 +132,14 @@ class Prepared:
     cache_hits: int = 0
     seconds: float = 0.0
     computed: int = 0  # clips computed in this call (not cache hits, not published maps)
+    landmarks: list[str] = dataclasses.field(default_factory=list)  # per sample, "regions" only
+
+    def landmark_counts(self) -> dict[str, int]:
+        """How the facial points of a "regions" output were found: samples per source
+        (detected face, whole image as the face box, HTNet's fallback); empty otherwise."""
+        if not self.landmarks:
+            return {}
+        return {source: self.landmarks.count(source) for source in POINT_SOURCES}
 
 
 def output_folder(path: Path, what: str, create: bool = True) -> Path:
@@ -232,6 +264,16 @@ def align_clip(
     return alignment
 
 
+def _mosaic(
+    maps: np.ndarray, points: np.ndarray | None, face_size: Any, config: PrepareConfig
+) -> np.ndarray:
+    """The region mosaic of `maps` around five points found on a face image of `face_size`
+    (side, or (width, height)); HTNet's fallback points where none were found."""
+    size = maps.shape[-1]
+    at = fallback_points(size) if points is None else rescale_points(points, face_size, size)
+    return region_mosaic(maps, at, region_layout(config.regions))
+
+
 def clip_output(
     sample: Sample,
     clip: ClipFrames,
@@ -245,21 +287,45 @@ def clip_output(
     `span` holds the clip's frame numbers from onset to offset; the outputs that read frames as
     a time series (magnified flow, sequences) refuse a gap in it, naming the missing frames.
     """
-    if config.output == "flow":
+    return _clip_output(sample, clip, span, apex, alignment, config)[0]
+
+
+def _clip_output(
+    sample: Sample,
+    clip: ClipFrames,
+    span: list[int],
+    apex: int,
+    alignment: Alignment,
+    config: PrepareConfig,
+) -> tuple[np.ndarray, str | None]:
+    """`clip_output` and, for "regions", how the facial points were found."""
+    if config.output in ("flow", "regions"):
         if config.magnify > 0:
             require_contiguous(sample, [n for n in span if n <= apex], "magnification")
-        return _flow_output(clip, span, apex, alignment, config)
+        maps = _flow_output(clip, span, apex, alignment, config)
+        if config.output == "flow":
+            return maps, None
+        points, source = find_points(alignment.apply(_gray(clip.read([apex])[0])))
+        return _mosaic(maps, points, config.crop_size, config), source
     output = alignment.resized(config.size)
     if config.output == "apex":
-        return _image_output(clip, [apex], output)[0]
+        return _image_output(clip, [apex], output)[0], None
     require_contiguous(sample, span, "a frame sequence")
     picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
-    return _image_output(clip, [span[i] for i in picks], output)
+    return _image_output(clip, [span[i] for i in picks], output), None
 
 
-def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """One clip's array and its metadata ({"apex": number, "apex_source": ...})."""
-    clip = ClipFrames(sample, color=config.color and config.output != "flow")
+def prepare_sample(
+    sample: Sample, config: PrepareConfig, cache_dir: Path | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One clip's array and its metadata ({"apex": number, "apex_source": ...}, and for
+    "regions" {"landmarks": source}); `cache_dir` keeps the facial points of published maps."""
+    if is_flow_map_sample(sample):
+        if config.output != "regions":
+            return _published_map(sample, config), {}
+        x, source = _published_regions(sample, config, cache_dir)
+        return x, {"landmarks": source}
+    clip = ClipFrames(sample, color=config.color and config.output not in ("flow", "regions"))
     span = _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     apex, source = sample.apex, sample.apex_source
@@ -267,27 +333,31 @@ def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, d
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
         apex, source = span[spot_apex(_faces(clip, span, alignment))], APEX_SPOTTED
+    x, landmarks = _clip_output(sample, clip, span, apex, alignment, config)
     meta = {"apex": apex, "apex_source": source}
-    return clip_output(sample, clip, span, apex, alignment, config), meta
+    if landmarks is not None:
+        meta["landmarks"] = landmarks
+    return x, meta
 
 
 def _compute_and_cache(
-    sample: Sample, config: PrepareConfig, cache_root: Path | None, key: str
+    sample: Sample, config: PrepareConfig, cache_root: Path | None, key: str | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Worker entry point: compute one clip and cache it at once (so interruptions resume)."""
-    x, meta = prepare_sample(sample, config)
+    """Worker entry point: compute one clip and cache it at once (so interruptions resume);
+    `key` None: not cached as a whole (a published map's mosaic: only its points are)."""
+    x, meta = prepare_sample(sample, config, cache_root)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if cache_root is not None:
+    if cache_root is not None and key is not None:
         ArrayCache(cache_root).save(key, x, meta)
     return x, meta
 
 
 def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     """A published map resized to the output size (re-scaled to 0..1 as computed maps are)."""
-    if config.output != "flow" or config.raw_flow:
+    if config.output not in ("flow", "regions") or config.raw_flow:
         raise ConfigError(
             f"{sample.path}: a published flow map holds only min-max scaled u/v/strain; "
-            "use output='flow' with raw_flow=False"
+            "use output='flow' (or 'regions') with raw_flow=False"
         )
     maps = read_flow_map(sample)
     if maps.shape[1:] == (config.size, config.size):
@@ -295,6 +365,22 @@ def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     interp = cv2.INTER_AREA if config.size < maps.shape[1] else cv2.INTER_LINEAR
     resized = [cv2.resize(c, (config.size, config.size), interpolation=interp) for c in maps]
     return minmax_scale(np.stack(resized))
+
+
+def _published_regions(
+    sample: Sample, config: PrepareConfig, cache_dir: Path | None
+) -> tuple[np.ndarray, str]:
+    """The region mosaic of a published map around the points of its apex face image."""
+    maps = _published_map(sample, config)
+    face = sample.meta.get(APEX_FACE)
+    if face is None:
+        raise DataLayoutError(
+            f"{sample.path}: no apex face image for {sample.uid}; a 'regions' output needs one "
+            f"(e.g. ROOT/apex/{sample.subject}_{sample.clip}.jpg)"
+        )
+    points_cache = cache_dir / POINTS_FOLDER if cache_dir is not None else None
+    points, source, face_size = image_points(Path(face), cache_dir=points_cache)
+    return _mosaic(maps, points, face_size, config), source
 
 
 # --- many clips -------------------------------------------------------------------------------
@@ -307,7 +393,7 @@ def _reason(exc: BaseException) -> str:
     return first if isinstance(exc, MerkitError) else f"{type(exc).__name__}: {first}"
 
 
-Job = tuple[int, str]  # (index into samples, cache key)
+Job = tuple[int, str | None]  # (index into samples, cache key; None: not cached as a whole)
 
 
 def _run_jobs(
@@ -377,6 +463,9 @@ def prepare(
     jobs: list[Job] = []
     hits = 0
     for index, sample in enumerate(samples):
+        if is_flow_map_sample(sample) and config.output == "regions":
+            jobs.append((index, None))  # finding the points takes a face stage: the pool's work
+            continue
         if is_flow_map_sample(sample):
             try:
                 outcome: tuple[np.ndarray, dict[str, Any]] | BaseException = (
@@ -387,7 +476,7 @@ def prepare(
                 outcome = exc
             record(index, outcome)
             continue
-        key = sample_key(sample, config)
+        key = sample_key(sample, config.identity())
         entry = cache.load(key) if cache is not None else None
         if entry is None:
             jobs.append((index, key))
@@ -405,7 +494,7 @@ def prepare(
     else:
         for index, outcome in outcomes:
             record(index, outcome)
-    computed = sum(1 for index, _ in jobs if index in results)
+    computed = sum(1 for index, key in jobs if index in results and key is not None)
     return _assemble(samples, results, errors, config, hits, computed, started)
 
 
@@ -418,22 +507,26 @@ def _assemble(
     computed: int,
     started: float,
 ) -> Prepared:
-    kept, arrays = [], []
+    kept, arrays, landmarks = [], [], []
     for index, sample in enumerate(samples):
         if index not in results:
             continue
         x, meta = results[index]
-        if meta and (meta["apex"], meta["apex_source"]) != (sample.apex, sample.apex_source):
-            sample = dataclasses.replace(sample, apex=meta["apex"], apex_source=meta["apex_source"])
+        apex = (meta.get("apex", sample.apex), meta.get("apex_source", sample.apex_source))
+        if apex != (sample.apex, sample.apex_source):
+            sample = dataclasses.replace(sample, apex=apex[0], apex_source=apex[1])
         kept.append(sample)
         arrays.append(x)
+        if config.output == "regions":
+            landmarks.append(meta["landmarks"])
     x = (
         np.stack(arrays).astype(np.float32, copy=False)
         if arrays
         else np.zeros((0, *config.item_shape), np.float32)
     )
     failed = [(samples[i].uid, errors[i]) for i in sorted(errors)]
-    return Prepared(x, kept, failed, config, hits, time.perf_counter() - started, computed)
+    seconds = time.perf_counter() - started
+    return Prepared(x, kept, failed, config, hits, seconds, computed, landmarks)
 
 
 def export_flow_maps(prepared: Prepared, folder: Path) -> list[Path]:

@@ -1,7 +1,8 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
 A config file only needs the keys it changes: `recipe` keys override the shipped default recipe
-of the model it names (`default_recipe(recipe.model)`), `prepare` keys override what the model's
+of the model it names (`default_recipe(recipe.model)`, or the preset named by `recipe.preset`,
+e.g. "paper"), `prepare` keys override what the model's
 declared input implies (flow maps, apex images or frame sequences, their size), everything else
 overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
 a default.
@@ -24,9 +25,10 @@ from merkit.errors import ConfigError
 from merkit.io import read_yaml, write_text_atomic
 from merkit.models import get_model_entry
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.preprocess.regions import region_layout
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
+from merkit.training.recipe import DEFAULT_PRESET, AugmentConfig, Recipe, recipe_preset
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -134,6 +136,7 @@ class ExperimentConfig:
             if recipe.sam < 0:
                 raise ConfigError(f"recipe {recipe.model}: sam must be >= 0, got {recipe.sam}")
             _check_augment(recipe.model, recipe.augment)
+            _check_region_flip(recipe, self.prepare)
 
 
 # Allowed range of each numeric augmentation option, as (lowest, highest allowed).
@@ -163,6 +166,18 @@ def _check_augment(model: str, augment: AugmentConfig) -> None:
         )
 
 
+def _check_region_flip(recipe: Recipe, prepare: PrepareConfig) -> None:
+    """The flow-aware flip mirrors a whole face; on a region mosaic it is only right where the
+    layout mirrors with the face (`RegionLayout.flips_with_face`)."""
+    flips = recipe.augment.hflip or recipe.tta_flip
+    if prepare.output == "regions" and flips and not region_layout(prepare.regions).flips_with_face:
+        raise ConfigError(
+            f"recipe {recipe.model}: the flow-aware flip (augment.hflip / tta_flip) does not "
+            f"mirror the {prepare.regions!r} region mosaic with the face; set both to false, or "
+            "use prepare.regions 'upright'"
+        )
+
+
 def prepare_defaults(model: str) -> dict[str, Any]:
     """Preparation keys implied by the model's declared input (a config may still override)."""
     spec = get_model_entry(model).input_spec
@@ -175,10 +190,15 @@ def prepare_defaults(model: str) -> dict[str, Any]:
 
 
 def _recipe_from_dict(data: object, where: str) -> Recipe:
-    """A recipe: the shipped default of the model it names, with the given keys overriding it."""
+    """A recipe: the shipped default (or the `preset` named) of the model it names, with the
+    given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(str(data.get("model", Recipe().model)))
+    data = dict(data)
+    preset = data.pop("preset", DEFAULT_PRESET)
+    if not isinstance(preset, str):
+        raise ConfigError(f"{where}.preset: expected a preset name, got {_kind(preset)}")
+    base = recipe_preset(str(data.get("model", Recipe().model)), preset)
     return _build(Recipe, data, where, base=base)
 
 

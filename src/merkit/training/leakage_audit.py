@@ -33,6 +33,7 @@ from merkit.evaluation.predictions import read_predictions, write_predictions
 from merkit.evaluation.report import (
     SUMMARY_KEYS,
     headline_figures,
+    landmark_text,
     markdown_table,
     read_probabilities,
     run_metrics,
@@ -104,6 +105,8 @@ def load_audit_data(config: ExperimentConfig, progress: bool) -> AuditData:
         "n_subjects": len({s.subject_key for s in samples}),
         "failed": [{"sample": uid, "reason": reason} for uid, reason in prepared.failed],
     }
+    if prepared.landmarks:
+        meta["landmarks"] = prepared.landmark_counts()
     return AuditData(
         samples=samples,
         x=training_input(config, prepared.x),
@@ -450,7 +453,8 @@ def render_audit_markdown(result: dict[str, Any]) -> str:
 
 def _audit_facts(result: dict[str, Any]) -> list[tuple[str, str]]:
     data, recipe = result["data"], result["recipe"]
-    return [
+    landmarks = [("facial points", landmark_text(data["landmarks"]))] if "landmarks" in data else []
+    return landmarks + [
         ("data", f"{data['name']} ({data['root']})"),
         ("samples", f"{data['n_used']} samples, {data['n_subjects']} subjects"),
         ("data fingerprint", data["fingerprint"]),

@@ -514,6 +514,8 @@ def run_experiment(
         meta = _run_meta(
             config, dataset, samples, prepared.failed, splitter, audit, out_dir, previous, executor
         )
+        if prepared.landmarks:  # how the facial points of a region mosaic were found
+            meta["data"]["landmarks"] = prepared.landmark_counts()
         save_yaml(out_dir / RUN_FILE, meta)
         seed_probs, histories, todo = _load_finished(tasks, samples, class_names)
         loaded = len(histories)
