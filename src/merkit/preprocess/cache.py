@@ -28,7 +28,11 @@ CACHE_VERSION = 1
 
 
 def canonical_json(config: Any) -> str:
-    """A dataclass (or plain data) as JSON with sorted keys: equal configs give equal text."""
+    """A dataclass (or plain data) as JSON with sorted keys: equal configs give equal text.
+    A config with an `identity()` method is written as what that returns (the fields that
+    decide its output)."""
+    if callable(getattr(config, "identity", None)):
+        config = config.identity()
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 

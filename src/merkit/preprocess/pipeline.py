@@ -476,7 +476,7 @@ def prepare(
                 outcome = exc
             record(index, outcome)
             continue
-        key = sample_key(sample, config.identity())
+        key = sample_key(sample, config)
         entry = cache.load(key) if cache is not None else None
         if entry is None:
             jobs.append((index, key))
