@@ -135,3 +135,21 @@ def test_a_config_selects_a_preset_and_overrides_it() -> None:
         ExperimentConfig.from_dict({"recipe": {"model": "htnet", "preset": "papers"}})
     with pytest.raises(ConfigError, match="'cabm' has no recipe preset 'paper'"):
         ExperimentConfig.from_dict({"recipe": {"model": "cabm", "preset": "paper"}})
+
+
+@pytest.mark.slow
+def test_exports_to_onnx_with_parity(tmp_path) -> None:
+    from inference_fixtures import make_meta
+    from merkit.inference.export import export_onnx
+    from merkit.inference.predictor import OnnxBackend
+    from merkit.preprocess.pipeline import PrepareConfig
+
+    meta = make_meta("htnet", TINY, PrepareConfig(output="regions"))
+    assert meta.input_spec["kind"] == "regions"
+    torch.manual_seed(0)
+    net = create_model("htnet", 3, 3, **meta.model_kwargs).eval()
+    path = export_onnx(net, meta, tmp_path / "htnet.onnx")
+    x = torch.rand(3, 3, 28, 28)
+    with torch.no_grad():
+        expected = net(x).softmax(-1).numpy()
+    assert abs(OnnxBackend(path).probabilities(x.numpy()) - expected).max() < 1e-4
