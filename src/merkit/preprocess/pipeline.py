@@ -35,7 +35,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from merkit.data.sample import APEX_ANNOTATED, APEX_SPOTTED, Sample
+from merkit.data.sample import APEX_ANNOTATED, APEX_FACE, APEX_SPOTTED, Sample
 from merkit.errors import AnnotationError, ConfigError, DataLayoutError, MerkitError
 from merkit.preprocess.cache import ArrayCache, sample_key
 from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
@@ -55,7 +55,6 @@ from merkit.preprocess.regions import fallback_points, region_layout, region_mos
 from merkit.preprocess.spotting import spot_apex
 
 OUTPUT_KINDS = ("flow", "apex", "sequence", "regions")
-APEX_FACE = "apex_face"  # Sample.meta key: the apex face image of a published map
 POINTS_FOLDER = "points"  # under the cache folder: five facial points per face image
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.

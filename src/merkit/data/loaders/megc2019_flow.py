@@ -19,7 +19,7 @@ from merkit.data.base import SampleSet
 from merkit.data.loaders._common import Collector
 from merkit.data.loaders.megc2019 import GT_NAME, check_taxonomy, read_megc_gt
 from merkit.data.registry import register_dataset
-from merkit.data.sample import Sample
+from merkit.data.sample import APEX_FACE, Sample
 from merkit.data.taxonomy import MEGC3_CLASSES
 from merkit.errors import DataLayoutError
 
@@ -28,7 +28,6 @@ LAYOUT = (
     " [+ apex/{subject}_{filename}.jpg apex faces]"
 )
 APEX_FOLDER = "apex"
-APEX_FACE = "apex_face"  # Sample.meta key of the apex face image
 FACE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
