@@ -8,7 +8,7 @@ STAMP := $(VENV)/.merkit-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray,serve]"
 	touch $(STAMP)
 
 demo: $(STAMP)

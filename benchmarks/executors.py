@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from merkit.training.config import ExperimentConfig
-from merkit.training.engine import fit_predict_history
+from merkit.training.engine import fit_predict
 from merkit.training.executors import cpu_count
 from merkit.training.results import FoldResult
 from merkit.training.runner import run_experiment
@@ -41,9 +41,9 @@ class TimedEngine:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def __call__(self, *args, **kwargs) -> list[FoldResult]:
+    def fit_predict(self, *args, **kwargs) -> list[FoldResult]:
         start = time.process_time()
-        results = fit_predict_history(*args, **kwargs)
+        results = fit_predict(*args, **kwargs)
         seconds = time.process_time() - start
         (self.folder / f"{uuid.uuid4().hex}.txt").write_text(str(seconds))
         return results

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from skimage import data
 
-from merkit.data.synthetic import temporal_profile, write_video
+from merkit.data.synthetic import write_video
+from merkit.data.synthetic_clips import temporal_profile
 from merkit.inference import CheckpointMeta, Predictor, save_checkpoint
 from merkit.inference.checkpoint import input_spec_of
 from merkit.models import create_model

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from openpyxl import Workbook
 
-from merkit.data.synthetic import random_face, render_face
+from merkit.data.faces import random_face, render_face
 
 FRAME_SIZE = 8
 MAP_SIZE = 28

@@ -54,7 +54,7 @@ def write_flow_dataset(
 
 
 class CentroidEngine:
-    """Nearest-centroid stand-in for `fit_predict`: same signature, counts its calls and folds.
+    """Nearest-centroid stand-in for the torch engine's `fit_predict`; counts calls and folds.
 
     Seeds add different noise to the scores so seeds differ; `fail_after` raises once that many
     calls have run (an interrupted run).
@@ -67,7 +67,7 @@ class CentroidEngine:
         self.noise = noise
         self.recipes: list[str] = []
 
-    def __call__(self, recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
+    def fit_predict(self, recipe, x, y, folds, num_classes, seed=0, *, progress=None, **kw):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
         self.calls += 1
@@ -94,12 +94,17 @@ class CentroidEngine:
         return out
 
 
-def slow_engine(recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
+class SlowEngine:
     """A stand-in job of `recipe.epochs` epochs of 0.1 s that leaves `done-{seed}` in the folder
     named by $MERKIT_TEST_MARKS when it runs to the end (an interrupted job leaves nothing)."""
-    for epoch in range(recipe.epochs):
-        time.sleep(0.1)
-        if progress is not None:
-            progress(epoch + 1, recipe.epochs)
-    (Path(os.environ["MERKIT_TEST_MARKS"]) / f"done-{seed}").touch()
-    return [np.full((len(test), num_classes), 1 / num_classes) for _, test in folds]
+
+    def fit_predict(self, recipe, x, y, folds, num_classes, seed=0, *, progress=None, **kw):
+        for epoch in range(recipe.epochs):
+            time.sleep(0.1)
+            if progress is not None:
+                progress(epoch + 1, recipe.epochs)
+        (Path(os.environ["MERKIT_TEST_MARKS"]) / f"done-{seed}").touch()
+        return [np.full((len(test), num_classes), 1 / num_classes) for _, test in folds]
+
+
+slow_engine = SlowEngine()

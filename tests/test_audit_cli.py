@@ -10,7 +10,7 @@ import pytest
 from flowdata import CentroidEngine, write_flow_dataset
 from merkit.cli import main
 from merkit.errors import ConfigError
-from merkit.training import leakage_audit
+from merkit.training import base, leakage_audit
 from merkit.training.config import ExperimentConfig
 from merkit.training.leakage_audit import inflation, oracle_epoch, run_audit
 from test_html_report import check_page
@@ -19,16 +19,18 @@ EPOCHS = 4
 
 
 class EpochEngine:
-    """`fit_predict_epochs` stand-in: nearest-centroid probabilities at every epoch but the
-    last, which is heavily noised (an "overfit" last epoch the oracle can avoid by peeking)."""
+    """`fit_predict(output="epochs")` stand-in: nearest-centroid probabilities at every epoch
+    but the last, which is heavily noised (an "overfit" last epoch the oracle can avoid by
+    peeking)."""
 
     def __init__(self) -> None:
         self.folds = 0
         self.centroid = CentroidEngine(noise=0.0)
 
-    def __call__(self, recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
+    def fit_predict(self, recipe, x, y, folds, num_classes, seed=0, *, progress=None, **kw):
+        assert kw["output"] == "epochs"
         self.folds += len(folds)
-        final = self.centroid(recipe, x, y, folds, num_classes, seed)
+        final = self.centroid.fit_predict(recipe, x, y, folds, num_classes, seed)
         rng = np.random.default_rng(seed + self.folds)
         out = []
         for probs in final:
@@ -137,7 +139,7 @@ def main_exit(argv: list[str]) -> int:
 def test_audit_cli_prints_table_and_warning(
     flow_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setattr("merkit.training.engine.fit_predict_epochs", EpochEngine())
+    monkeypatch.setattr(base, "default_engine", EpochEngine)
     out = tmp_path / "a"
     main(["audit", "--data", "megc2019-flow", "--root", str(flow_root), "--out", str(out),
           "--epochs", str(EPOCHS), "--k", "3", "--quiet"])  # fmt: skip
@@ -145,7 +147,7 @@ def test_audit_cli_prints_table_and_warning(
     assert "deliberately runs two leaking figures" in captured.err
     assert "kfold ⚠" in captured.out and "3 of 3 folds put 6 subjects" in captured.out
     assert (out / "audit.json").is_file() and (out / "audit.md").is_file()
-    assert leakage_audit.PROTOCOLS == ("loso", "oracle", "kfold")
+    assert leakage_audit.FIGURES == ("loso", "oracle", "kfold")
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import merkit.training.runner as runner
 from flowdata import CentroidEngine, write_flow_dataset
+from merkit.training import base
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "megc2019_loso.py"
 
@@ -22,7 +22,7 @@ def load_bench():
 def test_benchmark_prints_one_json_line_per_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(runner, "_default_engine", lambda: CentroidEngine())
+    monkeypatch.setattr(base, "default_engine", CentroidEngine)
     root = write_flow_dataset(tmp_path / "megc")
     bench = load_bench()
     bench.main(["--root", str(root), "--models", "cabm,ststnet", "--out", str(tmp_path / "runs"),

@@ -72,7 +72,7 @@ def test_cli_uses_the_cache_file(capsys: pytest.CaptureFixture[str], tmp_path: P
     data = json.loads(cache.read_text())
     data[key].update(train_ms=123.25, infer_ms=4.5)
     cache.write_text(json.dumps(data))
-    code, out, _ = run(["models", "--kind", "flow", "--cache", str(cache)], capsys)
+    code, out, _ = run(["models", "--kind", "flow", "--timing-cache", str(cache)], capsys)
     assert code == 0
     line = next(li for li in out.splitlines() if " ststnet " in li)
     assert "123.25" in line and "4.50" in line

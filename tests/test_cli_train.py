@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import merkit.training.runner as runner
 from flowdata import CentroidEngine, write_flow_dataset
 from merkit.cli import main
+from merkit.training import base
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def flow_root(tmp_path: Path) -> Path:
 def engine(monkeypatch: pytest.MonkeyPatch) -> CentroidEngine:
     """The CLI's engine replaced by the nearest-centroid stand-in (fast, counts its work)."""
     stand_in = CentroidEngine()
-    monkeypatch.setattr(runner, "_default_engine", lambda: stand_in)
+    monkeypatch.setattr(base, "default_engine", lambda: stand_in)
     return stand_in
 
 
@@ -64,7 +64,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint_then_resumes(
     capsys: pytest.CaptureFixture,
 ) -> None:
     stand_in = CentroidEngine(fail_after=1)
-    monkeypatch.setattr(runner, "_default_engine", lambda: stand_in)
+    monkeypatch.setattr(base, "default_engine", lambda: stand_in)
     config = tmp_path / "two_folds_per_job.yaml"
     config.write_text(yaml.safe_dump({"recipe": {"model": "cabm", "folds_per_batch": 2}}))
     args = train_args(flow_root, tmp_path / "run", "--config", str(config))

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from merkit.demo import DemoConfig, run_demo
+from merkit.inference import Predictor, load_checkpoint
 
 
 @pytest.mark.slow
@@ -17,9 +18,25 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["overall"]["n"] == 20
-    assert first.n_folds == 4 and first.folds_computed == 4
+    assert first.run.n_folds == 4 and first.run.folds_computed == 4
     assert (tmp_path / "demo" / "data" / "CASME2-coding-synthetic.xlsx").is_file()
 
+    # The final model: the run's recipe and preparation, fitted on every clip.
+    assert first.model == tmp_path / "demo" / "model.pt"
+    meta = load_checkpoint(first.model)[1]
+    assert (meta.model, meta.n_samples, meta.recipe["epochs"]) == ("cabm", 20, 2)
+    assert list(meta.class_names) == metrics["class_names"]
+    assert meta.prepare_config.flow == "farneback" and meta.prepare_config.aligned
+    assert sorted(p.stem for p in first.clips) == sorted(metrics["class_names"])
+    result = Predictor.load(first.model).predict(first.clips[0])
+    assert result["predicted"] in metrics["class_names"] and result["frames"] == 100
+
+    stamp = first.model.stat().st_mtime_ns
     again = run_demo(config, progress=False)
-    assert again.folds_computed == 0 and again.folds_loaded == 4
-    assert again.metrics["overall"] == first.metrics["overall"]
+    assert again.run.folds_computed == 0 and again.run.folds_loaded == 4
+    assert again.run.metrics["overall"] == first.run.metrics["overall"]
+    assert first.model.stat().st_mtime_ns == stamp  # the same model is kept, not refitted
+
+    first.model.write_bytes(b"damaged")
+    run_demo(config, progress=False)
+    assert load_checkpoint(first.model)[1].n_samples == 20  # a model that does not load is refitted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 
 import numpy as np
@@ -11,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from merkit import workers
 from merkit.errors import ConfigError
 from merkit.models import register_model
 from merkit.models import registry as registry_module
 from merkit.models.cabm import center_motion
-from merkit.training import engine
+from merkit.training import engine, regularisers, trainer
 from merkit.training.augment import augment, hflip_flow
-from merkit.training.engine import ProbabilityAverage, fit, fit_predict, fit_predict_epochs
+from merkit.training.engine import ProbabilityAverage, fit, fit_predict
 from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 TINY = {"dim": 8, "depth": 1, "kernel": 3, "patch": 4}
@@ -170,20 +172,20 @@ def test_no_fold_ever_trains_on_its_test_or_validation_samples(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     drawn: list[tuple[np.ndarray, set[int]]] = []  # per batch stream: its pool, what it gave
-    original = engine._BatchStream.next
+    original = trainer.BatchStream.next
 
-    def spy(self: engine._BatchStream) -> torch.Tensor:
+    def spy(self: trainer.BatchStream) -> torch.Tensor:
         batch = original(self)
         if not drawn or drawn[-1][0] is not self.indices:
             drawn.append((self.indices, set()))
         drawn[-1][1].update(batch.tolist())
         return batch
 
-    monkeypatch.setattr(engine._BatchStream, "next", spy)
+    monkeypatch.setattr(trainer.BatchStream, "next", spy)
     x, y, groups = _data()
     folds = _loso(groups)
     recipe = _recipe(val_subjects=2, ensemble=2, folds_per_batch=1)
-    jobs = engine._make_jobs(recipe, folds, 0, groups)
+    jobs = engine.plan_members(recipe, folds, 0, groups)
     fit_predict(recipe, x, y, folds, 3, seed=0, groups=groups)
     assert len(drawn) == len(jobs) == 2 * len(folds)
     for job, (pool, used) in zip(jobs, drawn, strict=True):
@@ -199,10 +201,10 @@ def test_no_fold_ever_trains_on_its_test_or_validation_samples(
 def test_unshuffled_epochs_repeat_the_given_order() -> None:
     """HTNet's loader: each epoch the same batches, the last one filled up from the start."""
     generator = torch.Generator().manual_seed(0)
-    stream = engine._BatchStream(np.arange(10, 15), 4, generator, shuffle=False)
+    stream = trainer.BatchStream(np.arange(10, 15), 4, generator, shuffle=False)
     batches = [stream.next().tolist() for _ in range(4)]
     assert batches == [[10, 11, 12, 13], [14, 10, 11, 12]] * 2
-    shuffled = engine._BatchStream(np.arange(10, 15), 4, generator)
+    shuffled = trainer.BatchStream(np.arange(10, 15), 4, generator)
     assert [shuffled.next().tolist() for _ in range(4)] != batches
 
 
@@ -213,7 +215,7 @@ def test_validation_needs_groups_and_enough_subjects() -> None:
     with pytest.raises(ConfigError, match="too few"):
         fit_predict(_recipe(val_subjects=5), x, y, _loso(groups), 3, groups=groups)
     leaky = [(np.arange(10), np.arange(5, 15))]
-    with pytest.raises(ConfigError, match="same sample"):
+    with pytest.raises(ValueError, match="same sample"):  # the runner refuses such a protocol
         fit_predict(_recipe(), x, y, leaky, 3)
 
 
@@ -221,8 +223,14 @@ def test_epoch_curves_and_progress() -> None:
     x, y, groups = _data()
     folds = _loso(groups)[:2]
     calls: list[tuple[int, int]] = []
-    curves = fit_predict_epochs(
-        _recipe(epochs=3), x, y, folds, 3, progress=lambda d, t: calls.append((d, t))
+    curves = fit_predict(
+        _recipe(epochs=3),
+        x,
+        y,
+        folds,
+        3,
+        progress=lambda d, t: calls.append((d, t)),
+        output="epochs",
     )
     assert curves[0].shape == (3, len(folds[0][1]), 3)
     final = fit_predict(_recipe(epochs=3), x, y, folds, 3)
@@ -289,7 +297,7 @@ def test_default_recipes_name_their_model_and_round_trip(name: str) -> None:
 
 def test_weight_average_follows_the_weights_with_a_ramped_decay() -> None:
     layer = nn.Linear(2, 1)
-    average = engine._WeightAverage(layer, decay=0.9)
+    average = regularisers.WeightAverage(layer, decay=0.9)
     start = layer.weight.detach().clone()
     with torch.no_grad():
         layer.weight.add_(1.0)
@@ -327,7 +335,7 @@ def test_sharpness_aware_step_is_per_copy_and_changes_training() -> None:
 def test_perturbed_pass_leaves_batchnorm_running_statistics_alone() -> None:
     norm = nn.BatchNorm1d(2)
     before = norm.running_mean.clone()
-    with engine._running_stats_frozen(norm):
+    with regularisers.running_stats_frozen(norm):
         out = norm(torch.tensor([[1.0, 5.0], [3.0, 7.0]]))
     assert torch.equal(norm.running_mean, before) and norm.momentum == 0.1
     assert torch.allclose(out.mean(0), torch.zeros(2))  # still normalised by the batch
@@ -340,19 +348,20 @@ def test_pool_worker_ignores_ctrl_c_and_stops_at_the_next_epoch_when_told(
 ) -> None:
     """The driver decides: Ctrl-C does not kill a worker mid-write; the stop event ends it."""
     context = multiprocessing.get_context("spawn")
-    queue, stop = context.Queue(), context.Event()
+    queue, stop = context.SimpleQueue(), context.Event()
     previous = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(engine, "_exit_with_parent", lambda parent: None)
-    monkeypatch.setattr(engine, "_worker_progress", None)  # set by the worker start, then undone
-    monkeypatch.setattr(engine, "_worker_stop", None)
+    monkeypatch.setattr(workers, "_exit_with_parent", lambda parent: None)
+    monkeypatch.setattr(workers, "_messages", None)  # set by the worker start, then undone
+    monkeypatch.setattr(workers, "_stop", None)
     try:
-        engine._init_worker(queue, stop, torch.get_num_threads(), os.getpid())
+        no_stage = pickle.dumps((None, ()))
+        workers._start_worker(stop, queue, os.getpid(), torch.get_num_threads(), no_stage)
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-        counter = engine._QueueCounter(None, 0)
+        counter = engine._ReportingCounter(None, 0)
         counter.add(1)
-        assert queue.get(timeout=5) == 1
+        assert queue.get() == 1
         stop.set()
-        with pytest.raises(engine.TrainingStopped):
+        with pytest.raises(workers.Stopped):
             counter.add(1)
     finally:
         signal.signal(signal.SIGINT, previous)

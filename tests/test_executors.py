@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-import merkit.training.runner as runner
 from flowdata import CentroidEngine, slow_engine, write_flow_dataset
 from merkit.cli import main
 from merkit.errors import ConfigError
+from merkit.training import base
 from merkit.training.config import ExperimentConfig
-from merkit.training.engine import fit_predict_history
+from merkit.training.engine import TorchEngine
 from merkit.training.executors import (
     Executor,
     SharedInputs,
@@ -79,7 +79,7 @@ def test_local_and_processes_give_bit_identical_probabilities() -> None:
     recipe = default_recipe("cabm")
     recipe.epochs, recipe.batch_size = 2, 8
     jobs = [TrainJob(seed, recipe, folds[i : i + 3]) for seed in (0, 1) for i in (0, 3)]
-    shared = SharedInputs(fit_predict_history, x, y, groups.astype(str), 3)
+    shared = SharedInputs(TorchEngine(), x, y, groups.astype(str), 3)
 
     with torch_threads(threads_per_worker(WORKERS)):
         local = dict(Executor().run(shared, jobs))
@@ -176,9 +176,9 @@ def test_resume_keeps_chunk_positions(tmp_path: Path) -> None:
     class Recording(CentroidEngine):
         sizes: list[int] = []
 
-        def __call__(self, recipe, x, y, folds, *args, **kwargs):
+        def fit_predict(self, recipe, x, y, folds, *args, **kwargs):
             self.sizes.append(len(folds))
-            return super().__call__(recipe, x, y, folds, *args, **kwargs)
+            return super().fit_predict(recipe, x, y, folds, *args, **kwargs)
 
     engine = Recording()
     result = run_experiment(config, out, engine=engine, progress=False)
@@ -190,7 +190,7 @@ def test_cli_executor_options_are_runtime_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """--executor/--jobs/--address change where jobs run, not which run a folder holds."""
-    monkeypatch.setattr(runner, "_default_engine", CentroidEngine)
+    monkeypatch.setattr(base, "default_engine", CentroidEngine)
     root = write_flow_dataset(tmp_path / "megc")
     args = ["train", "--data", "megc2019-flow", "--root", str(root), "--out", str(tmp_path / "r"),
             "--epochs", "1", "--quiet"]  # fmt: skip

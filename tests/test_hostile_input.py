@@ -672,7 +672,7 @@ def test_prepare_cli_skip_and_stop_on_a_corrupt_frame(tmp_path: Path, capsys) ->
     _truncate(bad)
     base = ["prepare", "casme2", str(root), "--flow", "dis", "--size", "16", "--crop-size", "32"]
     base += ["--workers", "1"]
-    code, out, err = cli([*base, "--out", str(tmp_path / "stop"), "--on-error", "stop"], capsys)
+    code, out, err = cli([*base, "--cache", str(tmp_path / "stop"), "--on-error", "stop"], capsys)
     assert code == 2 and out == ""
     reason = "frame is a truncated JPEG (no end marker); expected a readable jpg/bmp/png image"
     assert err.strip() == f"error: {bad}: {reason}"
@@ -682,7 +682,9 @@ def test_prepare_cli_skip_and_stop_on_a_corrupt_frame(tmp_path: Path, capsys) ->
     assert leftovers == []  # no temp files; the clips finished before the error stay cached
 
     maps = tmp_path / "maps"
-    code, out, _ = cli([*base, "--out", str(tmp_path / "skip"), "--export-maps", str(maps)], capsys)
+    code, out, _ = cli(
+        [*base, "--cache", str(tmp_path / "skip"), "--export-maps", str(maps)], capsys
+    )
     assert code == 0
     assert "casme2/sub01/EP02_01f" in out and "frame is a truncated JPEG" in out
     assert sorted(p.name for p in maps.iterdir()) == [
@@ -700,7 +702,7 @@ def test_prepare_cli_bad_options_fail_before_any_work(tmp_path: Path, capsys) ->
     cache = tmp_path / "cache"
     cache.write_text("a file where the cache folder should go")
     root = build_casme2(tmp_path / "casme2")
-    code, _, err = cli(["prepare", "casme2", str(root), "--out", str(cache)], capsys)
+    code, _, err = cli(["prepare", "casme2", str(root), "--cache", str(cache)], capsys)
     assert code == 2 and f"{cache}: the cache folder is a file; give a folder" in err
 
 
@@ -739,11 +741,11 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path: Path) -> None:
 
 
 def test_run_file_with_python_tags_is_refused_with_a_message(tmp_path: Path) -> None:
-    report = pytest.importorskip("merkit.evaluation.report")
+    run_folder = pytest.importorskip("merkit.evaluation.run_folder")
     marker = tmp_path / "pwned"
-    (tmp_path / report.RUN_FILE).write_text(EVIL_YAML.format(marker=marker))
+    (tmp_path / run_folder.RUN_FILE).write_text(EVIL_YAML.format(marker=marker))
     try:
         with pytest.raises(MerkitError):
-            report.read_run_meta(tmp_path)
+            run_folder.RunFolder(tmp_path).read_meta()
     finally:
         assert not marker.exists()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from browser import require_programs
 from merkit.evaluation import html
-from merkit.evaluation.report import render_run, write_comparison
+from merkit.evaluation.comparison import write_comparison
+from merkit.evaluation.report import render_run
 from test_report import write_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
@@ -99,7 +100,7 @@ def test_comparison_page_marks_leaking_runs(tmp_path: Path) -> None:
 def chromium_dump(page: Path, profile: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            "chromium",
+            require_programs("chromium")[0],
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -118,11 +119,6 @@ def chromium_dump(page: Path, profile: Path) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="chromium is not installed (Debian package `chromium`); HTML opened in a browser "
-    "is not checked, only parsed",
-)
 def test_run_page_opens_in_headless_chromium(tmp_path: Path) -> None:
     run = tmp_path / "run"
     write_run(run)

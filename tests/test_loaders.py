@@ -27,8 +27,9 @@ from builders import (
     write_image,
     write_xlsx,
 )
-from merkit.data.annotations import as_int, frame_number, list_frames
-from merkit.data.registry import list_datasets, load_dataset
+from merkit.data.annotations import as_int
+from merkit.data.files import frame_number, list_frames
+from merkit.data.registry import list_datasets, load_dataset, register_dataset
 from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE
 from merkit.errors import AnnotationError, DataLayoutError, LabelError
 
@@ -49,6 +50,14 @@ def test_every_dataset_is_registered() -> None:
         "megc2019",
         "megc2019-flow",
     }
+
+
+def test_a_second_loader_under_a_registered_name_is_refused() -> None:
+    """As for models: a duplicate name would silently replace the first loader."""
+    before = {d.name: d.loader for d in list_datasets()}
+    with pytest.raises(ValueError, match="dataset 'casme2' is already registered"):
+        register_dataset("casme2", "another", "anything", ("all",))(lambda root, **_: None)
+    assert {d.name: d.loader for d in list_datasets()} == before
 
 
 @pytest.mark.parametrize(

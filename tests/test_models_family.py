@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from merkit.data.faces import random_face, render_face
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.models import c3dgru, convat, create_model, get_model_entry, mol  # noqa: F401
-from merkit.models.inputs import check_input, default_in_chans, model_input
+from merkit.models.inputs import check_input, model_input
 from merkit.models.layers import ChannelAttention3d, frames_in, unstack_frames
 from merkit.preprocess.targets import (
     PACKED_CHANNELS,
@@ -214,8 +214,8 @@ def pack_sequences_like(rng: np.random.Generator, n: int, frames: int, size: int
 
 def test_input_specs_and_default_channels() -> None:
     assert get_model_entry("convat").input_spec.kind == "flow"
-    assert default_in_chans(get_model_entry("c3dgru").input_spec) == 8
-    assert default_in_chans(get_model_entry("mol").input_spec) == 32
+    assert get_model_entry("c3dgru").input_spec.in_chans == 8
+    assert get_model_entry("mol").input_spec.in_chans == 32
     assert get_model_entry("mol").input_spec.channels == len(PACKED_CHANNELS)
 
 

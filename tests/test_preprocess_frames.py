@@ -9,16 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from merkit.data.files import frame_number, list_frames
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
 from merkit.preprocess import frames as frames_mod
-from merkit.preprocess.frames import (
-    ClipFrames,
-    frame_number,
-    list_frame_files,
-    read_sample_frames,
-    read_video,
-)
+from merkit.preprocess.frames import ClipFrames, read_sample_frames, read_video
 
 
 def _sample(path: Path, frames: tuple[Path, ...] = (), numbers: tuple[int, ...] = ()) -> Sample:
@@ -42,7 +37,7 @@ def test_folder_frames_are_listed_in_natural_numeric_order(tmp_path: Path) -> No
         _write(tmp_path / f"img{number}.png", _gradient(number))
     _write(tmp_path / "img3.bmp", _gradient(3))
     (tmp_path / "notes.txt").write_text("not a frame")
-    names = [p.name for p in list_frame_files(tmp_path)]
+    names = [p.name for p in list_frames(tmp_path)[0]]
     assert names == ["img1.png", "img2.png", "img3.bmp", "img10.png"]
     assert frame_number(Path("006_05562.jpg")) == 5562
 

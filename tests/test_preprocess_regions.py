@@ -19,6 +19,7 @@ from merkit.preprocess.landmarks import image_points
 from merkit.preprocess.pipeline import POINTS_FOLDER, PrepareConfig, prepare
 from merkit.preprocess.regions import REGION_LAYOUTS, fallback_points, region_mosaic, rescale_points
 from merkit.training.config import ExperimentConfig
+from merkit.training.leakage_audit import run_audit
 from merkit.training.runner import run_experiment
 from preprocess_clips import face_clip
 
@@ -135,6 +136,20 @@ def test_a_run_records_how_its_points_were_found(tmp_path: Path) -> None:
     assert sum(counts.values()) == 12 and meta["config"]["prepare"]["output"] == "regions"
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"{counts['detected']} of 12 samples from a detected face" in report
+
+
+def test_an_audit_records_how_its_points_were_found(tmp_path: Path) -> None:
+    from test_audit_cli import EpochEngine
+
+    root = write_flow_dataset(tmp_path / "megc", per_subject=2, apex_faces=True)
+    recipe = {"model": "htnet", "epochs": 2}
+    config = ExperimentConfig.from_dict({"data": {"root": str(root)}, "recipe": recipe})
+    result = run_audit(config, tmp_path / "audit", k=2, engine=EpochEngine(), progress=False)
+    counts = result["data"]["landmarks"]
+    assert sum(counts.values()) == 12
+    text = f"{counts['detected']} of 12 samples from a detected face"
+    assert text in (tmp_path / "audit" / "audit.md").read_text()
+    assert text in (tmp_path / "audit" / "audit.html").read_text(encoding="utf-8")
 
 
 def test_maps_folder_ignores_the_apex_folder(tmp_path: Path) -> None:

@@ -9,17 +9,12 @@ import yaml
 
 from merkit.cli import main
 from merkit.errors import AnnotationError, ConfigError
-from merkit.evaluation.predictions import Predictions, write_predictions
-from merkit.evaluation.report import (
-    read_curves,
-    read_probabilities,
-    render_markdown,
-    render_run,
-    run_metrics,
-    seed_prediction_files,
-    seed_statistics,
-    write_comparison,
-)
+from merkit.evaluation.comparison import write_comparison
+from merkit.evaluation.document import to_markdown
+from merkit.evaluation.predictions import Predictions, read_probabilities, write_predictions
+from merkit.evaluation.report import render_run, run_document, run_metrics, seed_statistics
+from merkit.evaluation.run_folder import RunFolder
+from merkit.evaluation.run_meta import RunMeta
 
 CLASSES = ["negative", "positive", "surprise"]
 
@@ -106,7 +101,7 @@ def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: boo
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(meta))
     probs = np.full((len(TRUE), 3), 1 / 3)
-    write_predictions(run / "predictions.csv", table(TRUE, PRED), probs, CLASSES)
+    write_predictions(run / "predictions.csv", table(TRUE, PRED).with_probabilities(probs, CLASSES))
     for seed, predicted in (seeds or {}).items():
         write_predictions(run / f"predictions_seed{seed}.csv", table(TRUE, predicted))
 
@@ -134,7 +129,7 @@ def test_render_run_writes_metrics_png_and_report(tmp_path: Path) -> None:
 def test_render_run_multi_seed_and_leakage(tmp_path: Path) -> None:
     run = tmp_path / "run"
     write_run(run, seeds={0: PRED, 1: TRUE}, leaking=True)
-    assert list(seed_prediction_files(run)) == [0, 1]
+    assert list(RunFolder(run).seed_files()) == [0, 1]
     metrics = render_run(run)
     assert metrics["seeds"]["1"]["overall"]["uf1"] == 1.0
     assert metrics["seed_statistics"]["overall"]["accuracy"]["mean"] == pytest.approx(5 / 6)
@@ -147,7 +142,7 @@ def test_render_run_multi_seed_and_leakage(tmp_path: Path) -> None:
 
 def test_render_markdown_needs_no_optional_metadata() -> None:
     metrics = run_metrics(table(TRUE, PRED), CLASSES)
-    text = render_markdown({"config": {}}, metrics)
+    text = to_markdown(run_document(RunMeta.from_dict({"config": {}}), metrics, b""))
     assert "| overall | 6 |" in text and "git commit**: unknown" in text
 
 
@@ -156,7 +151,7 @@ def test_read_probabilities(tmp_path: Path) -> None:
     write_predictions(path, table(TRUE, PRED))
     assert read_probabilities(path, CLASSES) is None
     probs = np.eye(3)[[0, 1, 1, 2, 0, 0]]
-    write_predictions(path, table(TRUE, PRED), probs, CLASSES)
+    write_predictions(path, table(TRUE, PRED).with_probabilities(probs, CLASSES))
     assert np.array_equal(read_probabilities(path, CLASSES), probs)
     path.write_text(path.read_text().replace("1.000000", "x", 1))
     with pytest.raises(AnnotationError, match="not a number"):
@@ -173,16 +168,16 @@ def test_render_run_rejects_non_run_folder_and_unfinished_run(tmp_path: Path) ->
 
 
 def test_read_curves_json_csv_and_absent(tmp_path: Path) -> None:
-    assert read_curves(tmp_path) is None
+    assert RunFolder(tmp_path).read_curves() is None
     (tmp_path / "curves.csv").write_text("epoch,train_loss,val_loss\n1,1.5,\n2,0.5,0.9\n")
-    curves = read_curves(tmp_path)
+    curves = RunFolder(tmp_path).read_curves()
     assert curves["train_loss"] == [1.5, 0.5]
     assert np.isnan(curves["val_loss"][0]) and curves["val_loss"][1] == 0.9
     (tmp_path / "curves.json").write_text('{"train_loss": [2.0, 1.0]}')  # json wins
-    assert read_curves(tmp_path) == {"train_loss": [2.0, 1.0]}
+    assert RunFolder(tmp_path).read_curves() == {"train_loss": [2.0, 1.0]}
     (tmp_path / "curves.json").write_text('{"train_loss": [2.0, "x"]}')
     with pytest.raises(AnnotationError, match="curves.json: a curve value is not a number"):
-        read_curves(tmp_path)
+        RunFolder(tmp_path).read_curves()
 
 
 def test_report_shows_training_curves_only_when_recorded(tmp_path: Path) -> None:

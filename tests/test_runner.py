@@ -12,14 +12,15 @@ import yaml
 from flowdata import CentroidEngine, write_flow_dataset
 from merkit.errors import ConfigError
 from merkit.evaluation.metrics import pooled_metrics
-from merkit.evaluation.predictions import read_predictions
-from merkit.evaluation.report import read_probabilities
+from merkit.evaluation.predictions import read_predictions, read_probabilities
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.models import registry as model_registry
 from merkit.models.inputs import model_input
 from merkit.models.registry import InputSpec, ModelEntry
 from merkit.training.config import ExperimentConfig, load_config, save_config
-from merkit.training.runner import run_experiment, training_input
+from merkit.training.data import TrainingData, training_input
+from merkit.training.runner import fold_tasks, run_experiment
+from test_splitters import FixedSplitter
 
 CLASSES = ["negative", "positive", "surprise"]
 
@@ -81,13 +82,26 @@ def test_run_folder_holds_every_output(flow_root: Path, tmp_path: Path) -> None:
 def test_engine_never_sees_test_subject_in_training(flow_root: Path, tmp_path: Path) -> None:
     seen = []
 
-    def engine(recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
-        for train, test in folds:
-            seen.append(set(groups[train]) & set(groups[test]))
-        return CentroidEngine()(recipe, x, y, folds, num_classes, seed, groups)
+    class Watching(CentroidEngine):
+        def fit_predict(self, recipe, x, y, folds, *args, groups=None, **kwargs):
+            for train, test in folds:
+                seen.append(set(groups[train]) & set(groups[test]))
+            return super().fit_predict(recipe, x, y, folds, *args, groups=groups, **kwargs)
 
-    run_experiment(make_config(flow_root), tmp_path / "run", engine=engine, progress=False)
+    run_experiment(make_config(flow_root), tmp_path / "run", engine=Watching(), progress=False)
     assert len(seen) == 6 and all(not shared for shared in seen)
+
+
+def test_a_protocol_fold_the_engine_cannot_train_is_one_user_error(flow_root: Path) -> None:
+    """The runner names the protocol and the fold; the engine's own check is for callers of
+    its API (a ValueError, a programming error), never what a user sees."""
+    data = TrainingData.from_config(make_config(flow_root), progress=False)
+    everything = list(range(len(data.samples)))
+    with pytest.raises(ConfigError, match="fixed: fold fold000 leaves no sample to train on"):
+        fold_tasks(data, FixedSplitter([([], everything)]), seed=0)
+    overlapping = [(everything[:12], everything[:12]), (everything[:12], everything[12:])]
+    with pytest.raises(ConfigError, match="fold000 puts a sample in both its training and"):
+        fold_tasks(data, FixedSplitter(overlapping), seed=0)
 
 
 def test_rerun_resumes_without_recomputing(flow_root: Path, tmp_path: Path) -> None:
@@ -198,13 +212,14 @@ def test_multi_seed_reports_each_seed_and_mean_std(flow_root: Path, tmp_path: Pa
 
 
 def test_extra_recipes_average_probabilities(flow_root: Path, tmp_path: Path) -> None:
-    def engine(recipe, x, y, folds, num_classes, seed, groups=None, progress=None):
-        fixed = {"cabm": [0.6, 0.3, 0.1], "ststnet": [0.0, 0.5, 0.5]}[recipe.model]
-        return [np.tile(fixed, (len(test), 1)) for _, test in folds]
+    class Fixed:
+        def fit_predict(self, recipe, x, y, folds, *args, **kwargs):
+            fixed = {"cabm": [0.6, 0.3, 0.1], "ststnet": [0.0, 0.5, 0.5]}[recipe.model]
+            return [np.tile(fixed, (len(test), 1)) for _, test in folds]
 
     config = make_config(flow_root, extra_recipes=[{"model": "ststnet", "epochs": 1}])
     out = tmp_path / "run"
-    run_experiment(config, out, engine=engine, progress=False)
+    run_experiment(config, out, engine=Fixed(), progress=False)
     probs = read_probabilities(out / "predictions.csv", CLASSES)
     assert np.allclose(probs, [0.3, 0.4, 0.3])
     assert set(read_predictions(out / "predictions.csv").predicted) == {"positive"}

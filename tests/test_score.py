@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from merkit.cli import main
@@ -26,14 +27,12 @@ def test_predictions_round_trip(tmp_path: Path) -> None:
     table = Predictions(
         ["samm", "smic"], ["006", "s01"], ["006_1_2", "s01_ne_01"], ["0", "2"], ["0", "1"]
     )
-    write_predictions(
-        tmp_path / "p.csv",
-        table,
-        [[0.9, 0.05, 0.05], [0.1, 0.6, 0.3]],
-        ["negative", "positive", "surprise"],
-    )
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.6, 0.3]])
+    table = table.with_probabilities(probs, ["negative", "positive", "surprise"])
+    write_predictions(tmp_path / "p.csv", table)
     back = read_predictions(tmp_path / "p.csv")
     assert back == table
+    assert np.allclose(back.probabilities, probs)
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header == "dataset,subject,sample,true,predicted,p_negative,p_positive,p_surprise"
     assert not list(tmp_path.glob(".*tmp"))

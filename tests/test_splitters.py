@@ -5,7 +5,7 @@ import pytest
 
 from merkit.data.sample import Sample
 from merkit.errors import ConfigError
-from merkit.evaluation.audit import leakage_audit
+from merkit.evaluation.overlap import subject_overlap
 from merkit.evaluation.splitters import (
     GroupKFold,
     LeaveOneDatasetOut,
@@ -53,7 +53,7 @@ def test_group_kfold_keeps_subjects_whole() -> None:
     samples = make_samples()
     folds = list(GroupKFold(n_splits=4, seed=1).split(samples))
     assert len(folds) == 4 and covers_all_once(folds, len(samples))
-    assert leakage_audit(samples, GroupKFold(n_splits=4, seed=1)).clean
+    assert subject_overlap(samples, GroupKFold(n_splits=4, seed=1)).clean
 
 
 def test_group_kfold_needs_enough_subjects() -> None:
@@ -73,7 +73,7 @@ def test_sample_kfold_warns_and_audit_reports_overlap() -> None:
     with pytest.warns(SubjectLeakageWarning, match="same subject appears in train and test"):
         folds = list(SampleKFold(n_splits=4).split(samples))
     assert covers_all_once(folds, len(samples))
-    report = leakage_audit(samples, SampleKFold(n_splits=4))
+    report = subject_overlap(samples, SampleKFold(n_splits=4))
     assert not report.subject_independent
     assert not report.clean
     assert len(report.leaking_folds) == 4
@@ -96,13 +96,13 @@ class FixedSplitter(Splitter):
 def test_audit_flags_duplicate_sample_ids() -> None:
     samples = make_samples()[:8]  # casme2 s00 (0-3) and s01 (4-7)
     samples.append(samples[0])  # the same clip listed twice, index 8
-    report = leakage_audit(samples, FixedSplitter([([0, 1, 2, 3], [4, 5, 6, 7, 8])]))
+    report = subject_overlap(samples, FixedSplitter([([0, 1, 2, 3], [4, 5, 6, 7, 8])]))
     (fold,) = report.folds
     assert fold.shared_samples == (samples[0].uid,)
     assert fold.shared_subjects == ("casme2/s00",)
     assert fold.test_subjects == ("casme2/s01", "casme2/s00")
     assert LeaveOneSubjectOut().get_n_splits(samples) == 2
-    assert leakage_audit(samples, LeaveOneSubjectOut()).clean  # both copies held out together
+    assert subject_overlap(samples, LeaveOneSubjectOut()).clean  # both copies held out together
 
 
 def test_make_splitter() -> None:

@@ -57,6 +57,40 @@ def write_json_atomic(path: str | Path, data: object) -> Path:
     return write_atomic(path, lambda handle: json.dump(data, handle, indent=2, sort_keys=False))
 
 
+def write_yaml_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    """`data` as YAML (plain types only: see `plain`), written atomically."""
+    text = yaml.safe_dump(plain(data), sort_keys=False, allow_unicode=True)
+    return write_text_atomic(path, text)
+
+
+def plain(value: Any) -> Any:
+    """`value` with YAML/JSON-safe types only: tuples become lists, paths and str subclasses
+    (torch's version string) str, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, str | Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain nested dicts (e.g. two configs)."""
+    keys = list(dict.fromkeys([*a, *b]))
+    found: list[str] = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            found.extend(differences(va, vb, f"{name}."))
+        elif va != vb:
+            found.append(name)
+    return found
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping read with the safe loader (no tags run code); ConfigError if unreadable."""
     path = Path(path)

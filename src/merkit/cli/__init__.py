@@ -21,6 +21,7 @@ from merkit.cli import commands_models  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_use  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_demo  # noqa: E402,F401  isort: skip
 from merkit.cli import commands_audit  # noqa: E402,F401  isort: skip
+from merkit.cli import commands_serve  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

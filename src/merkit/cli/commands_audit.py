@@ -8,14 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console, err_console
-from merkit.training.config import options_config
-from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, COMPARISON_HEADER, comparison_rows
-from merkit.training.leakage_audit import run_audit as run_leakage_audit
+from merkit.cli import options
+from merkit.cli.app import app, console, err_console, print_table
 
 
 def audit_table(result: dict[str, Any]) -> Table:
     """The three protocols side by side; leaking rows in yellow with their inflation."""
+    from merkit.training.leakage_audit import COMPARISON_HEADER, comparison_rows
+
     table = Table(title=f"leakage audit: {result['model']} on {result['data']['name']}")
     for column in COMPARISON_HEADER:
         table.add_column(column, justify="left" if column in ("scope", "protocol") else "right")
@@ -26,35 +26,28 @@ def audit_table(result: dict[str, Any]) -> Table:
 
 @app.command()
 def audit(
-    data: Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")] = None,
-    root: Annotated[Path | None, typer.Option(help="The dataset's folder.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model; its shipped default recipe is used.")
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="YAML experiment config (data, recipe); the options here override it."),
-    ] = None,
+    data: options.Data = None,
+    root: options.Root = None,
+    model: options.Model = None,
+    config: options.ConfigFile = None,
     out: Annotated[
         Path | None, typer.Option(help="Audit folder (resumed); default audit-{data}-{model}.")
     ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Training epochs (overrides the recipe).")
-    ] = None,
+    epochs: options.Epochs = None,
     k: Annotated[int, typer.Option("--k", help="Folds of the sample-level k-fold protocol.")] = 10,
     seed: Annotated[
         int | None, typer.Option(help="Seed of the training and of the k-fold split (default 0).")
     ] = None,
-    taxonomy: Annotated[
-        str | None, typer.Option(help="Label taxonomy: all, 5class, 3class.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an audit folder with other settings.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    taxonomy: options.Taxonomy = None,
+    workers: options.Workers = None,
+    cache: options.Cache = None,
+    overwrite: options.Overwrite = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
+    from merkit.training.config import options_config
+    from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, run_audit
+
     experiment = options_config(
         config,
         {
@@ -65,6 +58,7 @@ def audit(
             "recipe.epochs": epochs,
             "seeds": [seed] if seed is not None else None,
             "workers": workers,
+            "cache_dir": str(cache) if cache is not None else None,
         },
     )
     err_console.print(
@@ -74,8 +68,8 @@ def audit(
         highlight=False,
     )
     out = out or Path(f"audit-{experiment.data.name}-{experiment.recipe.model}")
-    result = run_leakage_audit(experiment, out, k=k, overwrite=overwrite, progress=not quiet)
-    console.print(audit_table(result))
+    result = run_audit(experiment, out, k=k, overwrite=overwrite, progress=not quiet)
+    print_table(audit_table(result))
     console.print(f"[yellow]{result['leakage']['summary']}[/]", soft_wrap=True, highlight=False)
     console.print(
         f"report: {out / AUDIT_MD} and {out / AUDIT_HTML}", soft_wrap=True, highlight=False

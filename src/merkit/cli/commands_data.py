@@ -8,22 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console
-from merkit.data.registry import list_datasets
-from merkit.data.summary import inspect_dataset, parse_options
+from merkit.cli import options
+from merkit.cli.app import app, console, print_table
 from merkit.errors import ConfigError
-from merkit.io import write_json_atomic
 
 
 @app.command()
 def datasets() -> None:
     """List the supported datasets, their taxonomies and the layout each loader expects."""
+    from merkit.data.registry import list_datasets
+
     table = Table(title="Supported datasets")
     for column in ("name", "title", "taxonomies", "expected layout"):
         table.add_column(column, overflow="fold")
     for info in list_datasets():
         table.add_row(info.name, info.title, ", ".join(info.taxonomies), info.layout)
-    console.print(table)
+    print_table(table)
 
 
 def counts_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Table:
@@ -73,12 +73,8 @@ def problems_table(summary: dict, limit: int) -> Table:
 def inspect(
     kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
     root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
-    taxonomy: Annotated[
-        str | None, typer.Option(help="Class set: all, 5class or 3class (default: the loader's).")
-    ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the summary to this JSON file.")
-    ] = None,
+    taxonomy: options.Taxonomy = None,
+    json_path: options.JsonFile = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -88,17 +84,20 @@ def inspect(
     limit: Annotated[int, typer.Option(help="Problems to print at most, per kind.")] = 20,
 ) -> None:
     """Load a dataset and report samples, subjects, classes, apex provenance and problems."""
+    from merkit.data.summary import inspect_dataset, parse_options
+    from merkit.io import write_json_atomic
+
     if json_path is not None and json_path.is_dir():
         raise ConfigError(f"--json {json_path}: is a folder; give a file name")
     summary = inspect_dataset(kind, root, taxonomy, **parse_options(kind, option or []))
-    console.print(overview_table(summary))
-    console.print(counts_table("Classes per taxonomy", summary["classes_per_taxonomy"], "taxonomy"))
+    print_table(overview_table(summary))
+    print_table(counts_table("Classes per taxonomy", summary["classes_per_taxonomy"], "taxonomy"))
     sources = summary["by_source"]
     if len(sources) > 1:
         rows = {f"{s} ({v['subjects']} subjects)": v["classes"] for s, v in sources.items()}
-        console.print(counts_table(f"Classes per source ({summary['taxonomy']})", rows, "source"))
+        print_table(counts_table(f"Classes per source ({summary['taxonomy']})", rows, "source"))
     if summary["skipped"] or summary["notes"]:
-        console.print(problems_table(summary, limit))
+        print_table(problems_table(summary, limit))
     if json_path is not None:
         try:
             write_json_atomic(json_path, summary)

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
+from merkit.cli import options
 from merkit.cli.app import app, console
 from merkit.cli.commands_train import print_metrics
-from merkit.demo import DemoConfig, run_demo
-from merkit.evaluation.report import REPORT_FILE
 
 
 @app.command()
@@ -21,12 +20,15 @@ def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (one LOSO fold each).")] = 12,
     clips: Annotated[int, typer.Option(help="Clips per subject.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
-    model: Annotated[str, typer.Option(help="Model (see `merkit models`).")] = "cabm",
-    flow: Annotated[str, typer.Option(help="Optical flow: farneback, dis, tvl1.")] = "farneback",
-    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    model: options.Model = "cabm",
+    flow: options.Flow = "farneback",
+    epochs: options.Epochs = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Run the whole pipeline on synthetic micro-expressions and print the LOSO figures."""
+    from merkit.demo import DemoConfig, run_demo
+    from merkit.evaluation.run_folder import REPORT_FILE
+
     config = DemoConfig(
         out=out,
         n_subjects=subjects,
@@ -41,10 +43,18 @@ def demo(
         highlight=False,
     )
     result = run_demo(config, progress=not quiet)
-    print_metrics(result.metrics, f"{model} on synthetic CASME II (5 classes), LOSO")
+    run = result.run
+    print_metrics(run.metrics, f"{model} on synthetic CASME II (5 classes), LOSO")
     console.print(
-        f"{result.n_folds} folds, {result.n_samples} clips, {result.seconds:.1f} s "
-        f"(rerun: finished folds and prepared clips are reused)",
+        f"{run.n_folds} folds, {run.n_samples} clips, {run.seconds:.1f} s "
+        f"(rerun: finished folds, prepared clips and the final model are reused)",
         highlight=False,
     )
-    console.print(f"report: {result.out_dir / REPORT_FILE}", soft_wrap=True, highlight=False)
+    lines = [
+        f"report: {run.out_dir / REPORT_FILE}",
+        f"final model (all {run.n_samples} clips): {result.model}",
+        f"clips to try it on: {result.clips[0].parent}",
+        f"look at both in a browser: merkit serve --runs {out}",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)

@@ -8,10 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console
-from merkit.evaluation.metrics import pooled_metrics
-from merkit.evaluation.predictions import read_megc_logfile, read_predictions
-from merkit.io import write_json_atomic
+from merkit.cli.app import app, console, print_table
 
 MEGC3 = "negative,positive,surprise"
 
@@ -49,6 +46,10 @@ def score(
     ] = False,
 ) -> None:
     """Pooled UF1, UAR, accuracy, macro precision, per class and per dataset, from predictions."""
+    from merkit.evaluation.metrics import pooled_metrics
+    from merkit.evaluation.predictions import read_megc_logfile, read_predictions
+    from merkit.io import write_json_atomic
+
     table = read_megc_logfile(predictions) if megc_log else read_predictions(predictions)
     names = table.class_names(classes.split(",") if classes else None)
     y_true, y_pred = table.encode(names)
@@ -57,5 +58,5 @@ def score(
     metrics["class_names"] = names
     target = out or predictions.with_suffix(".metrics.json")
     write_json_atomic(target, metrics)
-    console.print(metrics_table(metrics, f"{predictions.name}: {len(table)} predictions"))
+    print_table(metrics_table(metrics, f"{predictions.name}: {len(table)} predictions"))
     console.print(f"metrics written to {target}")

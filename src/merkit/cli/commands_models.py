@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console, err_console
+from merkit.cli import options
+from merkit.cli.app import app, err_console, print_table
 from merkit.errors import ConfigError
-from merkit.io import write_json_atomic
-from merkit.models import c3dgru, convat, list_models, mol  # noqa: F401  (register the family)
-from merkit.models.profile import ModelProfile, as_dicts, default_cache_path, profile_models
-from merkit.models.registry import INPUT_KINDS
+from merkit.preprocess.config import INPUT_KINDS
+
+if TYPE_CHECKING:
+    from merkit.models.profile import ModelProfile
 
 
 def _ms(value: float | None) -> str:
@@ -53,25 +55,29 @@ def models(
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Measure CPU milliseconds per sample.")
     ] = True,
-    cache: Annotated[
-        Path | None, typer.Option(help="Timing cache file (default: the user cache folder).")
+    timing_cache: Annotated[
+        Path | None,
+        typer.Option(help="File keeping measured timings (default: the user cache folder)."),
     ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the rows to this JSON file.")
-    ] = None,
+    json_path: options.JsonFile = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """List the models merkit can train, with parameters, MFLOPs and train/infer speed."""
+    from merkit.io import write_json_atomic
+    from merkit.models import list_models
+    from merkit.models.profile import as_dicts, default_cache_path, profile_models
+
     if kind is not None and kind not in INPUT_KINDS:
         raise ConfigError(f"--kind {kind!r} must be one of {', '.join(INPUT_KINDS)}")
     names = list_models(kind)
-    with err_console.status("measuring models") as status:
+    with nullcontext() if quiet else err_console.status("measuring models") as status:
         rows = profile_models(
             names,
             timing=timing,
             refresh=refresh,
-            cache_path=cache or default_cache_path(),
-            progress=lambda name: status.update(f"measuring {name}"),
+            cache_path=timing_cache or default_cache_path(),
+            progress=None if quiet else lambda name: status.update(f"measuring {name}"),
         )
-    console.print(models_table(rows))
+    print_table(models_table(rows))
     if json_path is not None:
         write_json_atomic(json_path, as_dicts(rows))

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console
-from merkit.data.registry import load_dataset
+from merkit.cli import options
+from merkit.cli.app import app, console, print_table
 from merkit.errors import ConfigError
-from merkit.preprocess.pipeline import (
-    ON_ERROR,
-    PrepareConfig,
-    Prepared,
-    export_flow_maps,
-    output_folder,
-    prepare,
-)
+from merkit.preprocess.config import ON_ERROR, PrepareConfig
+
+if TYPE_CHECKING:
+    from merkit.preprocess.pipeline import Prepared
 
 DEFAULT_CACHE = Path(".merkit-cache")
 MAX_FAILURE_ROWS = 20
@@ -55,27 +51,29 @@ def failures_table(failed: list[tuple[str, str]]) -> Table:
 def prepare_command(
     kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
     root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
-    out: Annotated[
-        Path, typer.Option(help="Cache folder for the prepared arrays.")
-    ] = DEFAULT_CACHE,
+    cache: options.Cache = DEFAULT_CACHE,
     output: Annotated[str, typer.Option(help="flow, apex, sequence or regions.")] = "flow",
     size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
-    flow: Annotated[str, typer.Option(help="Optical flow: tvl1, farneback or dis.")] = "tvl1",
+    flow: options.Flow = "tvl1",
     aligned: Annotated[
         bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
     ] = False,
     crop_size: Annotated[
         int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
     ] = PrepareConfig.crop_size,
-    workers: Annotated[int | None, typer.Option(help="Parallel processes (default 2).")] = None,
+    workers: options.Workers = None,
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
         Path | None,
         typer.Option(help="Also write flow outputs as '{subject}_{filename} .png' maps here."),
     ] = None,
-    taxonomy: Annotated[str | None, typer.Option(help="Class set (default: the loader's).")] = None,
+    taxonomy: options.Taxonomy = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Compute motion inputs for every sample of a dataset, cached by input and parameters."""
+    from merkit.data.registry import load_dataset
+    from merkit.preprocess.pipeline import export_flow_maps, output_folder, prepare
+
     config = PrepareConfig(
         output=output, size=size, flow=flow, aligned=aligned, crop_size=crop_size
     )
@@ -86,10 +84,17 @@ def prepare_command(
     if export_maps is not None:
         output_folder(export_maps, "--export-maps folder", create=False)
     dataset = load_dataset(kind, root, taxonomy=taxonomy)
-    prepared = prepare(dataset.samples, config, cache_dir=out, workers=workers, on_error=on_error)
-    console.print(summary_table(kind, prepared, len(dataset)))
+    prepared = prepare(
+        dataset.samples,
+        config,
+        cache_dir=cache,
+        workers=workers,
+        on_error=on_error,
+        progress=not quiet,
+    )
+    print_table(summary_table(kind, prepared, len(dataset)))
     if prepared.failed:
-        console.print(failures_table(prepared.failed))
+        print_table(failures_table(prepared.failed))
     if export_maps is not None:
         written = export_flow_maps(prepared, export_maps)
         console.print(f"wrote {len(written)} maps to {export_maps}")

@@ -9,21 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from merkit.cli.app import app, console, err_console
+from merkit.cli import options
+from merkit.cli.app import app, console, err_console, print_table
 from merkit.cli.commands_eval import metrics_table
 from merkit.errors import ConfigError
-from merkit.evaluation.report import (
-    COMPARISON_FILE,
-    HTML_FILE,
-    LEAK_NOTE,
-    REPORT_FILE,
-    comparison_table,
-    render_run,
-    write_comparison,
-)
-from merkit.evaluation.splitters import SubjectLeakageWarning
-from merkit.training.config import options_config
-from merkit.training.runner import build_splitter, run_experiment
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -52,36 +41,29 @@ def seed_table(metrics: dict[str, Any]) -> Table:
 
 def print_metrics(metrics: dict[str, Any], title: str) -> None:
     if "seed_statistics" in metrics:
-        console.print(seed_table(metrics))
+        print_table(seed_table(metrics))
         title = f"{title} (seed ensemble)"
-    console.print(metrics_table(metrics, title))
+    print_table(metrics_table(metrics, title))
 
 
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Run folder (resumed if it holds this config).")],
-    data: Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")] = None,
-    root: Annotated[Path | None, typer.Option(help="The dataset's folder.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model; its shipped default recipe is used.")
-    ] = None,
+    data: options.Data = None,
+    root: options.Root = None,
+    model: options.Model = None,
     protocol: Annotated[
         str | None, typer.Option(help="loso (default), lodo, group-kfold, kfold (leaks subjects).")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="YAML experiment config; the options here override it.")
-    ] = None,
+    config: options.ConfigFile = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Training epochs (overrides the recipe).")
-    ] = None,
-    taxonomy: Annotated[
-        str | None, typer.Option(help="Label taxonomy: all, 5class, 3class.")
-    ] = None,
+    epochs: options.Epochs = None,
+    taxonomy: options.Taxonomy = None,
     n_splits: Annotated[
         int | None, typer.Option(help="Folds of group-kfold / kfold protocols.")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
+    workers: options.Workers = None,
+    cache: options.Cache = None,
     executor: Annotated[
         str | None,
         typer.Option(help="Where training jobs run: local (default), processes or ray."),
@@ -101,12 +83,15 @@ def train(
     allow_leakage: Annotated[
         bool, typer.Option("--allow-leakage", help="Allow a protocol that leaks subjects.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a run folder holding another config.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    overwrite: options.Overwrite = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Train and evaluate a model under a protocol; write predictions, metrics and a report."""
+    from merkit.evaluation.run_folder import REPORT_FILE
+    from merkit.evaluation.splitters import SubjectLeakageWarning
+    from merkit.training.config import options_config
+    from merkit.training.runner import build_splitter, run_experiment
+
     experiment = options_config(
         config,
         {
@@ -120,6 +105,7 @@ def train(
             "recipe.epochs": epochs,
             "seeds": parse_seeds(seeds),
             "workers": workers,
+            "cache_dir": str(cache) if cache is not None else None,
             "executor": executor,
             "executor_workers": jobs,
             "ray_address": ray_address,
@@ -157,6 +143,9 @@ def report(
 ) -> None:
     """Re-render a run's metrics, report.md and report.html; with several runs, compare them."""
     if len(runs) == 1:
+        from merkit.evaluation.report import render_run
+        from merkit.evaluation.run_folder import HTML_FILE, REPORT_FILE
+
         run = runs[0]
         metrics = render_run(run)
         print_metrics(metrics, f"{run.name}: {metrics['overall']['n']} predictions")
@@ -164,6 +153,13 @@ def report(
             f"report: {run / REPORT_FILE} and {run / HTML_FILE}", soft_wrap=True, highlight=False
         )
         return
+    from merkit.evaluation.comparison import (
+        COMPARISON_FILE,
+        LEAK_NOTE,
+        comparison_table,
+        write_comparison,
+    )
+
     entries = write_comparison(runs, out)
     header, rows = comparison_table(entries)
     table = Table(title=f"{len(entries)} runs (pooled predictions)")
@@ -171,7 +167,7 @@ def report(
         table.add_column(column, justify="left" if column in header[:3] else "right")
     for entry, row in zip(entries, rows, strict=True):
         table.add_row(*row, style="yellow" if entry["leaking"] else None)
-    console.print(table)
+    print_table(table)
     if any(e["leaking"] for e in entries):
         console.print(f"[yellow]{LEAK_NOTE}[/]", soft_wrap=True, highlight=False)
     md, html = (out / COMPARISON_FILE.format(ext=ext) for ext in ("md", "html"))

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from merkit.cli import options
 from merkit.cli.app import app, console, err_console
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.io import write_text_atomic
 
 
 def _progress(transient: bool = True) -> Progress:
@@ -29,21 +29,21 @@ def _progress(transient: bool = True) -> Progress:
 
 @app.command()
 def fit(
-    data: Annotated[str, typer.Option(help="Dataset name (see `merkit datasets`).")],
-    root: Annotated[Path, typer.Option(help="The dataset's folder.")],
+    data: options.Data,
+    root: options.Root,
     out: Annotated[Path, typer.Option(help="Checkpoint file to write (e.g. model.pt).")],
-    model: Annotated[str, typer.Option(help="Model name (see `merkit models`).")] = "cabm",
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: recipe's).")] = None,
+    model: options.Model = "cabm",
+    epochs: options.Epochs = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
-    taxonomy: Annotated[str | None, typer.Option(help="Class set: all, 5class, 3class.")] = None,
-    flow: Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback, dis.")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Preprocessing cache folder.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Preprocessing processes.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    taxonomy: options.Taxonomy = None,
+    flow: options.Flow = None,
+    cache: options.Cache = None,
+    workers: options.Workers = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Train a final model on ALL samples of a dataset and save a self-describing checkpoint."""
     from merkit.inference.checkpoint import fit_final
-    from merkit.preprocess.pipeline import PrepareConfig
+    from merkit.preprocess.config import PrepareConfig
     from merkit.training.config import prepare_defaults
     from merkit.training.recipe import default_recipe
 
@@ -91,6 +91,8 @@ def fit(
 
 
 def _write_results(outcomes: list[dict[str, Any]], out: Path | None) -> None:
+    from merkit.io import write_text_atomic
+
     document: Any = outcomes[0] if len(outcomes) == 1 else outcomes
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
@@ -117,8 +119,10 @@ def predict(
     picture: Annotated[
         Path | None, typer.Option(help="Folder for a PNG per input: apex face, flow, attention.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Parallel processes for several inputs.")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    workers: Annotated[
+        int, typer.Option(help="Processes predicting inputs (each prepares its own clip).")
+    ] = 1,
+    quiet: options.Quiet = False,
 ) -> None:
     """Spot, time and classify the micro-expression in each video or frame folder."""
     import torch

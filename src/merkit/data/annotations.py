@@ -16,17 +16,18 @@ import codecs
 import csv
 import io
 import math
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from merkit.data.files import listing
 from merkit.errors import AnnotationError, DataLayoutError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+if TYPE_CHECKING:
+    import pandas as pd
+
 HEADER_SEARCH_ROWS = 30  # SAMM has 13 preamble rows; no release has more than a few dozen
 # Frame numbers index arrays later on (int32 in NumPy/PyTorch); anything larger is a typo.
 MAX_FRAME_NUMBER = 2**31 - 1
@@ -39,7 +40,6 @@ _BOMS = (
 )
 # Without a BOM: UTF-8, then Windows Excel's cp1252, then latin-1 (which decodes any byte).
 _ENCODINGS = ("utf-8", "cp1252", "latin-1")
-_DIGITS = re.compile(r"(\d+)")
 
 
 class CellError(AnnotationError):
@@ -120,18 +120,6 @@ def is_plain_name(text: str) -> bool:
 # --- finding and reading files -----------------------------------------------------------------
 
 
-def _listing(folder: Path) -> list[Path]:
-    """Entries of `folder`; an unreadable or missing folder is a DataLayoutError naming it."""
-    try:
-        return list(folder.iterdir())
-    except NotADirectoryError:
-        raise DataLayoutError(f"{folder}: is a file, expected a folder") from None
-    except FileNotFoundError:
-        raise DataLayoutError(f"{folder}: folder does not exist") from None
-    except OSError as exc:
-        raise DataLayoutError(f"{folder}: cannot list the folder ({exc.strerror})") from None
-
-
 def find_file(root: Path, pattern: str, what: str) -> Path:
     """The one file in `root` matching glob `pattern`; several are refused, not guessed between.
 
@@ -145,7 +133,7 @@ def find_file(root: Path, pattern: str, what: str) -> Path:
         patterns += [pattern.removesuffix(".xlsx") + suffix for suffix in SHEET_SUFFIXES[1:]]
     matches = sorted(
         path
-        for path in _listing(root)
+        for path in listing(root)
         if any(fnmatchcase(path.name, p) for p in patterns)
         and path.is_file()
         and not path.name.startswith("~$")  # Excel's lock file of an open workbook
@@ -211,6 +199,8 @@ def _not_xlsx_reason(head: bytes) -> str:
 
 def _read_tables(path: Path, sheet: str | None) -> list[tuple[str, pd.DataFrame]]:
     """(name, raw cells) of the sheet asked for, or of every sheet when `sheet` is None."""
+    import pandas as pd  # slow to import; only reading a sheet needs it
+
     if path.suffix.lower() == ".csv":
         lines = _csv_lines(path)
         width = max((len(line) for line in lines), default=0)
@@ -363,47 +353,3 @@ def read_headerless_csv(path: Path, columns: Sequence[str]) -> list[Row]:
     if not rows:
         raise AnnotationError(f"{path}: the file is empty")
     return rows
-
-
-# --- frames ------------------------------------------------------------------------------------
-
-
-def frame_number(path: Path) -> int | None:
-    """The frame index written in a file name: its last run of digits (`006_05562` -> 5562)."""
-    digits = _DIGITS.findall(path.stem)
-    return int(digits[-1]) if digits else None
-
-
-def list_frames(folder: Path) -> tuple[tuple[Path, ...], tuple[int, ...]]:
-    """Image files of a clip folder in numeric order, and the number each name carries.
-
-    Only regular files (or links to them) count, so a symlink loop is skipped, never followed.
-    Raises DataLayoutError when the folder cannot be listed or two files carry the same number,
-    since the annotation's frame numbers would then be ambiguous.
-    """
-    numbered: dict[int, Path] = {}
-    for path in _listing(folder):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        number = frame_number(path)
-        if number is None:
-            continue
-        if number in numbered:
-            raise DataLayoutError(
-                f"{folder}: frames {numbered[number].name} and {path.name} carry the same "
-                f"number {number}"
-            )
-        numbered[number] = path
-    order = sorted(numbered)
-    return tuple(numbered[n] for n in order), tuple(order)
-
-
-def subdirs(folder: Path) -> Iterator[Path]:
-    """Sub-folders of `folder` in natural order (s2 before s10), hidden ones left out."""
-    found = [p for p in _listing(folder) if p.is_dir() and not p.name.startswith(".")]
-    yield from sorted(found, key=natural_key)
-
-
-def natural_key(path: Path) -> tuple:
-    """Sort key that compares digit runs as numbers."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in _DIGITS.split(path.name))

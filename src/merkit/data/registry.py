@@ -29,9 +29,12 @@ _DATASETS: dict[str, DatasetInfo] = {}
 def register_dataset(
     name: str, title: str, layout: str, taxonomies: tuple[str, ...]
 ) -> Callable[[Loader], Loader]:
-    """Decorator that registers a loader function `f(root, taxonomy=..., **options)`."""
+    """Decorator that registers a loader function `f(root, taxonomy=..., **options)`; a second
+    loader under a registered name is refused (it would silently replace the first)."""
 
     def wrap(fn: Loader) -> Loader:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
         _DATASETS[name] = DatasetInfo(name, title, layout, taxonomies, fn)
         return fn
 

@@ -1,37 +1,32 @@
-"""Synthetic micro-expression clips, written in the real CASME II cropped layout.
+"""A synthetic dataset written in the real CASME II cropped layout, and synthetic videos.
 
-`merkit demo` and the tests of every later stage need data that anyone can make in seconds:
-procedural faces (`merkit.data.faces`) whose action units move by a few pixels at most, through
-smooth local warps with an onset -> apex -> offset profile. The emotion is defined by which
-action units move, as in the CASME II coding, so the 5-class and 3-class taxonomies apply. Head
-drift, blinks, sensor noise, illumination change, timing and amplitude jitter and per-subject
-habits keep the task from being trivial.
-
-Everything is drawn from `numpy.random.SeedSequence` streams keyed by (seed, subject, clip), so a
-clip does not depend on which other clips were generated, and the same config writes the same
-bytes.
+`merkit demo` and the tests of every later stage need data that anyone can make in seconds: the
+clips of `merkit.data.synthetic_clips`, written as the real release lays them out (coding sheet,
+`Cropped/sub01/EP03_01/reg_img46.jpg` frames numbered from an arbitrary offset, a few "/" apex
+cells) so the real loader reads them back, or as one video holding a micro-expression among
+neutral frames for `merkit predict`. The same config writes the same bytes.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import re
 import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from merkit.data.faces import SIDES, FaceParams, landmarks, random_face, render_face
+from merkit.data.synthetic_clips import SyntheticConfig, make_subject, random_stream, render_clip
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.io import write_atomic, write_bytes_atomic, write_text_atomic
 
 SHEET_NAME = "CASME2-coding-synthetic.xlsx"
 CONFIG_NAME = "synthetic-config.json"
@@ -49,380 +44,6 @@ COLUMNS = (
     "Action Units",
     "Estimated Emotion",
 )
-REFERENCE_SIZE = 128  # amplitudes and drifts in the config are pixels at this face size
-Motion = tuple[np.ndarray, np.ndarray]  # temporal profile (T,), displacement field (2, H, W)
-
-
-@dataclass(frozen=True)
-class Blob:
-    """One Gaussian-windowed displacement: where it acts, which way, how wide.
-
-    `anchor` names a landmark (sided ones get "_L"/"_R"), `vector` is (outward, down) relative to
-    the action unit's amplitude, `sigma` is (x, y) in fractions of the image side.
-    """
-
-    anchor: str
-    vector: tuple[float, float]
-    sigma: tuple[float, float]
-
-
-# Where each action unit moves the skin (FACS names in comments).
-AU_MOTIONS: dict[str, tuple[Blob, ...]] = {
-    "1": (Blob("brow_inner", (0.0, -1.0), (0.035, 0.035)),),  # inner brow raiser
-    "2": (Blob("brow_outer", (0.0, -1.0), (0.04, 0.035)),),  # outer brow raiser
-    "4": (Blob("brow_inner", (-0.6, 0.8), (0.045, 0.035)),),  # brow lowerer
-    "6": (Blob("cheek", (0.1, -0.9), (0.05, 0.04)),),  # cheek raiser
-    "7": (Blob("lower_lid", (0.0, -0.8), (0.04, 0.02)),),  # lid tightener
-    "9": (  # nose wrinkler: wings up, skin bunching at the root
-        Blob("nose_wing", (0.0, -1.0), (0.03, 0.04)),
-        Blob("nose_root", (0.0, 0.5), (0.03, 0.03)),
-    ),
-    "10": (Blob("upper_lip", (0.0, -1.0), (0.06, 0.025)),),  # upper lip raiser
-    "12": (Blob("mouth_corner", (0.7, -0.7), (0.04, 0.035)),),  # lip corner puller
-    "14": (Blob("mouth_corner", (-0.9, 0.1), (0.03, 0.03)),),  # dimpler
-    "15": (Blob("mouth_corner", (0.0, 1.0), (0.035, 0.035)),),  # lip corner depressor
-    "17": (Blob("chin", (0.0, -1.0), (0.07, 0.045)),),  # chin raiser
-    "20": (Blob("mouth_corner", (1.0, 0.2), (0.035, 0.035)),),  # lip stretcher
-    "24": (  # lip pressor
-        Blob("upper_lip", (0.0, 0.6), (0.06, 0.02)),
-        Blob("lower_lip", (0.0, -0.6), (0.06, 0.02)),
-    ),
-    "26": (  # jaw drop (slight)
-        Blob("lower_lip", (0.0, 0.6), (0.08, 0.05)),
-        Blob("chin", (0.0, 0.8), (0.1, 0.07)),
-    ),
-}
-
-# Action-unit combinations that code each emotion (one is drawn per clip), after CASME II.
-EMOTION_AUS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "happiness": (("6", "12"), ("12",), ("6", "12"), ("R12",), ("L12",)),
-    "surprise": (("1", "2"), ("1", "2"), ("1", "2", "26"), ("2",)),
-    "disgust": (("9",), ("4", "9"), ("9", "10"), ("4", "9")),
-    "repression": (("14",), ("15",), ("17",), ("14", "24"), ("R14",), ("15", "17")),
-    "others": (("4",), ("7",), ("4", "7"), ("L2",), ("R7",)),
-    "fear": (("1", "2", "4", "20"), ("4", "20")),
-    "sadness": (("1", "4", "15"), ("1", "4"), ("15",)),
-}
-# Relative strength of each unit at the same clip amplitude (jaw drops and smiles travel further).
-AU_GAIN: dict[str, float] = {"12": 1.2, "26": 1.3, "6": 0.8, "7": 0.7, "17": 0.9}
-TIC_AUS = ("7", "L12", "R2", "17", "R14")
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """What to generate. Pixel quantities are at a 128-pixel face and scale with `size`."""
-
-    n_subjects: int = 12
-    clips_per_subject: int = 10
-    classes: tuple[str, ...] = ("happiness", "surprise", "disgust", "repression", "others")
-    size: int = 128
-    n_frames: int = 30  # nominal clip length; each clip varies by +-length_jitter
-    length_jitter: float = 0.2
-    fps: float = 200.0  # nominal: the frame rate the clips stand for (CASME II's)
-    amplitude_px: tuple[float, float] = (0.8, 2.2)  # peak action-unit displacement
-    drift_px: float = 1.0  # largest head translation across a clip
-    drift_deg: float = 0.4  # largest head rotation across a clip
-    noise_std: float = 2.0  # sensor noise, grey levels
-    illumination: float = 0.03  # largest relative brightness change across a clip
-    blink_rate: float = 1.0  # expected blinks per 100 frames
-    tic_amplitude: float = 0.35  # subjects' habitual twitches, relative to the clip amplitude
-    missing_apex: int = 2  # rows whose ApexFrame is written as "/", like the real sheet
-    jpeg_quality: int = 95
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = [c for c in self.classes if c not in EMOTION_AUS]
-        if unknown or not self.classes:
-            raise ConfigError(
-                f"synthetic classes {unknown or '()'} unknown; choose from {', '.join(EMOTION_AUS)}"
-            )
-        if self.size < 48 or self.size % 2:
-            raise ConfigError(f"synthetic size {self.size} must be an even number >= 48")
-        if self.n_frames < 8:
-            raise ConfigError(f"synthetic n_frames {self.n_frames} must be at least 8")
-        if self.n_subjects < 1 or self.clips_per_subject < 1:
-            raise ConfigError("synthetic n_subjects and clips_per_subject must be at least 1")
-        low, high = self.amplitude_px
-        if not 0 < low <= high:
-            raise ConfigError(f"synthetic amplitude_px {self.amplitude_px} must be 0 < low <= high")
-
-    @property
-    def scale(self) -> float:
-        return self.size / REFERENCE_SIZE
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-
-@dataclass
-class SyntheticSubject:
-    """A subject's face, rendered once, and the habits that make its clips its own."""
-
-    index: int
-    face: FaceParams
-    neutral: np.ndarray  # float32 (size, size)
-    closed: np.ndarray  # the same face with the eyes shut, for blinks
-    anchors: dict[str, np.ndarray] = field(repr=False)
-    expressiveness: float  # scales every action unit
-    asymmetry: float  # > 0: the subject's left side moves more
-    drift_gain: float
-    tic: str  # an action unit this subject twitches now and then, whatever the emotion
-    tic_prob: float
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(list(key)))
-
-
-def make_subject(index: int, config: SyntheticConfig) -> SyntheticSubject:
-    """Subject `index` of the population that `config.seed` defines."""
-    rng = _rng(config.seed, 1, index)
-    face = random_face(rng)
-    return SyntheticSubject(
-        index=index,
-        face=face,
-        neutral=render_face(face, config.size),
-        closed=render_face(face, config.size, eyes_closed=True),
-        anchors=landmarks(face, config.size),
-        expressiveness=float(rng.uniform(0.8, 1.2)),
-        asymmetry=float(rng.uniform(-0.3, 0.3)),
-        drift_gain=float(rng.uniform(0.4, 1.0)),
-        tic=str(rng.choice(TIC_AUS)),
-        tic_prob=float(rng.uniform(0.0, 0.4)),
-    )
-
-
-def parse_au(code: str) -> tuple[str, str | None]:
-    """("12", None) for "12", ("12", "R") for "R12": the unit and its side, if one-sided."""
-    match = re.fullmatch(r"([LR]?)(\d+)", code)
-    if match is None or match.group(2) not in AU_MOTIONS:
-        raise ConfigError(
-            f"action unit {code!r} has no synthetic motion; known: {list(AU_MOTIONS)}"
-        )
-    return match.group(2), match.group(1) or None
-
-
-def displacement_field(
-    code: str, subject: SyntheticSubject, amplitude: float, grid: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """(2, H, W) displacement in pixels of action unit `code` at its apex."""
-    unit, only_side = parse_au(code)
-    x, y = grid
-    size = x.shape[0]
-    field_ = np.zeros((2, *x.shape), np.float32)
-    gain = amplitude * AU_GAIN.get(unit, 1.0) * subject.expressiveness
-    for blob in AU_MOTIONS[unit]:
-        sided = f"{blob.anchor}_L" in subject.anchors
-        sides = [s for s in SIDES if only_side in (None, s)] if sided else [None]
-        for side in sides:
-            sign = SIDES[side] if side else 0.0
-            cx, cy = subject.anchors[f"{blob.anchor}_{side}" if side else blob.anchor]
-            sx, sy = blob.sigma[0] * size, blob.sigma[1] * size
-            window = np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
-            side_gain = gain * (1.0 + sign * subject.asymmetry)
-            field_[0] += side_gain * sign * blob.vector[0] * window
-            field_[1] += side_gain * blob.vector[1] * window
-    return field_
-
-
-def temporal_profile(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
-    """Raised-cosine rise onset -> apex and fall apex -> offset; 0 outside, 1 at the apex."""
-    t = np.arange(n_frames, dtype=np.float32)
-    rise = 0.5 - 0.5 * np.cos(np.pi * np.clip((t - onset) / max(apex - onset, 1), 0, 1))
-    fall = 0.5 + 0.5 * np.cos(np.pi * np.clip((t - apex) / max(offset - apex, 1), 0, 1))
-    return np.where(t <= apex, rise, fall).astype(np.float32)
-
-
-def _blink_alpha(n_frames: int, rng: np.random.Generator, rate: float) -> tuple[np.ndarray, list]:
-    """Per-frame lid closure (0 open .. 1 shut) of the blinks that fall in the clip."""
-    alpha = np.zeros(n_frames, np.float32)
-    blinks = []
-    t = np.arange(n_frames, dtype=np.float32)
-    for _ in range(rng.poisson(rate * n_frames / 100.0)):
-        duration = float(rng.uniform(8, 24))
-        start = float(rng.uniform(-duration / 2, n_frames - duration / 2))
-        depth = float(rng.uniform(0.5, 1.0))
-        phase = np.clip((t - start) / duration, 0.0, 1.0)
-        alpha = np.maximum(alpha, depth * np.sin(np.pi * phase) ** 2)
-        blinks.append((int(max(start, 0)), int(min(start + duration, n_frames - 1))))
-    return alpha, blinks
-
-
-def _blink_frame(
-    subject: SyntheticSubject, closure: float, grid: tuple[np.ndarray, ...]
-) -> np.ndarray:
-    """The neutral face with both upper lids lowered by `closure` (a sweep, not a fade)."""
-    if closure <= 0.0:
-        return subject.neutral
-    x, y = grid
-    size = subject.neutral.shape[0]
-    mask = np.zeros_like(subject.neutral)
-    for side in SIDES:
-        ex, ey = subject.anchors[f"eye_{side}"]
-        ew, eh = 1.3 * subject.face.eye_w * size, 1.8 * subject.face.eye_h * size
-        around_eye = np.clip(2.0 * (1.0 - np.hypot((x - ex) / ew, (y - ey) / eh)), 0.0, 1.0)
-        lid = ey - eh + 2.0 * eh * closure
-        mask = np.maximum(mask, around_eye * np.clip(lid - y + 0.5, 0.0, 1.0))
-    return subject.neutral * (1.0 - mask) + subject.closed * mask
-
-
-def _unit_motions(
-    rng: np.random.Generator,
-    codes: list[str],
-    person: SyntheticSubject,
-    amplitude: float,
-    timing: tuple[int, int, int, int],
-    grid: tuple[np.ndarray, np.ndarray],
-) -> list[Motion]:
-    """The clip's action units; each peaks a frame or two from the others, with its own gain."""
-    n_frames, onset, apex, offset = timing
-    motions = []
-    for code in codes:
-        peak = int(np.clip(apex + rng.integers(-2, 3), onset + 1, offset - 1))
-        strength = amplitude * float(rng.uniform(0.85, 1.15))
-        field_ = displacement_field(code, person, strength, grid)
-        motions.append((temporal_profile(n_frames, onset, peak, offset), field_))
-    return motions
-
-
-def _tic_motion(
-    rng: np.random.Generator,
-    person: SyntheticSubject,
-    amplitude: float,
-    n_frames: int,
-    grid: tuple[np.ndarray, np.ndarray],
-) -> list[Motion]:
-    """Now and then the subject's habitual twitch, at any time, whatever the emotion."""
-    if rng.random() >= person.tic_prob or amplitude <= 0:
-        return []
-    t0 = int(rng.integers(0, n_frames - 6))
-    t1 = int(min(n_frames - 1, t0 + rng.integers(6, 16)))
-    profile = temporal_profile(n_frames, t0, (t0 + t1) // 2, t1)
-    return [(profile, displacement_field(person.tic, person, amplitude, grid))]
-
-
-def _head_drift(
-    rng: np.random.Generator, n_frames: int, config: SyntheticConfig, drift_gain: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rigid pose per frame: translation (T, 2) in pixels and rotation (T,) in radians.
-
-    A smooth ramp to a random end pose plus a slight wobble, at most `drift_px` from the first
-    frame's pose.
-    """
-    ramp = np.linspace(0.0, 1.0, n_frames) ** rng.uniform(0.7, 1.5)
-    wobble = np.sin(np.linspace(0, np.pi * rng.uniform(1, 4), n_frames) + rng.uniform(0, 6.3))
-    reach = config.drift_px * config.scale * np.array([rng.uniform(0.3, 0.9) * drift_gain, 0.05])
-    heading = rng.uniform(0, 2 * np.pi, size=2)
-    directions = np.stack([np.cos(heading), np.sin(heading)], axis=1) * reach[:, None]
-    shift = ramp[:, None] * directions[0] + (wobble - wobble[0])[:, None] * directions[1]
-    angle = np.deg2rad(ramp * rng.uniform(-1, 1) * config.drift_deg)
-    return shift.astype(np.float32), angle.astype(np.float32)
-
-
-def _source_maps(
-    grid: tuple[np.ndarray, np.ndarray],
-    centre: np.ndarray,
-    pose: tuple[np.ndarray, np.ndarray],
-    motions: list[Motion],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame, where each output pixel is read from: head pose about the face centre, then
-    the skin displacement (small, so it is applied at the output position). Shapes (T, H, W)."""
-    shift, angle = pose
-    dx, dy = grid[0] - centre[0], grid[1] - centre[1]
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    map_x = cos * dx + sin * dy + (centre[0] - shift[:, 0])[:, None, None]
-    map_y = cos * dy - sin * dx + (centre[1] - shift[:, 1])[:, None, None]
-    if motions:
-        profiles = np.stack([p for p, _ in motions])  # (K, T)
-        fields = np.stack([f for _, f in motions])  # (K, 2, H, W)
-        displacement = np.einsum("kt,kchw->tchw", profiles, fields)
-        map_x -= displacement[:, 0]
-        map_y -= displacement[:, 1]
-    return map_x, map_y
-
-
-def render_clip(
-    emotion: str | None,
-    subject: int | SyntheticSubject = 0,
-    clip: int = 0,
-    config: SyntheticConfig | None = None,
-    *,
-    n_frames: int | None = None,
-    onset: int | None = None,
-    apex: int | None = None,
-    offset: int | None = None,
-    action_units: str | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Render one clip: frames uint8 (T, H, W) and the truth that made them.
-
-    By default the clip spans onset..offset like a CASME II clip (length jittered around
-    `config.n_frames`); pass `n_frames` and `onset`/`apex`/`offset` (0-based frame indices) to
-    embed the micro-expression in a longer neutral clip. `emotion=None` renders no expression;
-    `action_units` ("1+2", "R12") overrides the units the emotion would draw.
-    """
-    config = config or SyntheticConfig()
-    if emotion is not None and emotion not in EMOTION_AUS:
-        raise ConfigError(f"unknown synthetic emotion {emotion!r}; known: {list(EMOTION_AUS)}")
-    person = subject if isinstance(subject, SyntheticSubject) else make_subject(subject, config)
-    rng = _rng(config.seed, 2, person.index, clip)
-    jitter = 1.0 + rng.uniform(-config.length_jitter, config.length_jitter)
-    n_frames = n_frames or max(8, round(config.n_frames * jitter))
-    onset = 0 if onset is None else onset
-    offset = n_frames - 1 if offset is None else offset
-    apex = round(onset + rng.uniform(0.25, 0.6) * (offset - onset)) if apex is None else apex
-    if not 0 <= onset < apex < offset < n_frames:
-        raise ConfigError(f"need 0 <= onset < apex < offset < n_frames, got {onset, apex, offset}")
-    variants = EMOTION_AUS[emotion] if emotion else ((),)
-    codes = list(variants[int(rng.integers(len(variants)))])
-    if action_units is not None:
-        codes = [c for c in action_units.split("+") if c]
-
-    size = config.size
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    amplitude = float(rng.uniform(*config.amplitude_px)) * config.scale
-    motions = _unit_motions(rng, codes, person, amplitude, (n_frames, onset, apex, offset), (x, y))
-    peak_px = float(np.hypot(*sum(f for _, f in motions)).max()) if motions else 0.0
-    motions += _tic_motion(rng, person, config.tic_amplitude * amplitude, n_frames, (x, y))
-    pose = _head_drift(rng, n_frames, config, person.drift_gain)
-    centre = np.array([person.face.cx, person.face.cy], np.float32) * size
-    map_x, map_y = _source_maps((x, y), centre, pose, motions)
-    closure, blinks = _blink_alpha(n_frames, rng, config.blink_rate)
-    warped = np.stack(
-        [
-            cv2.remap(
-                _blink_frame(person, float(closure[t]), (x, y)),
-                map_x[t],
-                map_y[t],
-                cv2.INTER_CUBIC,
-                borderMode=cv2.BORDER_REFLECT101,
-            )
-            for t in range(n_frames)
-        ]
-    )
-    # Photometric nuisance: a slow brightness gradient change, then sensor noise.
-    light = (rng.uniform(-1, 1, size=3) * config.illumination).astype(np.float32)
-    light_map = light[0] + light[1] * (2 * x / size - 1) + light[2] * (2 * y / size - 1)
-    progress = np.linspace(0.0, 1.0, n_frames, dtype=np.float32)[:, None, None]
-    warped *= 1.0 + light_map * progress
-    warped += config.noise_std * rng.standard_normal(warped.shape, dtype=np.float32)
-    frames = np.clip(np.rint(warped), 0, 255).astype(np.uint8)
-
-    truth = {
-        "emotion": emotion,
-        "action_units": "+".join(codes),
-        "fps": config.fps,
-        "subject": person.index,
-        "clip": clip,
-        "n_frames": n_frames,
-        "onset": onset if codes else None,
-        "apex": apex if codes else None,
-        "offset": offset if codes else None,
-        "amplitude_px": round(amplitude, 3),  # the clip's drawn amplitude
-        "peak_px": round(peak_px, 3),  # the largest displacement it produced, all units at once
-        "blinks": blinks,
-        "drift_px": round(float(np.hypot(*(pose[0][-1] - pose[0][0]))), 3),
-    }
-    return frames, truth
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 10) -> Path:
@@ -440,25 +61,26 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 10)
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ConfigError(f"{path}: H.264 needs an even frame size, got {width}x{height}")
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        stream.codec_context.thread_count = 1
-        fmt = "gray" if frames.ndim == 3 else "rgb24"
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
-    return path
+
+    def encode(handle: IO[bytes]) -> None:
+        with av.open(handle, "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            stream.codec_context.thread_count = 1
+            fmt = "gray" if frames.ndim == 3 else "rgb24"
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)))
+            container.mux(stream.encode())
+
+    return write_atomic(path, encode, binary=True)
 
 
 def plan_emotions(config: SyntheticConfig) -> list[str]:
     """Balanced class counts over the whole set, shuffled across subjects."""
     total = config.n_subjects * config.clips_per_subject
     words = [config.classes[i % len(config.classes)] for i in range(total)]
-    order = _rng(config.seed, 3).permutation(total)
+    order = random_stream(config.seed, 3).permutation(total)
     return [words[i] for i in order]
 
 
@@ -485,33 +107,28 @@ def _write_sheet(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write the coding sheet the way the real one reads back: two empty-header columns."""
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     header = ["" if c.startswith("Unnamed") else c for c in COLUMNS]
-    tmp = path.with_name(f".{path.name}.partial")
-    table.to_excel(tmp, index=False, header=header, engine="openpyxl")
-    _strip_timestamps(tmp)
-    os.replace(tmp, path)
+    sheet = io.BytesIO()
+    table.to_excel(sheet, index=False, header=header, engine="openpyxl")
+    write_bytes_atomic(path, _pinned_timestamps(sheet.getvalue()))
 
 
-def _strip_timestamps(path: Path) -> None:
+def _pinned_timestamps(xlsx: bytes) -> bytes:
     """Pin the save time openpyxl writes into the xlsx, so a seed gives the same bytes."""
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as archive:
         members = [(info.filename, archive.read(info)) for info in archive.infolist()]
     stamp = rb"\g<1>2014-05-08T00:00:00Z\g<2>"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    pinned = io.BytesIO()
+    with zipfile.ZipFile(pinned, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members:
             if name == "docProps/core.xml":
                 data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", stamp, data)
             archive.writestr(zipfile.ZipInfo(name, date_time=(2014, 5, 8, 0, 0, 0)), data)
+    return pinned.getvalue()
 
 
 def _sheet_au(codes: str) -> str | int:
     """The real sheet stores a single numeric unit ("12") as a number: keep that quirk."""
     return int(codes) if codes.isdigit() else codes
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _render_dataset(
@@ -523,7 +140,7 @@ def _render_dataset(
     total = config.n_subjects * config.clips_per_subject
     for number in range(1, config.n_subjects + 1):
         subject = make_subject(number, config)
-        layout_rng = _rng(config.seed, 4, number)
+        layout_rng = random_stream(config.seed, 4, number)
         for clip, name in enumerate(_clip_names(layout_rng, config.clips_per_subject)):
             frames, truth = render_clip(next(emotions), subject, clip, config)
             first = int(layout_rng.integers(10, 400))
@@ -545,7 +162,7 @@ def _render_dataset(
             if progress is not None:
                 progress(len(rows), total)
     # The real sheet leaves a few apex cells as "/": downstream must estimate those.
-    quirk_rng = _rng(config.seed, 5)
+    quirk_rng = random_stream(config.seed, 5)
     for i in quirk_rng.choice(len(rows), size=min(config.missing_apex, len(rows)), replace=False):
         rows[int(i)]["ApexFrame"] = "/"
     return rows, truths
@@ -586,9 +203,9 @@ def generate_casme2_like(
     config_path.unlink(missing_ok=True)  # from here on the root is unfinished until rewritten
     shutil.rmtree(frames_dir, ignore_errors=True)
     os.replace(partial, frames_dir)
-    _write_text(root / TRUTH_NAME, pd.DataFrame(truths).to_csv(index=False))
+    write_text_atomic(root / TRUTH_NAME, pd.DataFrame(truths).to_csv(index=False))
     _write_sheet(sheet, rows)
-    _write_text(config_path, config.to_json())
+    write_text_atomic(config_path, config.to_json())
     return root
 
 

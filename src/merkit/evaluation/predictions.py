@@ -7,31 +7,75 @@ from any run, or from another code base's output converted to this format.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from merkit.errors import AnnotationError
+from merkit.errors import AnnotationError, MerkitError
 from merkit.io import write_atomic
 
 COLUMNS = ("dataset", "subject", "sample", "true", "predicted")
+PROBABILITY_PREFIX = "p_"  # one `p_{class}` column per class, when probabilities are kept
+
+Key = tuple[str, str, str]  # (dataset, subject, sample): which sample a row is about
 
 
 @dataclass
 class Predictions:
-    """Pooled predictions; `true`/`predicted` are class indices or class names."""
+    """Pooled predictions; `true`/`predicted` are class indices or class names.
+
+    `probabilities` (N, K), when known, holds one row per prediction and one column per class
+    of `probability_classes`, so the table and its probabilities travel (and are read) together.
+    """
 
     dataset: list[str]
     subject: list[str]
     sample: list[str]
     true: list[str]
     predicted: list[str]
+    probabilities: np.ndarray | None = field(default=None, compare=False)  # floats: see allclose
+    probability_classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.sample)
+
+    @classmethod
+    def from_probabilities(
+        cls,
+        keys: Sequence[Key],
+        true: Sequence[str],
+        probabilities: np.ndarray,
+        class_names: Sequence[str],
+    ) -> Predictions:
+        """A table predicting the most probable class of each row (`keys` say which sample)."""
+        predicted = [class_names[int(p)] for p in probabilities.argmax(axis=1)]
+        dataset, subject, sample = (list(column) for column in zip(*keys, strict=True))
+        return cls(
+            dataset, subject, sample, list(true), predicted, probabilities, tuple(class_names)
+        )
+
+    def with_probabilities(
+        self, probabilities: np.ndarray, class_names: Sequence[str]
+    ) -> Predictions:
+        """The same rows, keeping `probabilities` (one column per class of `class_names`)."""
+        return dataclasses.replace(
+            self, probabilities=probabilities, probability_classes=tuple(class_names)
+        )
+
+    def keys(self) -> list[Key]:
+        return list(zip(self.dataset, self.subject, self.sample, strict=True))
+
+    def probabilities_for(self, class_names: Sequence[str]) -> np.ndarray | None:
+        """(N, len(class_names)) probabilities in `class_names` order; None when some class has
+        no column (or the table keeps no probabilities)."""
+        if self.probabilities is None or not set(class_names) <= set(self.probability_classes):
+            return None
+        order = [self.probability_classes.index(c) for c in class_names]
+        return self.probabilities[:, order]
 
     def class_names(self, given: Sequence[str] | None = None) -> list[str]:
         """Class names: `given`, else 0..K-1 for integer labels, else sorted distinct names."""
@@ -61,7 +105,7 @@ class Predictions:
 
 
 def read_predictions(path: str | Path) -> Predictions:
-    """Read a predictions CSV with a header holding at least COLUMNS."""
+    """Read a predictions CSV with a header holding at least COLUMNS (and any `p_` columns)."""
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: predictions file not found")
@@ -84,25 +128,54 @@ def read_predictions(path: str | Path) -> Predictions:
         empty = [c for c in COLUMNS if not (row.get(c) or "").strip()]
         if empty:
             raise AnnotationError(f"{path}: row {i + 2} has an empty {empty[0]!r}")
-    return Predictions(*([row[c].strip() for row in rows] for c in COLUMNS))
+    columns = [c for c in header if c.startswith(PROBABILITY_PREFIX)]
+    table = Predictions(*([row[c].strip() for row in rows] for c in COLUMNS))
+    if columns:
+        table.probabilities = _probabilities(path, rows, columns)
+        table.probability_classes = tuple(c.removeprefix(PROBABILITY_PREFIX) for c in columns)
+    return table
 
 
-def write_predictions(
-    path: str | Path,
-    predictions: Predictions,
-    probabilities: np.ndarray | None = None,
-    class_names: Sequence[str] = (),
-) -> None:
-    """Write atomically; with `probabilities`, add one `p_{class}` column per class."""
-    extra = [f"p_{c}" for c in class_names] if probabilities is not None else []
+def _probabilities(path: Path, rows: list[dict[str, str]], columns: list[str]) -> np.ndarray:
+    try:
+        return np.asarray([[float(row[c]) for c in columns] for row in rows], np.float64)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{path}: a p_ probability cell is not a number") from None
+
+
+def read_probabilities(path: str | Path, class_names: Sequence[str]) -> np.ndarray | None:
+    """The `p_{class}` columns of a predictions CSV as (N, C) floats, None when absent."""
+    return read_predictions(path).probabilities_for(class_names)
+
+
+def matching_probabilities(
+    path: Path, keys: Sequence[Key], class_names: Sequence[str]
+) -> np.ndarray | None:
+    """What a saved predictions file holds for exactly the samples `keys`, or None: missing, cut
+    short by a crash (it does not parse), or about other samples or classes (work to redo)."""
+    if not path.is_file():
+        return None
+    try:
+        table = read_predictions(path)
+    except (MerkitError, csv.Error):
+        return None
+    probs = table.probabilities_for(class_names) if table.keys() == list(keys) else None
+    return probs if probs is not None and probs.shape == (len(keys), len(class_names)) else None
+
+
+def write_predictions(path: str | Path, predictions: Predictions) -> None:
+    """Write atomically; with probabilities, one `p_{class}` column per class."""
+    probs = predictions.probabilities
+    classes = predictions.probability_classes if probs is not None else ()
+    extra = [f"{PROBABILITY_PREFIX}{c}" for c in classes]
 
     def write(handle: IO[str]) -> None:
         writer = csv.writer(handle)
         writer.writerow([*COLUMNS, *extra])
         columns = [getattr(predictions, c) for c in COLUMNS]
         for i, row in enumerate(zip(*columns, strict=True)):
-            probs = [f"{p:.6f}" for p in probabilities[i]] if probabilities is not None else []
-            writer.writerow([*row, *probs])
+            cells = [f"{p:.6f}" for p in probs[i]] if probs is not None else []
+            writer.writerow([*row, *cells])
 
     write_atomic(path, write)
 

@@ -12,7 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from merkit.data.sample import Sample
 from merkit.errors import ConfigError
@@ -98,6 +97,8 @@ class GroupKFold(Splitter):
             raise ConfigError(
                 f"group k-fold needs at least {self.n_splits} subjects, the data has {n_groups}"
             )
+        from sklearn.model_selection import StratifiedGroupKFold  # slow import, used here only
+
         labels = np.asarray([s.label for s in samples])
         cv = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
         yield from cv.split(np.zeros(len(samples)), labels, groups)
@@ -126,6 +127,8 @@ class SampleKFold(Splitter):
             SubjectLeakageWarning,
             stacklevel=2,
         )
+        from sklearn.model_selection import StratifiedKFold  # slow import, used here only
+
         labels = np.asarray([s.label for s in samples])
         cv = StratifiedKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
         yield from cv.split(np.zeros(len(samples)), labels)

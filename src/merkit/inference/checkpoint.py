@@ -17,15 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from merkit.data.registry import load_dataset
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic
 from merkit.models import InputSpec, create_model
-from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.preprocess.pipeline import PrepareConfig, default_workers
 from merkit.provenance import versions
 from merkit.training.config import prepare_defaults
 from merkit.training.recipe import Recipe, default_recipe
@@ -175,31 +173,30 @@ def fit_final(
     accuracy is unknown by construction. `recipe` defaults to the model's shipped recipe, and
     `prepare_config` to the preprocessing of the model's declared input.
     """
-    from merkit.training import engine  # training code only when training
-    from merkit.training.runner import recipe_input
+    from merkit.training import base  # training code only when training
+    from merkit.training.config import DataConfig, ExperimentConfig
+    from merkit.training.data import TrainingData
 
     recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
     config = prepare_config or PrepareConfig(**prepare_defaults(model))
-    dataset = load_dataset(dataset_name, root, taxonomy=taxonomy)
-    prepared = prepare(
-        dataset.samples,
-        config,
-        cache_dir=Path(cache_dir) if cache_dir is not None else None,
-        workers=workers,
-        progress=progress,
+    experiment = ExperimentConfig(
+        data=DataConfig(name=dataset_name, root=str(root), taxonomy=taxonomy),
+        prepare=config,
+        recipe=recipe,
+        seeds=[seed],
+        workers=workers or default_workers(),
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
     )
-    if not prepared.samples:
-        reason = prepared.failed[0][1] if prepared.failed else "the dataset holds no samples"
-        raise DataLayoutError(f"{root}: no {dataset_name} sample could be prepared ({reason})")
-    y = np.array([s.label for s in prepared.samples], dtype=np.int64)
-    num_classes = len(dataset.class_names)
-    x = recipe_input(recipe, config, prepared.x)
-    net = engine.fit(recipe, x, y, num_classes, seed=seed, progress=on_epoch)
+    data = TrainingData.from_config(experiment, progress)
+    net = base.default_engine().fit(
+        recipe, data.x, data.y, data.num_classes, seed, progress=on_epoch
+    )
+    dataset = data.dataset
     meta = CheckpointMeta(
         model=model,
         model_kwargs=dict(recipe.model_kwargs),
-        num_classes=num_classes,
-        in_chans=int(x.shape[1]),
+        num_classes=data.num_classes,
+        in_chans=int(data.x.shape[1]),
         class_names=tuple(dataset.class_names),
         input_spec=dataclasses.asdict(input_spec_of(config)),
         prepare=dataclasses.asdict(config),
@@ -208,7 +205,7 @@ def fit_final(
         dataset=dataset_name,
         taxonomy=dataset.taxonomy,
         data_fingerprint=dataset.fingerprint(),
-        n_samples=len(prepared.samples),
+        n_samples=len(data.samples),
         seed=seed,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         versions=versions(),

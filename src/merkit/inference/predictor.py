@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from merkit.data.files import clip_frames, is_video
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
@@ -32,10 +32,12 @@ from merkit.inference.picture import attention_map, render_picture, write_pictur
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
+from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
-from merkit.preprocess.frames import ClipFrames, frame_number, is_video, list_frame_files
+from merkit.preprocess.frames import ClipFrames
 from merkit.training.augment import hflip_flow
+from merkit.workers import WorkerPool
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
 WINDOW_SECONDS = 0.2  # spotting window: a micro-expression's typical onset-to-offset time
@@ -114,9 +116,7 @@ def read_input(path: str | Path, color: bool = False) -> InputClip:
     """Open a video file or a frame folder; errors name the file and what was expected."""
     path = Path(path)
     if path.is_dir():
-        files = list_frame_files(path)
-        frames: tuple[Path, ...] = tuple(files)
-        numbers = tuple(frame_number(p) for p in files)
+        frames, numbers = clip_frames(path)
         fps = None
     elif path.is_file() and is_video(path):
         frames, numbers, fps = (), (), _video_fps(path)
@@ -149,17 +149,32 @@ def face_box(alignment: Alignment) -> list[int]:
 
 @dataclass
 class _Stopwatch:
-    """Milliseconds per named stage."""
+    """Milliseconds per named stage; `on_stage(name)` is told as each stage starts."""
 
     times: dict[str, float] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(name)
         start = time.perf_counter()
         try:
             yield
         finally:
             self.times[name] = round(1000 * (time.perf_counter() - start), 1)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One input as `Predictor.analyse` saw it, and the result `predict` returns for it."""
+
+    clip: InputClip
+    alignment: Alignment
+    timing: Timing  # indices into clip.numbers
+    x: np.ndarray  # the model input
+    probabilities: np.ndarray
+    result: dict[str, Any]
 
 
 class Predictor:
@@ -192,11 +207,29 @@ class Predictor:
         skips face detection for inputs that are already face crops; `window` is the spotting
         window in frames (default 0.2 s at the video's rate, 200 fps for frame folders).
         """
-        watch = _Stopwatch()
+        options = {"aligned": aligned, "window": window, "picture_dir": picture_dir}
+        return self.analyse(input, onset, apex, offset, **options).result
+
+    def analyse(
+        self,
+        input: str | Path,
+        onset: int | None = None,
+        apex: int | None = None,
+        offset: int | None = None,
+        *,
+        aligned: bool = False,
+        window: int | None = None,
+        picture_dir: str | Path | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> Analysis:
+        """`predict`, keeping what it saw (frames, alignment, timing, model input) for a tool
+        that shows it; `on_stage(name)` is called as each stage (read, face, spotting, motion,
+        model, picture) starts."""
+        watch = _Stopwatch(on_stage=on_stage)
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
-            clip = read_input(input, color=config.color and config.output != "flow")
+            clip = read_input(input, color=config.color and config.output not in MOTION_KINDS)
             known = [clip.index(n) for n in (onset, apex, offset)]
         numbers = clip.numbers
         fps = clip.fps or DEFAULT_FPS
@@ -232,13 +265,13 @@ class Predictor:
                 result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
         watch.times["total"] = round(1000 * (time.perf_counter() - started), 1)
         result["timings_ms"] = watch.times
-        return result
+        return Analysis(clip, alignment, timing, x, probs, result)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of one model input, with the flip test-time averaging the model
         was evaluated with, if its recipe asked for it (so predict agrees with the evaluation)."""
         recipe = self.meta.recipe
-        if not (recipe.get("tta_flip") and self.config.output == "flow"):
+        if not (recipe.get("tta_flip") and self.config.output in MOTION_KINDS):
             return self.backend.probabilities(inference_input(self.meta.model, x[None]))[0]
         scaling = recipe.get("augment", {}).get("u_scaling", "minmax")
         mirrored = hflip_flow(torch.from_numpy(np.ascontiguousarray(x[None])), scaling).numpy()
@@ -307,7 +340,6 @@ _WORKER: Predictor | None = None
 
 def _init_worker(model: str) -> None:
     global _WORKER
-    torch.set_num_threads(1)
     _WORKER = Predictor.load(model)
 
 
@@ -336,7 +368,8 @@ def predict_many(
     on_done: Callable[[], None] | None = None,
     **options: Any,
 ) -> list[dict[str, Any] | str]:
-    """Results (or error sentences) in input order; `workers` > 1 runs a process pool."""
+    """Results (or error sentences) in input order; `workers` > 1 runs a process pool, which
+    Ctrl-C stops after the videos in progress (the others are dropped)."""
     paths = [Path(p) for p in inputs]
     if workers <= 1 or len(paths) <= 1:
         predictor = Predictor.load(model)
@@ -348,16 +381,13 @@ def predict_many(
         return outcomes
     Predictor.load(model)  # fail once, here, on a bad model file rather than in every worker
     outcomes: list[dict[str, Any] | str] = [""] * len(paths)
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(paths)), initializer=_init_worker, initargs=(str(model),)
-    ) as pool:
-        futures = {pool.submit(_worker_predict, path, options): i for i, path in enumerate(paths)}
-        try:
-            for future in as_completed(futures):
-                outcomes[futures[future]] = future.result()
-                if on_done is not None:
-                    on_done()
-        except BaseException:  # Ctrl-C: the videos not yet started are dropped, not waited for
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    pool = WorkerPool(
+        min(workers, len(paths)), threads=1, initializer=_init_worker, initargs=(str(model),)
+    )
+    with pool:
+        tasks = [(path, options) for path in paths]
+        for index, future in pool.run(_worker_predict, tasks):
+            outcomes[index] = future.result()
+            if on_done is not None:
+                on_done()
     return outcomes

@@ -19,16 +19,6 @@ from merkit.models.registry import InputSpec, create_model, get_model_entry
 from merkit.preprocess.targets import PACKED_CHANNELS, pack_sequence
 
 
-def default_in_chans(spec: InputSpec) -> int:
-    """Channels of the 4-D input a model expects by default (T * C for sequences)."""
-    return spec.channels * spec.frames if spec.kind == "sequence" else spec.channels
-
-
-def default_input_shape(spec: InputSpec) -> tuple[int, int, int]:
-    """(C', H, W) of one sample as the model sees it, at the spec's default size."""
-    return (default_in_chans(spec), *spec.size)
-
-
 def packs_targets(model_name: str) -> bool:
     """Whether the model reads training targets packed beside its frames (MOL's layout)."""
     spec = get_model_entry(model_name).input_spec

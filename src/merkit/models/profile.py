@@ -25,7 +25,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from merkit.io import write_json_atomic
-from merkit.models.inputs import default_input_shape
 from merkit.models.registry import create_model, get_model_entry, list_models
 
 PROFILE_FILE = "model_profile.json"
@@ -122,7 +121,7 @@ def profile_model(
 ) -> ModelProfile:
     """Measure one registered model at its default input (`cached` timings reused if valid)."""
     entry = get_model_entry(name)
-    shape = default_input_shape(entry.input_spec)
+    shape = (entry.input_spec.in_chans, *entry.input_spec.size)
     torch.manual_seed(0)
     model = create_model(name, num_classes, shape[0])
     params = sum(p.numel() for p in model.parameters())

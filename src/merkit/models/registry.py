@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-
-INPUT_KINDS = ("flow", "apex", "sequence", "regions")
+from merkit.preprocess.config import INPUT_KINDS
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,11 @@ class InputSpec:
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {self.kind!r}")
+
+    @property
+    def in_chans(self) -> int:
+        """Channels of the 4-D input the model sees: sequences arrive as (B, T*C, H, W)."""
+        return self.channels * self.frames if self.kind == "sequence" else self.channels
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,7 @@ def create_model(
         kwargs["groups"] = groups
     elif groups != 1:
         raise ConfigError(f"model {name!r} cannot be built grouped (groups={groups})")
-    spec = entry.input_spec
-    # Sequences arrive as (B, T*C, H, W): their default channel count covers every frame.
-    default = spec.channels * spec.frames if spec.kind == "sequence" else spec.channels
-    chans = default if in_chans is None else in_chans
+    chans = entry.input_spec.in_chans if in_chans is None else in_chans
     try:
         return entry.builder(num_classes=num_classes, in_chans=chans, **kwargs)
     except TypeError as exc:

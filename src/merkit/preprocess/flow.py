@@ -21,8 +21,7 @@ import numpy as np
 
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_bytes_atomic
-
-FLOW_METHODS = ("tvl1", "farneback", "dis")
+from merkit.preprocess.config import FLOW_METHODS
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:

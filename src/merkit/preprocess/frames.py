@@ -6,56 +6,26 @@ the file at fault (a corrupt JPEG deep inside a dataset should not surface as a 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from merkit.data.files import clip_frames, frame_number, is_video
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".bmp", ".png")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-
-_DIGITS = re.compile(r"(\d+)")
 # A valid file may decode a frame or two fewer than its header counts (edit lists, decoder
 # delay); a partial copy loses far more. Only a larger shortfall is called truncation.
 TRUNCATION_SLACK = 2
 
 
-def natural_key(path: Path) -> tuple:
-    """Sort key that orders `img2.jpg` before `img10.jpg` (numbers compared as numbers)."""
-    return tuple(int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(path.name))
-
-
-def frame_number(path: Path) -> int:
-    """The frame index a file carries in its name: the last run of digits (`006_05562.jpg`)."""
-    runs = _DIGITS.findall(path.stem)
-    if not runs:
+def _number(path: Path) -> int:
+    number = frame_number(path)
+    if number is None:
         raise DataLayoutError(f"{path}: frame file name holds no frame number")
-    return int(runs[-1])
-
-
-def list_frame_files(folder: Path) -> list[Path]:
-    """Image files of `folder` in natural numeric order; a symlink loop is skipped, not followed."""
-    if not folder.is_dir():
-        raise DataLayoutError(f"{folder}: frame folder does not exist")
-    try:
-        entries = list(folder.iterdir())
-    except OSError as exc:
-        raise DataLayoutError(f"{folder}: cannot list the frame folder ({exc.strerror})") from None
-    files = sorted(
-        (p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key
-    )
-    if not files:
-        raise DataLayoutError(f"{folder}: no image frames ({', '.join(IMAGE_SUFFIXES)}) found")
-    return files
-
-
-def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
+    return number
 
 
 def _jpeg_is_truncated(data: bytes) -> bool:
@@ -189,10 +159,10 @@ class ClipFrames:
             return
         if sample.frames:
             files = list(sample.frames)
-            numbers = list(sample.frame_numbers) or [frame_number(p) for p in files]
+            numbers = list(sample.frame_numbers) or [_number(p) for p in files]
         elif sample.path is not None:
-            files = list_frame_files(sample.path)
-            numbers = [frame_number(p) for p in files]
+            found, numbered = clip_frames(sample.path)
+            files, numbers = list(found), list(numbered)
         else:
             raise DataLayoutError(f"{sample.uid}: sample has neither frames nor a path")
         self._files = dict(zip(numbers, files, strict=True))

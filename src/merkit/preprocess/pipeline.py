@@ -25,7 +25,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from rich.progress import Progress
 from merkit.data.sample import APEX_ANNOTATED, APEX_FACE, APEX_SPOTTED, Sample
 from merkit.errors import AnnotationError, ConfigError, DataLayoutError, MerkitError
 from merkit.preprocess.cache import ArrayCache, sample_key
+from merkit.preprocess.config import MOTION_KINDS, ON_ERROR, PrepareConfig
 from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
 from merkit.preprocess.flow import (
-    FLOW_METHODS,
     compute_flow,
     flow_map_name,
     minmax_scale,
@@ -53,71 +52,12 @@ from merkit.preprocess.landmarks import POINT_SOURCES, find_points, image_points
 from merkit.preprocess.magnify import magnify
 from merkit.preprocess.regions import fallback_points, region_layout, region_mosaic, rescale_points
 from merkit.preprocess.spotting import spot_apex
+from merkit.workers import WorkerPool
 
-OUTPUT_KINDS = ("flow", "apex", "sequence", "regions")
 POINTS_FOLDER = "points"  # under the cache folder: five facial points per face image
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.
 MAX_UPSCALE = 4.0
-APEX_POLICIES = ("annotated", "spot")
-ON_ERROR = ("skip", "stop")
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """What to compute from each clip; its canonical JSON is part of every cache key."""
-
-    # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S) | "regions" (3,S',S')
-    output: str = "flow"
-    size: int = 28  # S: side of the output maps / images
-    flow: str = "tvl1"  # tvl1 | farneback | dis
-    raw_flow: bool = False  # flow output in pixels/raw strain instead of per-channel 0..1
-    aligned: bool = False  # frames are already aligned face crops (implied for reg_img* files)
-    crop_size: int = 128  # side of the aligned face crop that flow and spotting run on
-    margin: float = 0.1  # padding around the face box, as a fraction of its side
-    magnify: float = 0.0  # Eulerian amplification alpha before flow; 0 = off
-    magnify_band: tuple[float, float] = (0.05, 0.4)  # temporal band, cycles per frame
-    apex_policy: str = "annotated"  # "annotated": spot only where unknown; "spot": always
-    frames: int = 30  # T: frames of a "sequence", resampled evenly from onset to offset
-    color: bool = False  # "apex"/"sequence" in RGB (C=3) instead of gray (C=1)
-    regions: str = "htnet"  # layout of a "regions" mosaic (merkit.preprocess.regions)
-
-    def __post_init__(self) -> None:
-        region_layout(self.regions)  # ConfigError naming the known layouts
-        checks = [
-            (self.output in OUTPUT_KINDS, f"output {self.output!r} must be one of {OUTPUT_KINDS}"),
-            (self.flow in FLOW_METHODS, f"flow {self.flow!r} must be one of {FLOW_METHODS}"),
-            (
-                self.apex_policy in APEX_POLICIES,
-                f"apex_policy {self.apex_policy!r} must be one of {APEX_POLICIES}",
-            ),
-            (self.size >= 4 and self.crop_size >= 16, "size must be >= 4 and crop_size >= 16"),
-            (self.frames >= 1, "frames must be >= 1"),
-            (self.margin >= 0 and self.magnify >= 0, "margin and magnify must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    @property
-    def item_shape(self) -> tuple[int, ...]:
-        """Shape of one sample's array."""
-        channels = 3 if self.color else 1
-        if self.output == "flow":
-            return (3, self.size, self.size)
-        if self.output == "regions":
-            return region_layout(self.regions).output_shape(3, self.size)
-        if self.output == "apex":
-            return (channels, self.size, self.size)
-        return (self.frames, channels, self.size, self.size)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide an output (its cache key): the region layout only matters
-        to "regions", so adding it left the keys of every other output as they were."""
-        fields = dataclasses.asdict(self)
-        if self.output != "regions":
-            del fields["regions"]
-        return fields
 
 
 @dataclass
@@ -298,7 +238,7 @@ def _clip_output(
     config: PrepareConfig,
 ) -> tuple[np.ndarray, str | None]:
     """`clip_output` and, for "regions", how the facial points were found."""
-    if config.output in ("flow", "regions"):
+    if config.output in MOTION_KINDS:
         if config.magnify > 0:
             require_contiguous(sample, [n for n in span if n <= apex], "magnification")
         maps = _flow_output(clip, span, apex, alignment, config)
@@ -324,7 +264,7 @@ def prepare_sample(
             return _published_map(sample, config), {}
         x, source = _published_regions(sample, config, cache_dir)
         return x, {"landmarks": source}
-    clip = ClipFrames(sample, color=config.color and config.output not in ("flow", "regions"))
+    clip = ClipFrames(sample, color=config.color and config.output not in MOTION_KINDS)
     span = _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     apex, source = sample.apex, sample.apex_source
@@ -353,7 +293,7 @@ def _compute_and_cache(
 
 def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     """A published map resized to the output size (re-scaled to 0..1 as computed maps are)."""
-    if config.output not in ("flow", "regions") or config.raw_flow:
+    if config.output not in MOTION_KINDS or config.raw_flow:
         raise ConfigError(
             f"{sample.path}: a published flow map holds only min-max scaled u/v/strain; "
             "use output='flow' (or 'regions') with raw_flow=False"
@@ -392,39 +332,30 @@ def _reason(exc: BaseException) -> str:
     return first if isinstance(exc, MerkitError) else f"{type(exc).__name__}: {first}"
 
 
-Job = tuple[int, str | None]  # (index into samples, cache key; None: not cached as a whole)
+# (index into samples, cache key) of a clip still to compute; key None: not cached as a whole
+PendingClip = tuple[int, str | None]
 
 
-def _run_jobs(
+def _run_clips(
     samples: Sequence[Sample],
-    jobs: list[Job],
+    pending: list[PendingClip],
     config: PrepareConfig,
     cache_root: Path | None,
     workers: int,
 ) -> Iterator[tuple[int, tuple[np.ndarray, dict[str, Any]] | BaseException]]:
     """Yield (index, result or exception) as clips finish; a pool only when it can help."""
-    if workers <= 1 or len(jobs) <= 1:
-        for index, key in jobs:
+    if workers <= 1 or len(pending) <= 1:
+        for index, key in pending:
             try:
                 yield index, _compute_and_cache(samples[index], config, cache_root, key)
             except Exception as exc:
                 yield index, exc
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        pending: dict[Future, int] = {
-            pool.submit(_compute_and_cache, samples[i], config, cache_root, key): i
-            for i, key in jobs
-        }
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = pending.pop(future)
-                    exc = future.exception()
-                    yield index, exc if exc is not None else future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+    tasks = [(samples[i], config, cache_root, key) for i, key in pending]
+    with WorkerPool(min(workers, len(pending))) as pool:
+        for position, future in pool.run(_compute_and_cache, tasks):
+            exc = future.exception()
+            yield pending[position][0], exc if exc is not None else future.result()
 
 
 def prepare(
@@ -459,11 +390,11 @@ def prepare(
     if cache_dir is not None:
         cache_dir = output_folder(cache_dir, "cache folder")
     cache = ArrayCache(cache_dir) if cache_dir is not None else None
-    jobs: list[Job] = []
+    pending: list[PendingClip] = []
     hits = 0
     for index, sample in enumerate(samples):
         if is_flow_map_sample(sample) and config.output == "regions":
-            jobs.append((index, None))  # finding the points takes a face stage: the pool's work
+            pending.append((index, None))  # finding the points takes a face stage: the pool's work
             continue
         if is_flow_map_sample(sample):
             try:
@@ -478,22 +409,22 @@ def prepare(
         key = sample_key(sample, config)
         entry = cache.load(key) if cache is not None else None
         if entry is None:
-            jobs.append((index, key))
+            pending.append((index, key))
         else:
             results[index] = (entry.x, entry.meta)
             hits += 1
 
-    outcomes = _run_jobs(samples, jobs, config, cache_dir, workers or default_workers())
-    if progress and jobs:
+    outcomes = _run_clips(samples, pending, config, cache_dir, workers or default_workers())
+    if progress and pending:
         with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"preparing {config.output}", total=len(jobs))
+            task = bar.add_task(f"preparing {config.output}", total=len(pending))
             for index, outcome in outcomes:
                 record(index, outcome)
                 bar.advance(task)
     else:
         for index, outcome in outcomes:
             record(index, outcome)
-    computed = sum(1 for index, key in jobs if index in results and key is not None)
+    computed = sum(1 for index, key in pending if index in results and key is not None)
     return _assemble(samples, results, errors, config, hits, computed, started)
 
 

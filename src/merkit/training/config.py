@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from merkit.errors import ConfigError
-from merkit.io import read_yaml, write_text_atomic
+from merkit.io import plain, read_yaml, write_yaml_atomic
 from merkit.models import get_model_entry
-from merkit.preprocess.pipeline import PrepareConfig
+from merkit.preprocess.config import PrepareConfig
 from merkit.preprocess.regions import region_layout
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
@@ -81,7 +79,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists, paths strings)."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def identity(self) -> dict[str, Any]:
         """The part of the config that decides the results (runtime keys removed)."""
@@ -251,27 +249,8 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return result
 
 
-def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
-    """Write `data` as YAML atomically (temp file, then rename)."""
-    write_text_atomic(path, yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
-
-
 def save_config(path: str | Path, config: ExperimentConfig) -> None:
-    save_yaml(path, config.to_dict())
-
-
-def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain config dicts."""
-    keys = list(dict.fromkeys([*a, *b]))
-    diffs: list[str] = []
-    for key in keys:
-        name = f"{prefix}{key}"
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diffs.extend(config_differences(va, vb, f"{name}."))
-        elif va != vb:
-            diffs.append(name)
-    return diffs
+    write_yaml_atomic(path, config.to_dict())
 
 
 # ---- generic dataclass <-> dict ---------------------------------------------------------------
@@ -331,15 +310,3 @@ def _is_exact(value: Any, hint: type) -> bool:
 
 def _kind(value: object) -> str:
     return type(value).__name__
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str | Path):
-        return str(value)  # also str subclasses such as torch's TorchVersion
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()  # numpy scalars
-    return value

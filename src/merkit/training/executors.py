@@ -19,32 +19,21 @@ worker and agree to float rounding (~1e-7) across thread counts; the run records
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Event
-from queue import Empty
 from typing import Any
 
 import numpy as np
-import torch
 
 from merkit.errors import ConfigError
-from merkit.training.engine import TrainingStopped, ignore_ctrl_c
+from merkit.evaluation.splitters import Fold
+from merkit.training.base import Engine, Progress
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
+from merkit.workers import WorkerPool, checkpoint, report, set_threads
 
 EXECUTORS = ("local", "processes", "ray")
-
-# fit_predict_history(recipe, x, y, folds, num_classes, seed, groups=None, progress=None)
-# -> per fold a FoldResult (or bare probabilities, for engines that keep no history)
-Engine = Callable[..., list[FoldResult] | list[np.ndarray]]
-Fold = tuple[np.ndarray, np.ndarray]
-# progress(done, total): finished and planned fold-epochs of the jobs started so far
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -86,25 +75,21 @@ class Determinism:
 
 
 def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> list[FoldResult]:
-    """A job's per-fold results, under deterministic torch kernels."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        probs = shared.engine(
-            job.recipe,
-            shared.x,
-            shared.y,
-            list(job.folds),
-            shared.num_classes,
-            job.seed,
-            groups=shared.groups,
-            progress=progress,
-        )
-    finally:
-        torch.use_deterministic_algorithms(previous)
-    if len(probs) != len(job.folds):
-        raise RuntimeError(f"engine returned {len(probs)} folds for {len(job.folds)}")
-    return [FoldResult.of(p) for p in probs]
+    """A job's per-fold results (probabilities and, where the engine keeps them, curves)."""
+    results = shared.engine.fit_predict(
+        job.recipe,
+        shared.x,
+        shared.y,
+        list(job.folds),
+        shared.num_classes,
+        job.seed,
+        groups=shared.groups,
+        progress=progress,
+        output="history",
+    )
+    if len(results) != len(job.folds):
+        raise RuntimeError(f"engine returned {len(results)} folds for {len(job.folds)}")
+    return [FoldResult.of(r) for r in results]
 
 
 def cpu_count() -> int:
@@ -156,6 +141,8 @@ class Executor:
         return Determinism(self.name, self.workers, self._threads(), True)
 
     def _threads(self) -> int:
+        import torch  # the engines load it anyway; recorded for the run's determinism section
+
         return torch.get_num_threads()
 
     def run(
@@ -169,35 +156,22 @@ class Executor:
 # ---- processes -------------------------------------------------------------------------------
 
 _shared: SharedInputs | None = None
-_progress_queue: Queue | None = None
-_stop: Event | None = None
 
 
-def _init_worker(shared: SharedInputs, threads: int, queue: Queue, stop: Event) -> None:
-    """Worker start: keep the shared inputs, and take this worker's share of the cores. The
-    driver sets `stop` to end running jobs at their next epoch and skip queued ones."""
-    global _shared, _progress_queue, _stop
-    ignore_ctrl_c()
-    _shared, _progress_queue, _stop = shared, queue, stop
-    torch.set_num_threads(threads)
+def _keep_shared(shared: SharedInputs) -> None:
+    """Worker start: keep the shared inputs, sent once per worker rather than once per job."""
+    global _shared
+    _shared = shared
 
 
 def _run_in_worker(index: int, job: TrainJob) -> list[FoldResult]:
-    assert _shared is not None and _progress_queue is not None and _stop is not None
-    queue, stop = _progress_queue, _stop
-
-    def report(done: int, total: int) -> None:
-        if stop.is_set():
-            raise TrainingStopped
-        queue.put((index, done, total))
-
-    if stop.is_set():
-        raise TrainingStopped
-    return run_job(_shared, job, report)
+    assert _shared is not None
+    checkpoint()  # a queued job that starts after the driver stopped ends at once
+    return run_job(_shared, job, lambda done, total: report((index, done, total)))
 
 
 class ProcessExecutor(Executor):
-    """A local pool of "spawn" workers (no fork after torch started its threads)."""
+    """A local pool of "spawn" workers, each with its share of the cores (`merkit.workers`)."""
 
     name = "processes"
 
@@ -210,35 +184,14 @@ class ProcessExecutor(Executor):
     def run(
         self, shared: SharedInputs, jobs: Sequence[TrainJob], progress: Progress | None = None
     ) -> Iterator[tuple[int, list[FoldResult]]]:
-        context = multiprocessing.get_context("spawn")
-        queue, stop = context.Queue(), context.Event()
         tally = _Tally(progress)
         workers = max(1, min(self.workers, len(jobs)))
-        initargs = (shared, self._threads(), queue, stop)
-        pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
-        try:
-            futures: dict[Future, int] = {
-                pool.submit(_run_in_worker, i, job): i for i, job in enumerate(jobs)
-            }
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(queue, tally)
-                for future in done:
-                    yield futures[future], future.result()
-        except BaseException:  # Ctrl-C, a failed job, or the driver closing this generator
-            stop.set()  # running jobs end at their next epoch instead of being waited for
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _drain(queue: Queue, tally: _Tally) -> None:
-    while True:
-        try:
-            tally.update(*queue.get_nowait())
-        except Empty:
-            return
+        with WorkerPool(
+            workers, threads=self._threads(), initializer=_keep_shared, initargs=(shared,)
+        ) as pool:
+            tasks = [(i, job) for i, job in enumerate(jobs)]
+            for index, future in pool.run(_run_in_worker, tasks, lambda m: tally.update(*m)):
+                yield index, future.result()
 
 
 # ---- ray -------------------------------------------------------------------------------------
@@ -246,7 +199,7 @@ def _drain(queue: Queue, tally: _Tally) -> None:
 
 def _ray_job(shared: SharedInputs, x: np.ndarray, job: TrainJob, threads: int) -> list[FoldResult]:
     """A Ray task: `x` arrives from the object store (read-only), the rest with the task."""
-    torch.set_num_threads(threads)
+    set_threads(threads)
     inputs = SharedInputs(shared.engine, np.array(x), shared.y, shared.groups, shared.num_classes)
     return run_job(inputs, job, None)
 

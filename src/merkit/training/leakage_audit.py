@@ -18,149 +18,82 @@ import dataclasses
 import json
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from merkit.data.registry import load_dataset
-from merkit.data.sample import Sample
-from merkit.errors import ConfigError
-from merkit.evaluation import html
-from merkit.evaluation.audit import LeakageReport, leakage_audit
-from merkit.evaluation.predictions import read_predictions, write_predictions
-from merkit.evaluation.report import (
-    SUMMARY_KEYS,
-    headline_figures,
-    landmark_text,
-    markdown_table,
-    read_probabilities,
-    run_metrics,
-)
+from merkit.evaluation.document import Document, Facts, Heading, Paragraph, Table
+from merkit.evaluation.document import to_html as document_html
+from merkit.evaluation.document import to_markdown as document_markdown
+from merkit.evaluation.overlap import OverlapReport, subject_overlap
+from merkit.evaluation.predictions import matching_probabilities, write_predictions
+from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, landmark_text, run_metrics
+from merkit.evaluation.run_folder import claim_folder
 from merkit.evaluation.splitters import (
     LeaveOneSubjectOut,
     SampleKFold,
     Splitter,
     SubjectLeakageWarning,
 )
-from merkit.io import read_yaml, write_atomic, write_json_atomic, write_text_atomic
-from merkit.training.config import ExperimentConfig, config_differences, save_yaml
+from merkit.io import (
+    differences,
+    read_yaml,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+    write_yaml_atomic,
+)
+from merkit.training import base
+from merkit.training.base import Engine
+from merkit.training.config import ExperimentConfig
+from merkit.training.data import TrainingData
 from merkit.training.runner import (
     DEFAULT_FOLDS_PER_CALL,
     FoldTask,
     RunProgress,
     fixed_chunks,
     fold_tasks,
-    prediction_table,
-    prepare_samples,
-    training_input,
 )
-
-# fit_predict_epochs(recipe, x, y, folds, num_classes, seed, groups=None, progress=None)
-#   -> per fold (epochs, n_test, K)
-EpochEngine = Callable[..., list[np.ndarray]]
 
 AUDIT_FILE = "audit.json"
 AUDIT_MD = "audit.md"
 AUDIT_HTML = "audit.html"
 IDENTITY_FILE = "audit_config.yaml"
-PROTOCOLS = ("loso", "oracle", "kfold")
+FIGURES = ("loso", "oracle", "kfold")  # the audit's three figures of one recipe
 LABELS = {
     "loso": "LOSO, fixed schedule, last epoch (honest)",
     "oracle": "LOSO, best epoch chosen on the test subject (LEAKS: oracle)",
     "kfold": "sample-level stratified k-fold, CABM-FMER protocol (LEAKS: subjects overlap)",
 }
 LEAKING = {"loso": False, "oracle": True, "kfold": True}
+CURVE_FOLDERS = ("loso_epochs", "kfold_epochs")  # each fold's (epochs, n_test, K) curve
 
 
-@dataclasses.dataclass
-class AuditData:
-    """The prepared data every protocol of the audit trains on."""
-
-    samples: list[Sample]
-    x: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
-    class_names: list[str]
-    meta: dict[str, Any]
-
-
-# ---- preparation -----------------------------------------------------------------------------
-
-
-def load_audit_data(config: ExperimentConfig, progress: bool) -> AuditData:
-    """Load and prepare the dataset exactly as `run_experiment` does."""
-    dataset = load_dataset(
-        config.data.name, config.data.root, config.data.taxonomy, **config.data.options
-    )
-    prepared = prepare_samples(config, dataset, progress)
-    samples = list(prepared.samples)
-    meta = {
+def _data_section(data: TrainingData) -> dict[str, Any]:
+    dataset = data.dataset
+    return {
         "name": dataset.name,
         "root": str(dataset.root),
         "fingerprint": dataset.fingerprint(),
-        "class_names": list(dataset.class_names),
-        "n_used": len(samples),
-        "n_subjects": len({s.subject_key for s in samples}),
-        "failed": [{"sample": uid, "reason": reason} for uid, reason in prepared.failed],
+        "class_names": data.class_names,
+        "n_used": len(data.samples),
+        "n_subjects": data.n_subjects,
+        "failed": [{"sample": uid, "reason": reason} for uid, reason in data.failed],
+        **({"landmarks": data.landmarks} if data.landmarks else {}),
     }
-    if prepared.landmarks:
-        meta["landmarks"] = prepared.landmark_counts()
-    return AuditData(
-        samples=samples,
-        x=training_input(config, prepared.x),
-        y=np.asarray([s.label for s in samples], dtype=np.int64),
-        groups=np.asarray([s.subject_key for s in samples]),
-        class_names=list(dataset.class_names),
-        meta=meta,
-    )
-
-
-def _claim(out_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to resume an audit folder that holds another audit (unless overwriting)."""
-    path = out_dir / IDENTITY_FILE
-    if path.is_file() and overwrite:
-        for name in (*PROTOCOLS, "loso_epochs", "kfold_epochs"):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-    elif path.is_file():
-        diffs = config_differences(read_yaml(path), identity)
-        if diffs:
-            raise ConfigError(
-                f"{out_dir} holds an audit with other settings ({', '.join(diffs[:5])} differ); "
-                "pass --overwrite or choose another output folder"
-            )
-    elif out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"{out_dir} exists and is not a merkit audit folder; choose another output folder "
-            "or pass --overwrite to write into it"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(path, identity)
 
 
 # ---- predictions -----------------------------------------------------------------------------
 
 
-def _pooled_path(out_dir: Path, protocol: str) -> Path:
-    return out_dir / protocol / "predictions.csv"
+def _pooled_path(out_dir: Path, figure: str) -> Path:
+    return out_dir / figure / "predictions.csv"
 
 
-def _load_pooled(path: Path, data: AuditData) -> np.ndarray | None:
-    """A finished protocol's pooled probabilities, or None when missing or for other samples."""
-    if not path.is_file():
-        return None
-    table = read_predictions(path)
-    expected = [(s.dataset, s.subject, s.clip) for s in data.samples]
-    if list(zip(table.dataset, table.subject, table.sample, strict=True)) != expected:
-        return None
-    return read_probabilities(path, data.class_names)
-
-
-def _save_pooled(path: Path, probs: np.ndarray, data: AuditData) -> None:
-    write_predictions(
-        path, prediction_table(data.samples, probs, data.class_names), probs, data.class_names
-    )
+def _save_pooled(path: Path, probs: np.ndarray, data: TrainingData) -> None:
+    write_predictions(path, data.predictions(probs))
 
 
 def oracle_epoch(curve: np.ndarray, y_test: np.ndarray) -> int:
@@ -173,17 +106,19 @@ def oracle_epoch(curve: np.ndarray, y_test: np.ndarray) -> int:
 
 
 def _train_folds(
-    engine: EpochEngine,
+    engine: Engine,
     config: ExperimentConfig,
-    data: AuditData,
+    data: TrainingData,
     tasks: Sequence[FoldTask],
+    folder: Path,
     bar: RunProgress,
 ) -> dict[str, np.ndarray]:
-    """Per fold name its (epochs, n_test, K) curve, loading saved folds and saving new ones."""
+    """Per fold name its (epochs, n_test, K) curve, loading saved folds and saving new ones
+    (`{folder}/{fold}.npy`)."""
     curves: dict[str, np.ndarray] = {}
     slots: list[FoldTask | None] = []
     for task in tasks:
-        curve = _load_curve(task.path, len(task.test), len(data.class_names))
+        curve = _load_curve(folder / f"{task.name}.npy", len(task.test), data.num_classes)
         if curve is None:
             slots.append(task)
         else:
@@ -192,19 +127,20 @@ def _train_folds(
     bar.folds_done(len(curves))
     per_call = config.recipe.folds_per_batch or DEFAULT_FOLDS_PER_CALL
     for chunk in fixed_chunks(slots, per_call):
-        results = engine(
+        results = engine.fit_predict(
             config.recipe,
             data.x,
             data.y,
             [(t.train, t.test) for t in chunk],
-            len(data.class_names),
+            data.num_classes,
             chunk[0].seed,
             groups=data.groups,
             progress=bar.epoch,
+            output="epochs",
         )
         for task, curve in zip(chunk, results, strict=True):
             curve = np.asarray(curve, dtype=np.float32)
-            _save_curve(task.path, curve)
+            write_atomic(folder / f"{task.name}.npy", lambda h, c=curve: np.save(h, c), binary=True)
             curves[task.name] = curve
         bar.folds_done(len(chunk))
     return curves
@@ -221,23 +157,7 @@ def _load_curve(path: Path, n_test: int, k: int) -> np.ndarray | None:
     return curve if curve.ndim == 3 and curve.shape[1:] == (n_test, k) else None
 
 
-def _save_curve(path: Path, curve: np.ndarray) -> None:
-    write_atomic(path, lambda handle: np.save(handle, curve), binary=True)
-
-
-def _curve_tasks(data: AuditData, splitter: Splitter, seed: int, folder: Path) -> list[FoldTask]:
-    """Fold tasks whose saved file is `{folder}/{fold}.npy` (one curve per fold)."""
-    tasks = fold_tasks(data.samples, splitter, seed, folder)
-    return [dataclasses.replace(t, path=folder / f"{t.name}.npy") for t in tasks]
-
-
 # ---- the audit -------------------------------------------------------------------------------
-
-
-def _default_engine() -> EpochEngine:
-    from merkit.training.engine import fit_predict_epochs  # torch loads only when training
-
-    return fit_predict_epochs
 
 
 def run_audit(
@@ -245,7 +165,7 @@ def run_audit(
     out_dir: str | Path,
     *,
     k: int = 10,
-    engine: EpochEngine | None = None,
+    engine: Engine | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -254,54 +174,64 @@ def run_audit(
     The recipe's validation-subject selection is switched off: every figure uses the fixed
     schedule, so the only difference between `loso` and `oracle` is who picks the epoch.
     """
-    engine = engine or _default_engine()
+    engine = engine or base.default_engine()
     out_dir = Path(out_dir)
     recipe = dataclasses.replace(config.recipe, val_subjects=0)
     config = dataclasses.replace(config, recipe=recipe, extra_recipes=[])
     seed = config.seeds[0]
-    data = load_audit_data(config, progress)
+    data = TrainingData.from_config(config, progress)
     identity = {
         "recipe": recipe.to_dict(),
         "prepare": config.to_dict()["prepare"],
         "data": config.data.name,
-        "fingerprint": data.meta["fingerprint"],
+        "fingerprint": data.dataset.fingerprint(),
         "k": k,
         "seed": seed,
     }
-    _claim(out_dir, identity, overwrite)
+
+    def clear() -> None:
+        for name in (*FIGURES, *CURVE_FOLDERS):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+
+    def changed() -> list[str]:
+        return differences(read_yaml(out_dir / IDENTITY_FILE), identity)
+
+    claim_folder(out_dir, IDENTITY_FILE, "audit", changed, clear, overwrite=overwrite)
+    write_yaml_atomic(out_dir / IDENTITY_FILE, identity)
     loso, kfold = LeaveOneSubjectOut(), SampleKFold(n_splits=k, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubjectLeakageWarning)  # the CLI says it once
-        kfold_audit = leakage_audit(data.samples, kfold)
-        probs = _protocol_probabilities(engine, config, data, loso, kfold, seed, out_dir, progress)
-    result = _result(config, data, probs, kfold_audit, k)
+        kfold_overlap = subject_overlap(data.samples, kfold)
+        probs = _figure_probabilities(engine, config, data, loso, kfold, seed, out_dir, progress)
+    result = _result(config, data, probs, kfold_overlap, k)
+    document = audit_document(result)
     write_json_atomic(out_dir / AUDIT_FILE, result)
-    write_text_atomic(out_dir / AUDIT_MD, render_audit_markdown(result))
-    write_text_atomic(out_dir / AUDIT_HTML, render_audit_html(result))
+    write_text_atomic(out_dir / AUDIT_MD, document_markdown(document))
+    write_text_atomic(out_dir / AUDIT_HTML, document_html(document))
     return result
 
 
-def _protocol_probabilities(
-    engine: EpochEngine,
+def _figure_probabilities(
+    engine: Engine,
     config: ExperimentConfig,
-    data: AuditData,
+    data: TrainingData,
     loso: Splitter,
     kfold: Splitter,
     seed: int,
     out_dir: Path,
     progress: bool,
 ) -> dict[str, Any]:
-    """Pooled probabilities of each protocol (and the oracle's chosen epochs)."""
-    pooled = {p: _load_pooled(_pooled_path(out_dir, p), data) for p in PROTOCOLS}
+    """Pooled probabilities of each figure (and the oracle's chosen epochs)."""
+    keys, classes = data.keys(), data.class_names
+    pooled = {f: matching_probabilities(_pooled_path(out_dir, f), keys, classes) for f in FIGURES}
     epochs_path = out_dir / "oracle" / "epochs.json"
     need_loso = any(pooled[p] is None for p in ("loso", "oracle")) or not epochs_path.is_file()
-    loso_tasks = _curve_tasks(data, loso, seed, out_dir / "loso_epochs") if need_loso else []
-    kfold_tasks = _curve_tasks(data, kfold, seed, out_dir / "kfold_epochs")
-    kfold_tasks = kfold_tasks if pooled["kfold"] is None else []
-    n = len(data.samples), len(data.class_names)
+    loso_tasks = fold_tasks(data, loso, seed) if need_loso else []
+    kfold_tasks = fold_tasks(data, kfold, seed) if pooled["kfold"] is None else []
+    n = len(data.samples), data.num_classes
     with RunProgress(progress, len(loso_tasks) + len(kfold_tasks)).running() as bar:
         if loso_tasks:
-            curves = _train_folds(engine, config, data, loso_tasks, bar)
+            curves = _train_folds(engine, config, data, loso_tasks, out_dir / "loso_epochs", bar)
             last, best = np.zeros(n), np.zeros(n)
             chosen = {}
             for task in loso_tasks:
@@ -313,7 +243,7 @@ def _protocol_probabilities(
             write_json_atomic(epochs_path, chosen)
             pooled["loso"], pooled["oracle"] = last, best
         if kfold_tasks:
-            curves = _train_folds(engine, config, data, kfold_tasks, bar)
+            curves = _train_folds(engine, config, data, kfold_tasks, out_dir / "kfold_epochs", bar)
             probs = np.zeros(n)
             for task in kfold_tasks:
                 probs[task.test] = curves[task.name][-1]
@@ -341,7 +271,7 @@ def inflation(leaking: dict[str, Any], honest: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _leakage_section(report: LeakageReport) -> dict[str, Any]:
+def _leakage_section(report: OverlapReport) -> dict[str, Any]:
     return {
         "protocol": report.protocol,
         "summary": report.summary(),
@@ -363,14 +293,14 @@ def _leakage_section(report: LeakageReport) -> dict[str, Any]:
 
 def _result(
     config: ExperimentConfig,
-    data: AuditData,
+    data: TrainingData,
     probs: dict[str, Any],
-    kfold_audit: LeakageReport,
+    kfold_overlap: OverlapReport,
     k: int,
 ) -> dict[str, Any]:
     protocols = {}
-    for name in PROTOCOLS:
-        table = prediction_table(data.samples, probs[name], data.class_names)
+    for name in FIGURES:
+        table = data.predictions(probs[name])
         metrics = headline_figures(run_metrics(table, data.class_names))
         protocols[name] = {"label": LABELS[name], "leaking": LEAKING[name], **metrics}
     protocols["kfold"]["label"] = LABELS["kfold"].replace("k-fold", f"{k}-fold")
@@ -378,18 +308,18 @@ def _result(
     protocols["oracle"]["chosen_epochs"] = probs["oracle_epochs"]
     protocols["oracle"]["mean_chosen_epoch"] = float(np.mean(epochs)) if epochs else 0.0
     return {
-        "data": data.meta,
+        "data": _data_section(data),
         "model": config.recipe.model,
         "recipe": config.recipe.to_dict(),
         "seed": config.seeds[0],
         "k": k,
         "protocols": protocols,
         "inflation": {p: inflation(protocols[p], protocols["loso"]) for p in ("oracle", "kfold")},
-        "leakage": _leakage_section(kfold_audit),
+        "leakage": _leakage_section(kfold_overlap),
     }
 
 
-# ---- Markdown --------------------------------------------------------------------------------
+# ---- the report ------------------------------------------------------------------------------
 
 
 def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -398,7 +328,7 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
     loso = result["protocols"]["loso"]
     scopes = ["overall", *loso["per_dataset"]]
     for scope in scopes:
-        for name in PROTOCOLS:
+        for name in FIGURES:
             entry = result["protocols"][name]
             m = entry["overall"] if scope == "overall" else entry["per_dataset"].get(scope)
             if m is None:
@@ -419,36 +349,28 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
 COMPARISON_HEADER = ("scope", "protocol", "n", "UF1", "UAR", "accuracy")
 
 
-def render_audit_markdown(result: dict[str, Any]) -> str:
-    """audit.md: the three figures side by side with their inflation, and the overlap audit."""
-    leak, recipe = result["leakage"], result["recipe"]
-    lines = [
-        f"# merkit leakage audit: {result['model']} on {result['data']['name']}",
-        "",
-        *[f"- **{key}**: {value}" for key, value in _audit_facts(result)],
-        "",
-        "## Protocols",
-        "",
-        *[
-            f"- **{p}**{' ⚠' if e['leaking'] else ''}: {e['label']}"
-            for p, e in result["protocols"].items()
+def audit_document(result: dict[str, Any]) -> Document:
+    """The three figures side by side with their inflation, and the k-fold's subject overlap."""
+    leak, oracle = result["leakage"], result["protocols"]["oracle"]
+    rows = comparison_rows(result)
+    marks = {p: f"{p} ⚠" if e["leaking"] else p for p, e in result["protocols"].items()}
+    return Document(
+        f"merkit leakage audit: {result['model']} on {result['data']['name']}",
+        [
+            Facts(_audit_facts(result)),
+            Heading("Protocols"),
+            Facts([(marks[p], e["label"]) for p, e in result["protocols"].items()]),
+            Heading("Figures (pooled predictions; in brackets the inflation vs LOSO)"),
+            Table(COMPARISON_HEADER, rows, ["⚠" in row[1] for row in rows], text_columns=2),
+            Paragraph(
+                f"Oracle: mean chosen epoch {oracle['mean_chosen_epoch']:.1f} of "
+                f"{result['recipe']['epochs']}, chosen per fold on the test subject's own labels."
+            ),
+            Heading("Subject overlap of the k-fold protocol"),
+            Paragraph(f"{leak['summary']}.", "warning", "Warning:"),
+            Table(OVERLAP_HEADER, _overlap_rows(leak)),
         ],
-        "",
-        "## Figures (pooled predictions; in brackets the inflation vs LOSO)",
-        "",
-        *markdown_table(COMPARISON_HEADER, comparison_rows(result)),
-        "",
-        f"Oracle: mean chosen epoch {result['protocols']['oracle']['mean_chosen_epoch']:.1f} of "
-        f"{recipe['epochs']} (chosen per fold on the test subject's own labels).",
-        "",
-        "## Subject overlap of the k-fold protocol",
-        "",
-        f"**Warning:** {leak['summary']}.",
-        "",
-        *markdown_table(OVERLAP_HEADER, _overlap_rows(leak)),
-        "",
-    ]
-    return "\n".join(lines)
+    )
 
 
 def _audit_facts(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -474,29 +396,3 @@ def _overlap_rows(leak: dict[str, Any]) -> list[list[Any]]:
 
 
 OVERLAP_HEADER = ("fold", "train", "test", "test subjects", "also in train")
-
-
-def render_audit_html(result: dict[str, Any]) -> str:
-    """audit.html: audit.md's content as one self-contained page, leaking rows shaded."""
-    rows = comparison_rows(result)
-    leak, oracle = result["leakage"], result["protocols"]["oracle"]
-    body = [
-        html.definition_list(_audit_facts(result)),
-        html.heading("Protocols"),
-        html.bullet_list(
-            [
-                f"{p}{' ⚠' if e['leaking'] else ''}: {e['label']}"
-                for p, e in result["protocols"].items()
-            ]
-        ),
-        html.heading("Figures (pooled predictions; in brackets the inflation vs LOSO)"),
-        html.table(COMPARISON_HEADER, rows, ["⚠" in row[1] for row in rows], text_columns=2),
-        html.paragraph(
-            f"Oracle: mean chosen epoch {oracle['mean_chosen_epoch']:.1f} of "
-            f"{result['recipe']['epochs']}, chosen per fold on the test subject's own labels."
-        ),
-        html.heading("Subject overlap of the k-fold protocol"),
-        html.paragraph(f"Warning: {leak['summary']}.", "warning"),
-        html.table(OVERLAP_HEADER, _overlap_rows(leak)),
-    ]
-    return html.page(f"merkit leakage audit: {result['model']} on {result['data']['name']}", body)

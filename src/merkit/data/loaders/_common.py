@@ -25,10 +25,9 @@ from merkit.data.annotations import (
     find_file,
     is_blank,
     is_plain_name,
-    list_frames,
-    subdirs,
 )
 from merkit.data.base import SampleSet, Skipped
+from merkit.data.files import clip_frames, subdirs
 from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE, Sample
 from merkit.data.taxonomy import Taxonomy
 from merkit.errors import AnnotationError, DataLayoutError
@@ -69,16 +68,6 @@ class Collector:
             skipped=self.skipped,
             notes=self.notes,
         )
-
-
-def clip_frames(folder: Path) -> tuple[tuple[Path, ...], tuple[int, ...]]:
-    """Frames of a clip folder; DataLayoutError when the folder is missing or holds no frame."""
-    if not folder.is_dir():
-        raise DataLayoutError(f"frame folder {folder} does not exist")
-    frames, numbers = list_frames(folder)
-    if not frames:
-        raise DataLayoutError(f"frame folder {folder} holds no numbered image")
-    return frames, numbers
 
 
 @dataclass(frozen=True)

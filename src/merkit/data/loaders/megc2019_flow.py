@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import find_file, subdirs
+from merkit.data.annotations import find_file
 from merkit.data.base import SampleSet
+from merkit.data.files import subdirs
 from merkit.data.loaders._common import Collector
 from merkit.data.loaders.megc2019 import GT_NAME, check_taxonomy, read_megc_gt
 from merkit.data.registry import register_dataset

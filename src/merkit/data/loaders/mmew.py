@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merkit.data.annotations import Row, as_text, read_sheet, subdirs
+from merkit.data.annotations import Row, as_text, read_sheet
 from merkit.data.base import SampleSet
+from merkit.data.files import subdirs
 from merkit.data.loaders._common import (
     ClipRow,
     Collector,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from merkit.data.annotations import subdirs
 from merkit.data.base import SampleSet
-from merkit.data.loaders._common import Collector, clip_frames
+from merkit.data.files import clip_frames, subdirs
+from merkit.data.loaders._common import Collector
 from merkit.data.registry import register_dataset
 from merkit.data.sample import APEX_MIDDLE, Sample
 from merkit.data.taxonomy import get_taxonomy

@@ -1,4 +1,8 @@
-"""Leakage audit: which subjects (and samples) a protocol puts on both sides of a fold."""
+"""Subject overlap: which subjects (and samples) a protocol puts on both sides of a fold.
+
+Every run records it (a subject-independent protocol has none); the leakage audit experiment
+(`merkit.training.leakage_audit`) measures what such an overlap does to the figures.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from merkit.evaluation.splitters import Splitter, SubjectLeakageWarning
 
 
 @dataclass(frozen=True)
-class FoldAudit:
+class FoldOverlap:
     fold: str
     n_train: int
     n_test: int
@@ -21,13 +25,13 @@ class FoldAudit:
 
 
 @dataclass(frozen=True)
-class LeakageReport:
+class OverlapReport:
     protocol: str
     subject_independent: bool
-    folds: tuple[FoldAudit, ...]
+    folds: tuple[FoldOverlap, ...]
 
     @property
-    def leaking_folds(self) -> list[FoldAudit]:
+    def leaking_folds(self) -> list[FoldOverlap]:
         return [f for f in self.folds if f.shared_subjects or f.shared_samples]
 
     @property
@@ -44,8 +48,8 @@ class LeakageReport:
         )
 
 
-def leakage_audit(samples: Sequence[Sample], splitter: Splitter) -> LeakageReport:
-    """Audit every fold of `splitter` on `samples` (the protocol's own warning is absorbed)."""
+def subject_overlap(samples: Sequence[Sample], splitter: Splitter) -> OverlapReport:
+    """Check every fold of `splitter` on `samples` (the protocol's own warning is absorbed)."""
     folds = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubjectLeakageWarning)
@@ -55,7 +59,7 @@ def leakage_audit(samples: Sequence[Sample], splitter: Splitter) -> LeakageRepor
         test_subjects = list(dict.fromkeys(samples[i].subject_key for i in test_idx))
         train_uids = {samples[i].uid for i in train_idx}
         folds.append(
-            FoldAudit(
+            FoldOverlap(
                 fold=name,
                 n_train=len(train_idx),
                 n_test=len(test_idx),
@@ -66,4 +70,4 @@ def leakage_audit(samples: Sequence[Sample], splitter: Splitter) -> LeakageRepor
                 ),
             )
         )
-    return LeakageReport(splitter.describe(), splitter.subject_independent, tuple(folds))
+    return OverlapReport(splitter.describe(), splitter.subject_independent, tuple(folds))

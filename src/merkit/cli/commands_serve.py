@@ -1,0 +1,77 @@
+"""`merkit serve`: the local web page (predict on dropped clips, browse and compare runs)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from merkit.cli.app import app, console
+from merkit.errors import ConfigError
+
+LOCAL = "127.0.0.1"
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or a host that is not this machine's) in one sentence,
+    before uvicorn would log its own error and exit."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
+            raise ConfigError(
+                f"--host {host} --port {port}: the address {reason}; choose another --port"
+            ) from None
+
+
+@app.command()
+def serve(
+    runs: Annotated[
+        Path | None,
+        typer.Option(help="Folder searched for run folders and .pt/.onnx checkpoints (read only)."),
+    ] = None,
+    model: Annotated[
+        list[Path] | None, typer.Option(help="A checkpoint to offer (repeat for several).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (default: this machine).")
+    ] = LOCAL,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted, in MB.")] = 200.0,
+) -> None:
+    """Start the local web page: drop clips to see when and what, browse and compare runs."""
+    try:
+        import uvicorn
+
+        from merkit.serve import ServeConfig, create_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"merkit serve needs the serve extra ({exc.name} is missing): "
+            "pip install -c constraints.txt -e '.[serve]'"
+        ) from None
+    if runs is not None and not runs.is_dir():
+        raise ConfigError(f"--runs {runs}: not a folder")
+    for path in model or []:
+        if not path.is_file():
+            raise ConfigError(f"--model {path}: no such file")
+    if max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb {max_upload_mb}: expected a positive size")
+    check_port(host, port)
+    import torch
+
+    torch.set_num_threads(1)  # one small map per clip, as in `merkit predict`
+    config = ServeConfig(runs=runs, models=tuple(model or ()), max_upload_mb=max_upload_mb)
+    web = create_app(config)
+    shown = f"[{host}]" if ":" in host else host
+    count = len(web.state.catalog.models())
+    console.print(
+        f"merkit serve: http://{shown}:{port}/ ({count} checkpoint{'' if count == 1 else 's'}, "
+        f"runs from {runs if runs is not None else 'nowhere (no --runs)'}); Ctrl-C stops",
+        soft_wrap=True,
+        highlight=False,
+    )
+    uvicorn.run(web, host=host, port=port, log_level="warning")

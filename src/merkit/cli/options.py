@@ -1,0 +1,42 @@
+"""Command-line options that several commands take, declared once: one name, one meaning.
+
+`--cache` is always the preprocessing cache folder, `--workers` the processes preparing clips
+(or predicting inputs), `--quiet` turns progress display off, `--out` is where the command's
+own result goes (a run folder, an audit folder, a checkpoint, a JSON file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Data = Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")]
+Root = Annotated[Path | None, typer.Option(help="The dataset's folder.")]
+Model = Annotated[
+    str | None, typer.Option(help="Model (see `merkit models`); its shipped recipe is used.")
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML experiment config; the options here override it."),
+]
+Epochs = Annotated[int | None, typer.Option(help="Training epochs (overrides the recipe).")]
+Taxonomy = Annotated[
+    str | None,
+    typer.Option(help="Label taxonomy: all, 5class or 3class (default: the loader's)."),
+]
+Flow = Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback or dis.")]
+Cache = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Preprocessing cache folder: prepared clips are kept and reused."),
+]
+Workers = Annotated[int | None, typer.Option(help="Processes preparing clips.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace a folder that holds other work (or other files)."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
+JsonFile = Annotated[
+    Path | None, typer.Option("--json", help="Also write the result to this JSON file.")
+]

@@ -1,0 +1,339 @@
+"""The trainer: one bucket of (fold, member) jobs trained side by side as one grouped model.
+
+Models registered `groupable` are built with `groups=G`, so the G models of a bucket train as one
+network of grouped convolutions, each copy on its own batches. The copies share nothing:
+BatchNorm is per channel, the loss is a sum of per-copy losses, and Adam/AdamW/SGD update every
+element independently (no gradient clipping). A bucket of one job is an ordinary model.
+
+Each job draws its initial weights, batches, augmentations, dropout masks and mixup pairs from
+its own generator seeded by the job's seed, so a fold gives the same result alone, in a bucket,
+or after a resume (to float rounding). Training runs under deterministic torch kernels, switched
+on here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from merkit.errors import ConfigError
+from merkit.models import create_model, stack_models, unstack_model
+from merkit.models.blocks import use_copy_generators
+from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
+from merkit.training.recipe import Recipe
+from merkit.training.regularisers import WeightAverage, mixup, sharpness_step
+from merkit.training.results import History
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # maps, targets, sample weights
+# Per job: its test-probability curve (epochs or 1, n_test, K) and its per-epoch history.
+Trained = tuple[np.ndarray, History]
+
+# The per-epoch series a job records (the last two only with validation subjects).
+SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class FoldMember:
+    """One model to train: ensemble member `member` of fold `fold`, with its own seed."""
+
+    fold: int
+    member: int
+    train: np.ndarray
+    test: np.ndarray
+    val: np.ndarray
+    seed: int
+
+
+class Counter:
+    """Counts finished job-epochs for a progress callback `callback(done, total)`."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic kernels during training; the caller's setting is restored afterwards."""
+    with ExitStack() as restore:
+        restore.callback(
+            torch.use_deterministic_algorithms, torch.are_deterministic_algorithms_enabled()
+        )
+        torch.use_deterministic_algorithms(True)
+        yield
+
+
+def train_bucket(
+    recipe: Recipe,
+    bucket: list[FoldMember],
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    record: bool,
+    counter: Counter,
+) -> list[Trained]:
+    """Train one bucket under deterministic kernels; per job its curve and history."""
+    with deterministic():
+        return BucketTrainer(recipe, bucket, x, y, num_classes).train(counter, record)
+
+
+def steps_per_epoch(job: FoldMember, batch_size: int) -> int:
+    return math.ceil(len(job.train) / min(batch_size, len(job.train)))
+
+
+class BatchStream:
+    """Endless batches of a job's training indices: reshuffled every pass, fixed batch size.
+
+    Unshuffled (`shuffle=False`), every epoch is the indices in their given order, its last
+    batch filled up from the start of that order, and the next epoch starts again at the first.
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        generator: torch.Generator,
+        shuffle: bool = True,
+    ) -> None:
+        self.indices = torch.from_numpy(indices)
+        self.batch_size, self.generator, self.shuffle = batch_size, generator, shuffle
+        self.buffer = torch.zeros(0, dtype=torch.int64)
+
+    def next(self) -> torch.Tensor:
+        if not self.shuffle and len(self.buffer) == 0:
+            epoch = math.ceil(len(self.indices) / self.batch_size) * self.batch_size
+            self.buffer = self.indices[torch.arange(epoch) % len(self.indices)]
+        while len(self.buffer) < self.batch_size:
+            order = torch.randperm(len(self.indices), generator=self.generator)
+            self.buffer = torch.cat([self.buffer, self.indices[order]])
+        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
+        return batch
+
+
+class BucketTrainer:
+    """Trains the jobs of one bucket as one grouped model (or one ordinary model if alone)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        jobs: list[FoldMember],
+        x: np.ndarray,
+        y: np.ndarray,
+        num_classes: int,
+    ) -> None:
+        self.recipe, self.jobs, self.k = recipe, jobs, num_classes
+        self.g = len(jobs)
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.in_chans = x.shape[1]
+        self.model = self._build()
+        self.batch = min(recipe.batch_size, len(jobs[0].train))
+        self.steps = steps_per_epoch(jobs[0], recipe.batch_size)
+        self.class_weight = torch.stack([self._class_weight(j) for j in jobs])  # (G, K)
+
+    def _single(self, job: FoldMember) -> nn.Module:
+        torch.manual_seed(job.seed)
+        return create_model(self.recipe.model, self.k, self.in_chans, **self.recipe.model_kwargs)
+
+    def _build(self) -> nn.Module:
+        singles = [self._single(j) for j in self.jobs]
+        if self.g == 1:
+            return singles[0]
+        grouped = create_model(
+            self.recipe.model, self.k, self.in_chans, groups=self.g, **self.recipe.model_kwargs
+        )
+        return stack_models(singles, grouped)
+
+    def single_models(self) -> list[nn.Module]:
+        """The trained copies as ordinary models."""
+        if self.g == 1:
+            return [self.model]
+        return [
+            unstack_model(self.model, i, self._single(j), self.g) for i, j in enumerate(self.jobs)
+        ]
+
+    def _class_weight(self, job: FoldMember) -> torch.Tensor:
+        if not self.recipe.class_weighted:
+            return torch.ones(self.k)
+        counts = torch.bincount(self.y[job.train], minlength=self.k).float()
+        weight = counts.sum() / (self.k * counts.clamp_min(1))
+        return torch.where(counts > 0, weight, torch.zeros_like(weight))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        r = self.recipe
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        rest = [p for p in self.model.parameters() if p.ndim <= 1]
+        params = [
+            {"params": decay, "weight_decay": r.weight_decay},
+            {"params": rest, "weight_decay": 0},
+        ]
+        if r.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=r.lr, fused=True)
+        if r.optimizer == "adam":  # L2 penalty in the gradient, as the original papers
+            return torch.optim.Adam(params, lr=r.lr, fused=True)
+        if r.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=r.lr, momentum=0.9, nesterov=True)
+        raise ConfigError(f"unknown optimizer {r.optimizer!r}; choose adamw, adam or sgd")
+
+    def _lr_factor(self, step: int) -> float:
+        r, total = self.recipe, self.recipe.epochs * self.steps
+        warmup = r.warmup_epochs * self.steps
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if r.schedule == "constant":
+            return 1.0
+        if r.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+        raise ConfigError(f"unknown schedule {r.schedule!r}; choose cosine or constant")
+
+    def train(self, counter: Counter, record: bool = False) -> list[Trained]:
+        """Run the schedule; per job its test probabilities (epochs or 1, n_test, K) and its
+        per-epoch history (training loss and accuracy; validation ones with val_subjects)."""
+        gens = [torch.Generator().manual_seed(j.seed) for j in self.jobs]
+        torch.manual_seed(self.jobs[0].seed)  # other randomness (models trained job by job)
+        use_copy_generators(self.model, gens)  # each copy's dropout masks from its own draws
+        try:
+            return self._schedule(counter, record, gens)
+        finally:
+            use_copy_generators(self.model, None)
+
+    def _schedule(
+        self, counter: Counter, record: bool, gens: list[torch.Generator]
+    ) -> list[Trained]:
+        r = self.recipe
+        opt = self._optimizer()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        streams = [
+            BatchStream(j.train, self.batch, gen, r.shuffle)
+            for j, gen in zip(self.jobs, gens, strict=True)
+        ]
+        average = WeightAverage(self.model, r.ema) if r.ema > 0 else None
+        evaluated = average.applied if average else nullcontext
+        watch = record or r.val_subjects > 0
+        test_curve, series = [], {name: [] for name in SERIES[: 4 if r.val_subjects else 2]}
+        for _ in range(r.epochs):
+            self.model.train()
+            epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
+            for _ in range(self.steps):
+                idx = torch.stack([s.next() for s in streams])  # (G, B)
+                batch = self._inputs(idx, gens)
+                loss, copy_loss, copy_correct = self._loss(idx, *batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if r.sam > 0:
+                    again = lambda i=idx, b=batch: self._loss(i, *b)[0]  # noqa: E731
+                    sharpness_step(self.model, self.g, r.sam, again)
+                opt.step()
+                sched.step()
+                if average:
+                    average.update()
+                epoch_loss += copy_loss
+                epoch_correct += copy_correct
+            series["train_loss"].append(epoch_loss.numpy() / self.steps)
+            series["train_accuracy"].append(epoch_correct.numpy() / (self.steps * self.batch))
+            if watch:
+                with evaluated():
+                    test_curve.append(self._probabilities([j.test for j in self.jobs]))
+                    if r.val_subjects:
+                        val_loss, val_accuracy = self._validation()
+                        series["val_loss"].append(val_loss)
+                        series["val_accuracy"].append(val_accuracy)
+            counter.add(self.g)
+        if average:
+            average.load()  # the trained model (and a final model from `fit`) is the average
+        if not watch:
+            test_curve.append(self._probabilities([j.test for j in self.jobs]))
+        curves = np.stack(test_curve, axis=1)  # (G, epochs, M, K)
+        table = {name: np.stack(values, axis=1) for name, values in series.items()}  # (G, E)
+        histories = [{n: v[i].tolist() for n, v in table.items()} for i in range(self.g)]
+        if record:
+            chosen = [c[:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        elif r.val_subjects:
+            best = np.argmin(table["val_loss"], axis=1)  # per job
+            chosen = [
+                curves[i, b, None, : len(j.test)]
+                for i, (b, j) in enumerate(zip(best, self.jobs, strict=True))
+            ]
+        else:
+            chosen = [c[-1:, : len(j.test)] for c, j in zip(curves, self.jobs, strict=True)]
+        return list(zip(chosen, histories, strict=True))
+
+    def _inputs(self, idx: torch.Tensor, gens: list[torch.Generator]) -> Batch:
+        """A training batch of every copy: augmented maps, (mixed) targets, sample weights."""
+        r, b = self.recipe, self.batch
+        xb = self.x[idx.flatten()]  # (G*B, C, H, W), copy-major
+        params = AugmentParams.cat(
+            [sample_params((b, *xb.shape[1:]), r.augment, gen) for gen in gens]
+        )
+        xb = apply_params(xb, params, r.augment)
+        target = F.one_hot(self.y[idx], self.k).float()  # (G, B, K)
+        weight = self.class_weight.gather(1, self.y[idx])  # (G, B)
+        if r.augment.mixup > 0:
+            xb, target, weight = mixup(xb, target, weight, gens, r.augment.mixup)
+        return xb, target, weight
+
+    def _loss(
+        self, idx: torch.Tensor, xb: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sum over copies of each copy's weighted, smoothed (and mixed) cross-entropy (plus the
+        model's auxiliary loss); also, detached, each copy's cross-entropy and correct count."""
+        r, g, b = self.recipe, self.g, self.batch
+        if r.label_smoothing > 0:
+            target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
+        logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
+        nll = -(target.transpose(0, 1) * logits.log_softmax(-1)).sum(-1)  # (B, G)
+        w = weight.transpose(0, 1)
+        per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
+        correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
+        loss = per_copy.sum()
+        aux = getattr(self.model, "aux_loss", None)
+        if callable(aux) and (extra := aux()) is not None:
+            loss = loss + extra
+        return loss, per_copy.detach(), correct.float()
+
+    def _forward(self, xs: torch.Tensor) -> torch.Tensor:
+        """Copy-major inputs (G, B, C, H, W) -> logits (B, G, K)."""
+        g, b = xs.shape[:2]
+        grouped = xs.transpose(0, 1).reshape(b, g * xs.shape[2], *xs.shape[3:])
+        return self.model(grouped).view(b, g, self.k)
+
+    @torch.no_grad()
+    def _probabilities(self, sides: list[np.ndarray]) -> np.ndarray:
+        """Softmax of every copy on its own samples, padded to a common length: (G, M, K)."""
+        self.model.eval()
+        m = max(1, max(len(s) for s in sides))
+        idx = torch.stack(
+            [torch.from_numpy(np.resize(s, m) if len(s) else np.zeros(m, np.int64)) for s in sides]
+        )
+        flat = self.x[idx.flatten()]
+        probs = self._forward(flat.view(self.g, m, *flat.shape[1:])).softmax(-1)
+        if self.recipe.tta_flip:
+            flipped = hflip_flow(flat, self.recipe.augment.u_scaling)
+            probs = (
+                probs + self._forward(flipped.view(self.g, m, *flat.shape[1:])).softmax(-1)
+            ) / 2
+        return probs.transpose(0, 1).numpy()
+
+    @torch.no_grad()
+    def _validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per copy, the mean cross-entropy and the accuracy on its validation subjects."""
+        probs = self._probabilities([j.val for j in self.jobs])
+        losses, accuracies = [], []
+        for p, job in zip(probs, self.jobs, strict=True):
+            labels = self.y[job.val].numpy()
+            p = p[: len(labels)]
+            true = p[np.arange(len(labels)), labels]
+            losses.append(float(-np.log(np.clip(true, 1e-12, None)).mean()))
+            accuracies.append(float((p.argmax(1) == labels).mean()))
+        return np.asarray(losses), np.asarray(accuracies)
