@@ -16,8 +16,11 @@ import cv2
 import numpy as np
 from openpyxl import Workbook
 
+from merkit.data.faces import random_face, render_face
+
 FRAME_SIZE = 8
 MAP_SIZE = 28
+FACE_SIZE = 96  # apex faces: the release's are 224x224; 96 keeps the face stage fast
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,16 @@ def write_image(path: Path, size: int = FRAME_SIZE, value: int = 128) -> Path:
     image = np.full((size, size, 3), value, np.uint8)
     image[size // 2 :, : size // 2] = 255 - value  # some structure, not a flat field
     if not cv2.imwrite(str(path), image):
+        raise OSError(f"cv2 could not write {path}")
+    return path
+
+
+def write_face_image(path: Path, seed: int, size: int = FACE_SIZE) -> Path:
+    """A tight colour crop of a procedural face (merkit.data.synthetic), like the apex faces
+    redistributed with HTNet; some seeds are found by the face detector, others are not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gray = render_face(random_face(np.random.default_rng(seed)), size).astype(np.uint8)
+    if not cv2.imwrite(str(path), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)):
         raise OSError(f"cv2 could not write {path}")
     return path
 
@@ -287,6 +300,7 @@ def build_megc2019(root: Path) -> Path:
 
 FLOW_GT = "combined_3class_gt.csv"
 FLOW_MAPS = "STSNet_whole_norm_u_v_os"
+APEX_FOLDER = "apex"
 # (db, subject as the csv writes it, filename, label); SAMM subjects unpadded as in the release
 FLOW_ROWS = (
     ("casme2", "sub02", "EP01_11f", 0),
@@ -308,14 +322,21 @@ def flow_map_name(db: str, subject: str, filename: str) -> str:
 
 
 def build_megc2019_flow(
-    root: Path, rows: Sequence[tuple] = FLOW_ROWS, missing: Sequence[int] = ()
+    root: Path,
+    rows: Sequence[tuple] = FLOW_ROWS,
+    missing: Sequence[int] = (),
+    apex_faces: Sequence[int] | None = None,
 ) -> Path:
     """Flow-map format: headerless ground-truth CSV + a folder of 28x28 maps (none for the
-    row indices in `missing`)."""
+    row indices in `missing`), and for the row indices in `apex_faces` an apex face
+    `apex/{subject}_{filename}.jpg` (subjects named as the maps name them)."""
     root.mkdir(parents=True, exist_ok=True)
     lines = [f"{db},{subject},{filename},{label}\n" for db, subject, filename, label in rows]
     (root / FLOW_GT).write_text("".join(lines))
     for index, (db, subject, filename, _label) in enumerate(rows):
+        name = flow_map_name(db, subject, filename)
         if index not in missing:
-            write_image(root / FLOW_MAPS / flow_map_name(db, subject, filename), size=MAP_SIZE)
+            write_image(root / FLOW_MAPS / name, size=MAP_SIZE)
+        if index in (apex_faces or ()):
+            write_face_image(root / APEX_FOLDER / name.replace(" .png", ".jpg"), seed=index)
     return root

@@ -3,6 +3,8 @@
 The folder holds `combined_3class_gt.csv` (no header: db,subject,filename,label; SAMM subjects
 unpadded) and one 28x28 RGB PNG per sample named `{subject}_{filename} .png`. Each map is bright
 in the channel of its class plus noise, so a nearest-centroid engine scores well above chance.
+With `apex_faces`, `apex/{subject}_{filename}.jpg` holds a procedural apex face per sample (the
+input of the facial-region mosaic).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from builders import APEX_FOLDER, write_face_image
 
 # (db, subject as in the csv, subject as in the map names, clip prefix)
 SUBJECTS = (
@@ -25,7 +29,9 @@ SUBJECTS = (
 )
 
 
-def write_flow_dataset(root: Path, per_subject: int = 4, seed: int = 0) -> Path:
+def write_flow_dataset(
+    root: Path, per_subject: int = 4, seed: int = 0, apex_faces: bool = False
+) -> Path:
     """Write the layout under `root`; returns root. 6 subjects x `per_subject` samples."""
     rng = np.random.default_rng(seed)
     maps = root / "STSNet_whole_norm_u_v_os"
@@ -40,6 +46,9 @@ def write_flow_dataset(root: Path, per_subject: int = 4, seed: int = 0) -> Path:
             rgb[:, :, label] += 160
             bgr = rgb[:, :, ::-1].astype(np.uint8)
             assert cv2.imwrite(str(maps / f"{map_subject}_{filename} .png"), bgr)
+            if apex_faces:
+                face = root / APEX_FOLDER / f"{map_subject}_{filename}.jpg"
+                write_face_image(face, seed=seed * 1000 + len(rows))
     (root / "combined_3class_gt.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 

@@ -1,5 +1,5 @@
-"""Same config and seed, same predictions to the bit, for every model that runs on flow maps;
-and the run folder says how that was made sure of."""
+"""Same config and seed, same predictions to the bit, for every model that runs on flow maps
+(or on their facial-region mosaics); and the run folder says how that was made sure of."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from merkit.training.runner import run_experiment
 FLOW_MODELS = [
     m
     for m in list_models()
-    if get_model_entry(m).input_spec.kind == "flow" and not get_model_entry(m).closed_form
+    if get_model_entry(m).input_spec.kind in ("flow", "regions")
+    and not get_model_entry(m).closed_form
 ]
 # Fitted in closed form (features + SVM): repeat-checked in test_classic.py.
 CLOSED_FORM = {m for m in list_models() if get_model_entry(m).closed_form}
@@ -42,11 +43,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def flow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_flow_dataset(tmp_path_factory.mktemp("megc") / "megc", per_subject=3)
+    root = tmp_path_factory.mktemp("megc") / "megc"
+    return write_flow_dataset(root, per_subject=3, apex_faces=True)
 
 
 def test_flow_models_are_known() -> None:
-    assert {"cabm", "ststnet", "offapexnet"} <= set(FLOW_MODELS)
+    assert {"cabm", "ststnet", "offapexnet", "htnet"} <= set(FLOW_MODELS)
 
 
 @pytest.mark.parametrize("model", FLOW_MODELS)

@@ -198,6 +198,16 @@ def test_no_fold_ever_trains_on_its_test_or_validation_samples(
         assert not val_subjects & set(groups[job.test].tolist())
 
 
+def test_unshuffled_epochs_repeat_the_given_order() -> None:
+    """HTNet's loader: each epoch the same batches, the last one filled up from the start."""
+    generator = torch.Generator().manual_seed(0)
+    stream = trainer.BatchStream(np.arange(10, 15), 4, generator, shuffle=False)
+    batches = [stream.next().tolist() for _ in range(4)]
+    assert batches == [[10, 11, 12, 13], [14, 10, 11, 12]] * 2
+    shuffled = trainer.BatchStream(np.arange(10, 15), 4, generator)
+    assert [shuffled.next().tolist() for _ in range(4)] != batches
+
+
 def test_validation_needs_groups_and_enough_subjects() -> None:
     x, y, groups = _data()
     with pytest.raises(ConfigError, match="groups"):
@@ -278,7 +288,7 @@ def test_fit_returns_an_ordinary_model_or_an_averaging_ensemble() -> None:
         fit(_recipe(val_subjects=1), x, y, 3)
 
 
-@pytest.mark.parametrize("name", ["cabm", "ststnet", "offapexnet"])
+@pytest.mark.parametrize("name", ["cabm", "ststnet", "offapexnet", "htnet"])
 def test_default_recipes_name_their_model_and_round_trip(name: str) -> None:
     recipe = default_recipe(name)
     assert recipe.model == name

@@ -134,6 +134,20 @@ def test_ensemble_checkpoint_predicts_with_its_flip_averaging(tmp_path: Path) ->
     assert not np.allclose(probs, plain[0].numpy(), atol=1e-6)
 
 
+def test_an_upright_region_checkpoint_predicts_with_its_flip_averaging(tmp_path: Path) -> None:
+    """The `upright` mosaic mirrors with the face, so its tta_flip holds at prediction too."""
+    config = PrepareConfig(output="regions", regions="upright")
+    meta = dataclasses.replace(make_meta(config=config), recipe={"tta_flip": True})
+    torch.manual_seed(0)
+    model = create_model("cabm", 3, 3, **SMALL_CABM)
+    save_checkpoint(tmp_path / "regions.pt", model.eval(), meta)
+    x = torch.rand(1, 3, 28, 28)
+    with torch.no_grad():
+        expected = (model(x).softmax(-1) + model(hflip_flow(x)).softmax(-1)) / 2
+    probs = Predictor.load(tmp_path / "regions.pt").probabilities(x[0].numpy())
+    np.testing.assert_allclose(probs, expected[0].numpy(), atol=1e-6)
+
+
 def test_meta_from_dict_names_missing_keys() -> None:
     data = make_meta().to_dict()
     del data["class_names"], data["prepare"]

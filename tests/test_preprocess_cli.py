@@ -117,3 +117,17 @@ def test_published_maps_are_exported_pixel_identical(
     for path in sorted((tmp_path / "maps").glob("*.png"))[::40]:
         original = cv2.imread(str(source / path.name), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), original)
+
+
+def test_region_output_reports_how_the_points_were_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from builders import build_megc2019_flow
+
+    root = build_megc2019_flow(tmp_path / "megc", apex_faces=range(8))
+    args = ["megc2019-flow", str(root), "--cache", str(tmp_path / "c"), "--workers", "1"]
+    out = _prepare([*args, "--output", "regions"], capsys)
+    assert _row(out, "prepared") == "8"
+    found = [int(_row(out, f"points: {s}")) for s in ("detected", "face-box", "fallback")]
+    assert sum(found) == 8
+    assert " points: " not in _prepare(args, capsys)  # flow maps: no points

@@ -30,6 +30,8 @@ def summary_table(name: str, prepared: Prepared, total: int) -> Table:
     table.add_row("cache hits", str(prepared.cache_hits))
     table.add_row("failed", str(len(prepared.failed)))
     table.add_row("array", f"{tuple(prepared.x.shape)} float32")
+    for source, count in prepared.landmark_counts().items():  # "regions": how points were found
+        table.add_row(f"points: {source}", str(count))
     table.add_row("seconds", f"{prepared.seconds:.2f}")
     return table
 
@@ -50,7 +52,7 @@ def prepare_command(
     kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
     root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
     cache: options.Cache = DEFAULT_CACHE,
-    output: Annotated[str, typer.Option(help="flow, apex or sequence.")] = "flow",
+    output: Annotated[str, typer.Option(help="flow, apex, sequence or regions.")] = "flow",
     size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
     flow: options.Flow = "tvl1",
     aligned: Annotated[

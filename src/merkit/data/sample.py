@@ -12,6 +12,9 @@ APEX_ANNOTATED = "annotated"
 APEX_MIDDLE = "estimated-middle"
 APEX_SPOTTED = "spotted"
 APEX_NONE = "none"
+# `Sample.meta` key of a sample's apex face image, where its loader knows one (the published
+# flow maps come with HTNet's apex faces): the facial-region preparation finds its points there.
+APEX_FACE = "apex_face"
 
 
 @dataclass(frozen=True)

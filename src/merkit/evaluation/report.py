@@ -150,12 +150,23 @@ def seed_rows(stats: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def landmark_text(counts: dict[str, int]) -> str:
+    """How the facial points of a region mosaic were found, e.g. for the detection rate."""
+    total = sum(counts.values())
+    return (
+        f"{counts.get('detected', 0)} of {total} samples from a detected face, "
+        f"{counts.get('face-box', 0)} with the whole apex image as the face box, "
+        f"{counts.get('fallback', 0)} with HTNet's fallback points"
+    )
+
+
 def metadata_items(meta: RunMeta) -> list[tuple[str, str]]:
     """(key, value) lines describing a run: data, protocol, model, recipe, seeds, versions."""
     data, protocol, run, recipe = meta.data, meta.protocol, meta.run, meta.recipe
     weights = meta.config.get("weights")
     versions = ", ".join(f"{k} {v}" for k, v in meta.versions.items())
-    return [
+    points = [("facial points", landmark_text(data.landmarks))] if data.landmarks else []
+    return points + [
         ("dataset", f"{_known(data.name)} ({_known(data.root)})"),
         (
             "samples",

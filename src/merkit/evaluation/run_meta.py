@@ -38,6 +38,8 @@ class DataInfo:
     skipped_by_loader: int | None = None
     notes: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)  # {"sample", "reason"}
+    # a region mosaic's facial points: samples per source ("detected", "face-box", "fallback")
+    landmarks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -101,7 +101,7 @@ def input_spec_of(config: PrepareConfig) -> InputSpec:
     shape = config.item_shape
     channels = shape[-3]
     frames = config.frames if config.output == "sequence" else 1
-    return InputSpec(config.output, channels, (config.size, config.size), frames)
+    return InputSpec(config.output, channels, tuple(shape[-2:]), frames)
 
 
 def build_model(meta: CheckpointMeta, source: str = "checkpoint") -> nn.Module:

@@ -33,6 +33,7 @@ from merkit.inference.picture import MotionCurve, attention_map, render_picture,
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import pipeline
+from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames
@@ -252,7 +253,7 @@ class Predictor:
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
-            clip = read_input(input, color=config.color and config.output != "flow")
+            clip = read_input(input, color=config.color and config.output not in MOTION_KINDS)
             known = [clip.index(n) for n in (onset, apex, offset)]
         numbers = clip.numbers
         fps = clip.fps or DEFAULT_FPS
@@ -294,7 +295,7 @@ class Predictor:
         """Class probabilities of one model input, with the flip test-time averaging the model
         was evaluated with, if its recipe asked for it (so predict agrees with the evaluation)."""
         recipe = self.meta.recipe
-        if not (recipe.get("tta_flip") and self.config.output == "flow"):
+        if not (recipe.get("tta_flip") and self.config.output in MOTION_KINDS):
             return self.backend.probabilities(inference_input(self.meta.model, x[None]))[0]
         scaling = recipe.get("augment", {}).get("u_scaling", "minmax")
         mirrored = hflip_flow(torch.from_numpy(np.ascontiguousarray(x[None])), scaling).numpy()

@@ -5,6 +5,7 @@ from merkit.models import (  # noqa: F401  (register the models)
     cabm,
     convat,
     hoof,
+    htnet,
     icip24,
     lbptop,
     mapsvm,

@@ -68,7 +68,8 @@ def check_input(
             f"frame sequences (prepare output='sequence', {spec.frames} frames of "
             f"{spec.channels} channel(s))"
             if wants_sequence
-            else "flow maps or apex images (prepare output='flow' or 'apex')"
+            else "flow maps or apex images or region mosaics (prepare output='flow', 'apex' "
+            "or 'regions')"
         )
         raise ConfigError(f"model {model_name!r} takes {takes}, but got {given}")
     if len(shape) not in (4, 5) or (len(shape) == 5 and not wants_sequence):

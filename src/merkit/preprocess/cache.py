@@ -28,7 +28,11 @@ CACHE_VERSION = 1
 
 
 def canonical_json(config: Any) -> str:
-    """A dataclass (or plain data) as JSON with sorted keys: equal configs give equal text."""
+    """A dataclass (or plain data) as JSON with sorted keys: equal configs give equal text.
+    A config with an `identity()` method is written as what that returns (the fields that
+    decide its output)."""
+    if callable(getattr(config, "identity", None)):
+        config = config.identity()
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -51,12 +55,17 @@ def sample_key(sample: Sample, config: Any) -> str:
     head += [sample.offset, sample.apex_source]
     digest.update(json.dumps(head, default=str).encode())
     for path in input_files(sample):
-        try:
-            stat = path.stat()
-            digest.update(f"\n{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        except OSError:
-            digest.update(f"\n{path}|missing".encode())
+        _add_file(digest, path)
     return digest.hexdigest()
+
+
+def _add_file(digest: Any, path: Path) -> None:
+    """Feed a file's identity as it is now (path, size, modification time) to `digest`."""
+    try:
+        stat = Path(path).stat()
+        digest.update(f"\n{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    except OSError:
+        digest.update(f"\n{path}|missing".encode())
 
 
 @dataclass(frozen=True)
@@ -91,3 +100,12 @@ class ArrayCache:
         buffer = io.BytesIO()
         np.savez(buffer, x=x, meta=np.array(json.dumps(meta)))
         write_bytes_atomic(self.path(key), buffer.getvalue())
+
+
+def file_key(path: Path, config: Any, what: str) -> str:
+    """Hex digest identifying what `config` computes (`what`) from the file at `path` as it is
+    now (its size and modification time), for results kept per input file, not per sample."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_VERSION, what, canonical_json(config)]).encode())
+    _add_file(digest, path)
+    return digest.hexdigest()

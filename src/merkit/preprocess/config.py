@@ -6,12 +6,18 @@ command line can name these choices without loading the image stack.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from merkit.errors import ConfigError
+from merkit.preprocess.regions import region_layout
 
-# What preparation makes and models take: u/v/strain maps, apex images, frame sequences.
-INPUT_KINDS = ("flow", "apex", "sequence")
+# What preparation makes and models take: u/v/strain maps, apex images, frame sequences, and
+# u/v/strain maps cut into a mosaic of facial regions (merkit.preprocess.regions).
+INPUT_KINDS = ("flow", "apex", "sequence", "regions")
+# The kinds made of u/v/strain maps (read in gray, mirrored by the flow-aware flip).
+MOTION_KINDS = ("flow", "regions")
 FLOW_METHODS = ("tvl1", "farneback", "dis")
 APEX_POLICIES = ("annotated", "spot")
 # Apex spotting methods by name (defined in `merkit.preprocess.spotting`); the first is the default.
@@ -24,7 +30,8 @@ ON_ERROR = ("skip", "stop")
 class PrepareConfig:
     """What to compute from each clip; its canonical JSON is part of every cache key."""
 
-    output: str = "flow"  # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S)
+    # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S) | "regions" (3,S',S')
+    output: str = "flow"
     size: int = 28  # S: side of the output maps / images
     flow: str = "tvl1"  # tvl1 | farneback | dis
     raw_flow: bool = False  # flow output in pixels/raw strain instead of per-channel 0..1
@@ -37,8 +44,10 @@ class PrepareConfig:
     spotting: str = DEFAULT_SPOTTING  # how an apex is spotted (SPOTTING_METHODS)
     frames: int = 30  # T: frames of a "sequence", resampled evenly from onset to offset
     color: bool = False  # "apex"/"sequence" in RGB (C=3) instead of gray (C=1)
+    regions: str = "htnet"  # layout of a "regions" mosaic (merkit.preprocess.regions)
 
     def __post_init__(self) -> None:
+        region_layout(self.regions)  # ConfigError naming the known layouts
         checks = [
             (self.output in INPUT_KINDS, f"output {self.output!r} must be one of {INPUT_KINDS}"),
             (self.flow in FLOW_METHODS, f"flow {self.flow!r} must be one of {FLOW_METHODS}"),
@@ -64,6 +73,16 @@ class PrepareConfig:
         channels = 3 if self.color else 1
         if self.output == "flow":
             return (3, self.size, self.size)
+        if self.output == "regions":
+            return region_layout(self.regions).output_shape(3, self.size)
         if self.output == "apex":
             return (channels, self.size, self.size)
         return (self.frames, channels, self.size, self.size)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide an output (its cache key): the region layout only matters
+        to "regions", so adding it left the keys of every other output as they were."""
+        fields = dataclasses.asdict(self)
+        if self.output != "regions":
+            del fields["regions"]
+        return fields

@@ -11,6 +11,13 @@ Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like
 28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
 or read from the published PNGs (`raw_flow=True` keeps pixels and raw strain instead).
 "apex" and "sequence" outputs are gray (or RGB) intensities / 255.
+
+"regions" outputs are "flow" maps cut into a mosaic of patches around five facial points of the
+apex face (`merkit.preprocess.regions`, HTNet's input): for a clip, the points are found on its
+aligned apex face; for a published map, on the apex face image the loader recorded beside it
+(`Sample.meta["apex_face"]`), with the points cached per image under `cache_dir/points`. Where
+no face is found, HTNet's fixed points stand in; each sample's metadata says which
+(`Prepared.landmark_counts`).
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from merkit.data.sample import APEX_ANNOTATED, APEX_SPOTTED, Sample
+from merkit.data.sample import APEX_ANNOTATED, APEX_FACE, APEX_SPOTTED, Sample
 from merkit.errors import AnnotationError, ConfigError, DataLayoutError, MerkitError
 from merkit.preprocess.cache import ArrayCache, sample_key
-from merkit.preprocess.config import ON_ERROR, PrepareConfig
+from merkit.preprocess.config import MOTION_KINDS, ON_ERROR, PrepareConfig
 from merkit.preprocess.face import Alignment, estimate_alignment, is_cropped_release
 from merkit.preprocess.flow import (
     compute_flow,
@@ -42,10 +49,13 @@ from merkit.preprocess.flow import (
 )
 from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.frames import ClipFrames
+from merkit.preprocess.landmarks import POINT_SOURCES, find_points, image_points
 from merkit.preprocess.magnify import magnify
+from merkit.preprocess.regions import fallback_points, region_layout, region_mosaic, rescale_points
 from merkit.preprocess.spotting import spot
 from merkit.workers import WorkerPool
 
+POINTS_FOLDER = "points"  # under the cache folder: five facial points per face image
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.
 MAX_UPSCALE = 4.0
@@ -64,6 +74,14 @@ class Prepared:
     seconds: float = 0.0
     computed: int = 0  # clips computed in this call (not cache hits, not published maps)
     notes: list[str] = dataclasses.field(default_factory=list)  # e.g. how apexes were spotted
+    landmarks: list[str] = dataclasses.field(default_factory=list)  # per sample, "regions" only
+
+    def landmark_counts(self) -> dict[str, int]:
+        """How the facial points of a "regions" output were found: samples per source
+        (detected face, whole image as the face box, HTNet's fallback); empty otherwise."""
+        if not self.landmarks:
+            return {}
+        return {source: self.landmarks.count(source) for source in POINT_SOURCES}
 
 
 def output_folder(path: Path, what: str, create: bool = True) -> Path:
@@ -188,6 +206,16 @@ def align_clip(
     return alignment
 
 
+def _mosaic(
+    maps: np.ndarray, points: np.ndarray | None, face_size: Any, config: PrepareConfig
+) -> np.ndarray:
+    """The region mosaic of `maps` around five points found on a face image of `face_size`
+    (side, or (width, height)); HTNet's fallback points where none were found."""
+    size = maps.shape[-1]
+    at = fallback_points(size) if points is None else rescale_points(points, face_size, size)
+    return region_mosaic(maps, at, region_layout(config.regions))
+
+
 def clip_output(
     sample: Sample,
     clip: ClipFrames,
@@ -201,16 +229,32 @@ def clip_output(
     `span` holds the clip's frame numbers from onset to offset; the outputs that read frames as
     a time series (magnified flow, sequences) refuse a gap in it, naming the missing frames.
     """
-    if config.output == "flow":
+    return _clip_output(sample, clip, span, apex, alignment, config)[0]
+
+
+def _clip_output(
+    sample: Sample,
+    clip: ClipFrames,
+    span: list[int],
+    apex: int,
+    alignment: Alignment,
+    config: PrepareConfig,
+) -> tuple[np.ndarray, str | None]:
+    """`clip_output` and, for "regions", how the facial points were found."""
+    if config.output in MOTION_KINDS:
         if config.magnify > 0:
             require_contiguous(sample, [n for n in span if n <= apex], "magnification")
-        return _flow_output(clip, span, apex, alignment, config)
+        maps = _flow_output(clip, span, apex, alignment, config)
+        if config.output == "flow":
+            return maps, None
+        points, source = find_points(alignment.apply(_gray(clip.read([apex])[0])))
+        return _mosaic(maps, points, config.crop_size, config), source
     output = alignment.resized(config.size)
     if config.output == "apex":
-        return _image_output(clip, [apex], output)[0]
+        return _image_output(clip, [apex], output)[0], None
     require_contiguous(sample, span, "a frame sequence")
     picks = np.linspace(0, len(span) - 1, config.frames).round().astype(int)
-    return _image_output(clip, [span[i] for i in picks], output)
+    return _image_output(clip, [span[i] for i in picks], output), None
 
 
 def aligned_faces(
@@ -225,10 +269,17 @@ def aligned_faces(
     return span, _faces(clip, span, alignment)
 
 
-def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """One clip's array and its metadata ({"apex": number, "apex_source": ...}, and for a spotted
-    apex the method and the spotting confidence)."""
-    clip = ClipFrames(sample, color=config.color and config.output != "flow")
+def prepare_sample(
+    sample: Sample, config: PrepareConfig, cache_dir: Path | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One clip's array and its metadata ({"apex": number, "apex_source": ...}, and for
+    "regions" {"landmarks": source}); `cache_dir` keeps the facial points of published maps."""
+    if is_flow_map_sample(sample):
+        if config.output != "regions":
+            return _published_map(sample, config), {}
+        x, source = _published_regions(sample, config, cache_dir)
+        return x, {"landmarks": source}
+    clip = ClipFrames(sample, color=config.color and config.output not in MOTION_KINDS)
     span = _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     meta: dict[str, Any] = {"apex": sample.apex, "apex_source": sample.apex_source}
@@ -242,26 +293,30 @@ def prepare_sample(sample: Sample, config: PrepareConfig) -> tuple[np.ndarray, d
             "apex_method": found.method,
             "apex_confidence": round(found.confidence, 4),
         }
-    return clip_output(sample, clip, span, meta["apex"], alignment, config), meta
+    x, landmarks = _clip_output(sample, clip, span, meta["apex"], alignment, config)
+    if landmarks is not None:
+        meta["landmarks"] = landmarks
+    return x, meta
 
 
 def _compute_and_cache(
-    sample: Sample, config: PrepareConfig, cache_root: Path | None, key: str
+    sample: Sample, config: PrepareConfig, cache_root: Path | None, key: str | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Worker entry point: compute one clip and cache it at once (so interruptions resume)."""
-    x, meta = prepare_sample(sample, config)
+    """Worker entry point: compute one clip and cache it at once (so interruptions resume);
+    `key` None: not cached as a whole (a published map's mosaic: only its points are)."""
+    x, meta = prepare_sample(sample, config, cache_root)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if cache_root is not None:
+    if cache_root is not None and key is not None:
         ArrayCache(cache_root).save(key, x, meta)
     return x, meta
 
 
 def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     """A published map resized to the output size (re-scaled to 0..1 as computed maps are)."""
-    if config.output != "flow" or config.raw_flow:
+    if config.output not in MOTION_KINDS or config.raw_flow:
         raise ConfigError(
             f"{sample.path}: a published flow map holds only min-max scaled u/v/strain; "
-            "use output='flow' with raw_flow=False"
+            "use output='flow' (or 'regions') with raw_flow=False"
         )
     maps = read_flow_map(sample)
     if maps.shape[1:] == (config.size, config.size):
@@ -269,6 +324,22 @@ def _published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     interp = cv2.INTER_AREA if config.size < maps.shape[1] else cv2.INTER_LINEAR
     resized = [cv2.resize(c, (config.size, config.size), interpolation=interp) for c in maps]
     return minmax_scale(np.stack(resized))
+
+
+def _published_regions(
+    sample: Sample, config: PrepareConfig, cache_dir: Path | None
+) -> tuple[np.ndarray, str]:
+    """The region mosaic of a published map around the points of its apex face image."""
+    maps = _published_map(sample, config)
+    face = sample.meta.get(APEX_FACE)
+    if face is None:
+        raise DataLayoutError(
+            f"{sample.path}: no apex face image for {sample.uid}; a 'regions' output needs one "
+            f"(e.g. ROOT/apex/{sample.subject}_{sample.clip}.jpg)"
+        )
+    points_cache = cache_dir / POINTS_FOLDER if cache_dir is not None else None
+    points, source, face_size = image_points(Path(face), cache_dir=points_cache)
+    return _mosaic(maps, points, face_size, config), source
 
 
 # --- many clips -------------------------------------------------------------------------------
@@ -281,7 +352,8 @@ def _reason(exc: BaseException) -> str:
     return first if isinstance(exc, MerkitError) else f"{type(exc).__name__}: {first}"
 
 
-PendingClip = tuple[int, str]  # (index into samples, cache key) of a clip still to compute
+# (index into samples, cache key) of a clip still to compute; key None: not cached as a whole
+PendingClip = tuple[int, str | None]
 
 
 def _run_clips(
@@ -341,6 +413,9 @@ def prepare(
     pending: list[PendingClip] = []
     hits = 0
     for index, sample in enumerate(samples):
+        if is_flow_map_sample(sample) and config.output == "regions":
+            pending.append((index, None))  # finding the points takes a face stage: the pool's work
+            continue
         if is_flow_map_sample(sample):
             try:
                 outcome: tuple[np.ndarray, dict[str, Any]] | BaseException = (
@@ -369,7 +444,7 @@ def prepare(
     else:
         for index, outcome in outcomes:
             record(index, outcome)
-    computed = sum(1 for index, _ in pending if index in results)
+    computed = sum(1 for index, key in pending if index in results and key is not None)
     return _assemble(samples, results, errors, config, hits, computed, started)
 
 
@@ -382,7 +457,7 @@ def _assemble(
     computed: int,
     started: float,
 ) -> Prepared:
-    kept, arrays = [], []
+    kept, arrays, landmarks = [], [], []
     for index, sample in enumerate(samples):
         if index not in results:
             continue
@@ -397,6 +472,8 @@ def _assemble(
             )
         kept.append(sample)
         arrays.append(x)
+        if config.output == "regions":
+            landmarks.append(meta["landmarks"])
     x = (
         np.stack(arrays).astype(np.float32, copy=False)
         if arrays
@@ -405,7 +482,7 @@ def _assemble(
     failed = [(samples[i].uid, errors[i]) for i in sorted(errors)]
     seconds = time.perf_counter() - started
     notes = spotting_notes(kept, config)
-    return Prepared(x, kept, failed, config, hits, seconds, computed, notes)
+    return Prepared(x, kept, failed, config, hits, seconds, computed, notes, landmarks)
 
 
 def spotting_notes(samples: Sequence[Sample], config: PrepareConfig) -> list[str]:

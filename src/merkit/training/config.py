@@ -25,6 +25,7 @@ from merkit.io import plain, read_yaml, write_yaml_atomic
 from merkit.models import get_model_entry
 from merkit.models.inputs import packs_targets
 from merkit.preprocess.config import PrepareConfig
+from merkit.preprocess.regions import region_layout
 from merkit.training.augment import U_SCALINGS
 from merkit.training.executors import EXECUTORS
 from merkit.training.recipe import (
@@ -135,6 +136,7 @@ class ExperimentConfig:
                     "(ensembled models share one prepared input)"
                 )
             check_recipe(recipe)
+            _check_region_flip(recipe, self.prepare)
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -213,6 +215,18 @@ def _check_augment(model: str, augment: AugmentConfig) -> None:
         )
 
 
+def _check_region_flip(recipe: Recipe, prepare: PrepareConfig) -> None:
+    """The flow-aware flip mirrors a whole face; on a region mosaic it is only right where the
+    layout mirrors with the face (`RegionLayout.flips_with_face`)."""
+    flips = recipe.augment.hflip or recipe.tta_flip
+    if prepare.output == "regions" and flips and not region_layout(prepare.regions).flips_with_face:
+        raise ConfigError(
+            f"recipe {recipe.model}: the flow-aware flip (augment.hflip / tta_flip) does not "
+            f"mirror the {prepare.regions!r} region mosaic with the face; set both to false, or "
+            "use prepare.regions 'upright'"
+        )
+
+
 def prepare_defaults(model: str, preset: str = "default") -> dict[str, Any]:
     """Preparation keys implied by the model's declared input and the input its recipe `preset`
     was made for (a config may still override them)."""
@@ -226,10 +240,14 @@ def prepare_defaults(model: str, preset: str = "default") -> dict[str, Any]:
 
 
 def _recipe_from_dict(data: object, where: str) -> Recipe:
-    """A recipe: the shipped default of the model it names, with the given keys overriding it."""
+    """A recipe: the shipped default (or the `preset` named) of the model it names, with the
+    given keys overriding it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {_kind(data)}")
-    base = default_recipe(str(data.get("model", DEFAULT_MODEL)), str(data.get("preset", "default")))
+    preset = data.get("preset", "default")
+    if not isinstance(preset, str):
+        raise ConfigError(f"{where}.preset: expected a preset name, got {_kind(preset)}")
+    base = default_recipe(str(data.get("model", DEFAULT_MODEL)), preset)
     return _build(Recipe, data, where, base=base)
 
 

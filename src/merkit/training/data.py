@@ -7,7 +7,7 @@ and shape the arrays as the config's model takes them, checked before any traini
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -67,6 +67,8 @@ class TrainingData:
     x: np.ndarray  # float32, as the model takes it
     failed: list[tuple[str, str]]  # (sample uid, one-sentence reason)
     notes: list[str]  # what preparation says of the data, e.g. how many apexes it spotted
+    # "regions" inputs: samples per way their facial points were found (Prepared.landmark_counts)
+    landmarks: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, progress: bool = True) -> TrainingData:
@@ -88,7 +90,8 @@ class TrainingData:
         if not prepared.samples:
             raise DataLayoutError(no_sample_text(config, dataset, prepared.failed))
         x = training_input(config, prepared.x)
-        return cls(dataset, list(prepared.samples), x, list(prepared.failed), list(prepared.notes))
+        samples, failed = list(prepared.samples), list(prepared.failed)
+        return cls(dataset, samples, x, failed, list(prepared.notes), prepared.landmark_counts())
 
     @property
     def class_names(self) -> list[str]:

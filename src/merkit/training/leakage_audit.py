@@ -35,7 +35,7 @@ from merkit.evaluation.document import to_markdown as document_markdown
 from merkit.evaluation.overlap import OverlapReport, subject_overlap
 from merkit.evaluation.practices import subject_best, subject_mean
 from merkit.evaluation.predictions import matching_probabilities, write_predictions
-from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, run_metrics
+from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, landmark_text, run_metrics
 from merkit.evaluation.run_folder import claim_folder
 from merkit.evaluation.splitters import (
     LeaveOneSubjectOut,
@@ -100,6 +100,7 @@ def _data_section(data: TrainingData) -> dict[str, Any]:
         "n_used": len(data.samples),
         "n_subjects": data.n_subjects,
         "failed": [{"sample": uid, "reason": reason} for uid, reason in data.failed],
+        **({"landmarks": data.landmarks} if data.landmarks else {}),
     }
 
 
@@ -413,7 +414,8 @@ def audit_document(result: dict[str, Any]) -> Document:
 
 def _audit_facts(result: dict[str, Any]) -> list[tuple[str, str]]:
     data, recipe = result["data"], result["recipe"]
-    return [
+    landmarks = [("facial points", landmark_text(data["landmarks"]))] if "landmarks" in data else []
+    return landmarks + [
         ("data", f"{data['name']} ({data['root']})"),
         ("samples", f"{data['n_used']} samples, {data['n_subjects']} subjects"),
         ("data fingerprint", data["fingerprint"]),

@@ -137,6 +137,7 @@ def _run_meta(
             skipped_by_loader=len(dataset.skipped),
             notes=[*dataset.notes, *data.notes],  # the loader's, then e.g. how apexes were spotted
             failed=[{"sample": uid, "reason": reason} for uid, reason in data.failed],
+            landmarks=data.landmarks,
         ),
         protocol=ProtocolInfo(
             description=splitter.describe(),

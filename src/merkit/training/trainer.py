@@ -101,14 +101,27 @@ def epochs_run(recipe: Recipe, steps: int) -> int:
 
 
 class BatchStream:
-    """Endless batches of a job's training indices: reshuffled every pass, fixed batch size."""
+    """Endless batches of a job's training indices: reshuffled every pass, fixed batch size.
 
-    def __init__(self, indices: np.ndarray, batch_size: int, generator: torch.Generator) -> None:
+    Unshuffled (`shuffle=False`), every epoch is the indices in their given order, its last
+    batch filled up from the start of that order, and the next epoch starts again at the first.
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        generator: torch.Generator,
+        shuffle: bool = True,
+    ) -> None:
         self.indices = torch.from_numpy(indices)
-        self.batch_size, self.generator = batch_size, generator
+        self.batch_size, self.generator, self.shuffle = batch_size, generator, shuffle
         self.buffer = torch.zeros(0, dtype=torch.int64)
 
     def next(self) -> torch.Tensor:
+        if not self.shuffle and len(self.buffer) == 0:
+            epoch = math.ceil(len(self.indices) / self.batch_size) * self.batch_size
+            self.buffer = self.indices[torch.arange(epoch) % len(self.indices)]
         while len(self.buffer) < self.batch_size:
             order = torch.randperm(len(self.indices), generator=self.generator)
             self.buffer = torch.cat([self.buffer, self.indices[order]])
@@ -214,7 +227,8 @@ class BucketTrainer:
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         streams = [
-            BatchStream(j.train, self.batch, gen) for j, gen in zip(self.jobs, gens, strict=True)
+            BatchStream(j.train, self.batch, gen, r.shuffle)
+            for j, gen in zip(self.jobs, gens, strict=True)
         ]
         average = WeightAverage(self.model, r.ema) if r.ema > 0 else None
         evaluated = average.applied if average else nullcontext
