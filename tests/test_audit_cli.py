@@ -145,7 +145,7 @@ def test_audit_cli_prints_table_and_warning(
     monkeypatch.setattr(base, "default_engine", EpochEngine)
     out = tmp_path / "a"
     main(["audit", "--data", "megc2019-flow", "--root", str(flow_root), "--out", str(out),
-          "--epochs", str(EPOCHS), "--k", "3", "--quiet"])  # fmt: skip
+          "--model", "cabm", "--epochs", str(EPOCHS), "--k", "3", "--quiet"])  # fmt: skip
     captured = capsys.readouterr()
     assert "deliberately runs leaking figures" in captured.err
     assert "kfold ⚠" in captured.out and "3 of 3 folds put 6 subjects" in captured.out

@@ -20,7 +20,7 @@ FLOW_MODELS = [
     m
     for m in list_models()
     if get_model_entry(m).input_spec.kind in ("flow", "regions")
-    and not get_model_entry(m).closed_form
+    and get_model_entry(m).training == "gradient"  # the ensemble repeats its members' results
 ]
 # Fitted in closed form (features + SVM): repeat-checked in test_classic.py.
 CLOSED_FORM = {m for m in list_models() if get_model_entry(m).closed_form}
@@ -118,8 +118,26 @@ SEQUENCE_CASES = {
 }
 
 
+# Probability averages of registered models: repeat-checked here as a whole.
+ENSEMBLES = {m for m in list_models() if get_model_entry(m).training == "ensemble"}
+
+
 def test_every_model_has_a_determinism_check() -> None:
-    assert set(list_models()) == set(FLOW_MODELS) | set(SEQUENCE_CASES) | CLOSED_FORM
+    assert set(list_models()) == set(FLOW_MODELS) | set(SEQUENCE_CASES) | CLOSED_FORM | ENSEMBLES
+
+
+@pytest.mark.parametrize("model", sorted(ENSEMBLES))
+def test_ensembles_repeat_to_the_bit(model: str) -> None:
+    from merkit.training.base import engine_for
+    from merkit.training.recipe import default_recipe
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((12, 3, 28, 28), dtype=np.float32), np.arange(12) % 3
+    folds = [(np.arange(6, 12), np.arange(6)), (np.arange(6), np.arange(6, 12))]
+    recipe = default_recipe(model)
+    runs = [engine_for(recipe).fit_predict(recipe, x, y, folds, 3, seed=1) for _ in range(2)]
+    for a, b in zip(*runs, strict=True):
+        assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("model", sorted(SEQUENCE_CASES))

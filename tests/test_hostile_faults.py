@@ -107,7 +107,9 @@ def test_unknown_loader_option_and_bad_audit_k(flow: Path, tmp_path: Path, capsy
     config = tmp_path / "opt.yaml"
     config.write_text(f"data: {{name: megc2019-flow, root: {flow}, options: {{foo: 1}}}}\n")
     code, _, err = cli(["train", "--config", str(config), "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "unknown loader option 'foo' (its options: taxonomy, gt, maps)" in err
+    assert (
+        code == 2 and "unknown loader option 'foo' (its options: taxonomy, gt, maps, apex)" in err
+    )
     audit = ["audit", "--data", "megc2019-flow", "--root", str(flow), "--quiet"]
     for k, message in (("1", "at least 2 folds"), ("100", "more folds than the 24 prepared")):
         code, _, err = cli([*audit, "--k", k, "--out", str(tmp_path / f"a{k}")], capsys)

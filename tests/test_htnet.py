@@ -131,7 +131,7 @@ def test_a_config_selects_a_preset_and_overrides_it() -> None:
     assert config.prepare.output == "regions"
     again = ExperimentConfig.from_dict(config.to_dict())  # a saved config reads back the same
     assert again.identity() == config.identity()
-    with pytest.raises(ConfigError, match="no recipe preset 'papers'; presets: default, paper"):
+    with pytest.raises(ConfigError, match="no recipe preset 'papers'; its presets: default, paper"):
         ExperimentConfig.from_dict({"recipe": {"model": "htnet", "preset": "papers"}})
     with pytest.raises(ConfigError, match="'cabm' has no recipe preset 'paper'"):
         ExperimentConfig.from_dict({"recipe": {"model": "cabm", "preset": "paper"}})
