@@ -7,9 +7,12 @@ apex. Figures: the share of clips right with the true apex that spotting also ge
 way's accuracy, the spotted apex's error and the mean spotting confidence. For reference, the
 same share when predict is given the true apex moved by one frame (each way): how much the model
 itself depends on which frame near the apex it sees. Apexes of the spotting method `--spotting`
-(default: the checkpoint's, i.e. merkit's default).
+(default: the checkpoint's, i.e. merkit's default). `--fit-apex spotted` fits the model on the
+apexes spotted by that method (`merkit fit --apex-policy spot`), so that training and prediction
+see inputs made the same way; `annotated` (the default) fits it on the sheet's apexes.
 
-Usage: python benchmarks/spotting_predict.py [--data DIR] [--spotting METHOD] [--workers 2]
+Usage: python benchmarks/spotting_predict.py [--data DIR] [--spotting METHOD]
+    [--fit-apex annotated|spotted] [--workers 2]
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ import torch
 from merkit.data.synthetic import TRUTH_NAME, SyntheticConfig, generate_casme2_like
 from merkit.inference import Predictor, fit_final
 from merkit.inference.predictor import predict_many
+from merkit.preprocess.config import DEFAULT_SPOTTING, PrepareConfig
+from merkit.training.config import prepare_defaults
+
+FIT_APEX = {"annotated": "annotated", "spotted": "spot"}  # --fit-apex -> PrepareConfig.apex_policy
 
 
 def apex_frame(row: Any, shift: int) -> int:
@@ -39,14 +46,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="demo data folder (made if absent)")
     parser.add_argument("--spotting", default=None)
+    parser.add_argument("--fit-apex", choices=tuple(FIT_APEX), default="annotated")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    config = PrepareConfig(
+        **prepare_defaults("cabm"),
+        apex_policy=FIT_APEX[args.fit_apex],
+        spotting=args.spotting or DEFAULT_SPOTTING,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_casme2_like(args.data or Path(tmp) / "data", SyntheticConfig())
         start = time.perf_counter()
         model = Path(tmp) / "model.pt"
-        fit_final("casme2", root, "cabm", seed=0, out=model, workers=args.workers, progress=False)
+        fit_final(
+            "casme2",
+            root,
+            "cabm",
+            prepare_config=config,
+            seed=0,
+            out=model,
+            workers=args.workers,
+            progress=False,
+        )
         fit_s = time.perf_counter() - start
         truth = pd.read_csv(root / TRUTH_NAME)
         folders = [root / "Cropped" / r.subject / r.filename for r in truth.itertuples()]
@@ -79,6 +101,7 @@ def main() -> None:
         "benchmark": "spotting_predict",
         "clips": len(truth),
         "spotting": spotted[0]["spotting"]["method"],
+        "fit_apex": args.fit_apex,
         "right_with_spotting_among_right_with_true_apex": round(
             float(right_spotted[right_given].mean()), 4
         ),

@@ -11,7 +11,9 @@ import torch
 from flowdata import write_flow_dataset
 from inference_fixtures import untrained_checkpoint
 from merkit.cli import main
-from merkit.inference import load_checkpoint, read_onnx_meta
+from merkit.errors import ConfigError
+from merkit.inference import checkpoint, load_checkpoint, read_onnx_meta
+from merkit.preprocess.config import PrepareConfig
 from preprocess_clips import face_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,6 +75,27 @@ def test_fit_then_predict_then_export(tmp_path: Path, clip: Path, capsys) -> Non
     assert from_onnx["timing_sources"]["apex"] == "given"
     for name, p in result["probabilities"].items():
         assert from_onnx["probabilities"][name] == pytest.approx(p, abs=1e-4)
+
+
+def test_fit_passes_the_apex_policy_to_preparation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`--apex-policy spot` trains on spotted apexes, as predict will use; a bad one exits 2."""
+    seen: list[PrepareConfig] = []
+
+    def no_training(*_args: object, prepare_config: PrepareConfig, **_kwargs: object) -> None:
+        seen.append(prepare_config)
+        raise ConfigError("stopped before training")
+
+    monkeypatch.setattr(checkpoint, "fit_final", no_training)
+    argv = ["fit", "--data", "casme2", "--root", str(tmp_path), "--model", "cabm",
+            "--out", str(tmp_path / "m.pt"), "--quiet"]  # fmt: skip
+    assert run([*argv, "--apex-policy", "spot"]) == 2
+    assert run(argv) == 2
+    assert [c.apex_policy for c in seen] == ["spot", "annotated"]
+    assert run([*argv, "--apex-policy", "always"]) == 2
+    assert "apex_policy 'always' must be one of ('annotated', 'spot')" in stderr(capsys)
+    assert len(seen) == 2
 
 
 def test_predict_reports_each_failure_and_goes_on(

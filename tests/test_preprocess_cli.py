@@ -131,3 +131,15 @@ def test_region_output_reports_how_the_points_were_found(
     found = [int(_row(out, f"points: {s}")) for s in ("detected", "face-box", "fallback")]
     assert sum(found) == 8
     assert " points: " not in _prepare(args, capsys)  # flow maps: no points
+
+
+def test_apex_policy_spot_spots_even_an_annotated_apex(
+    tmp_path: Path, toy_dataset: str, capsys: pytest.CaptureFixture
+) -> None:
+    args = [toy_dataset, str(tmp_path / "data"), "--cache", str(tmp_path / "cache")]
+    args += ["--flow", "dis", "--workers", "1"]
+    assert "apex spotted" not in _prepare(args, capsys)
+    out = _prepare([*args, "--apex-policy", "spot"], capsys)
+    assert _row(out, "computed now") == "1"  # a config of its own, not the annotated one's cache
+    note = "apex spotted by registered-difference in 1 of 1 clips (apex_policy 'spot')"
+    assert note in " ".join(out.split())

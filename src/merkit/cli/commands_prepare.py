@@ -62,6 +62,7 @@ def prepare_command(
         int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
     ] = PrepareConfig.crop_size,
     spotting: options.Spotting = DEFAULT_SPOTTING,
+    apex_policy: options.ApexPolicy = PrepareConfig.apex_policy,
     workers: options.Workers = None,
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
@@ -82,6 +83,7 @@ def prepare_command(
         aligned=aligned,
         crop_size=crop_size,
         spotting=spotting,
+        apex_policy=apex_policy,
     )
     if on_error not in ON_ERROR:
         raise ConfigError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")

@@ -40,6 +40,7 @@ def fit(
     taxonomy: options.Taxonomy = None,
     flow: options.Flow = None,
     spotting: options.Spotting = None,
+    apex_policy: options.ApexPolicy = None,
     cache: options.Cache = None,
     workers: options.Workers = None,
     quiet: options.Quiet = False,
@@ -59,7 +60,8 @@ def fit(
         if epochs < 1:
             raise ConfigError(f"--epochs {epochs}: expected at least 1")
         recipe = dataclasses.replace(recipe, epochs=epochs)
-    overrides = {k: v for k, v in (("flow", flow), ("spotting", spotting)) if v is not None}
+    given = {"flow": flow, "spotting": spotting, "apex_policy": apex_policy}
+    overrides = {k: v for k, v in given.items() if v is not None}
     config = PrepareConfig(**{**prepare_defaults(model, preset), **overrides})
     bar, task = _progress(), None
 

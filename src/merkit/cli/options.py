@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from merkit.preprocess.config import SPOTTING_METHODS
+from merkit.preprocess.config import APEX_POLICIES, SPOTTING_METHODS
 
 Data = Annotated[str | None, typer.Option(help="Dataset name (see `merkit datasets`).")]
 Root = Annotated[Path | None, typer.Option(help="The dataset's folder.")]
@@ -36,6 +36,14 @@ Flow = Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback or
 Spotting = Annotated[
     str | None,
     typer.Option(help=f"Apex spotting where no apex is given: {', '.join(SPOTTING_METHODS)}."),
+]
+ApexPolicy = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Which apex preparation uses ({', '.join(APEX_POLICIES)}): annotated spots only "
+        "where none is given; spot always spots it, as predict does, so that a model is trained "
+        "on inputs made like the ones it will be shown."
+    ),
 ]
 Cache = Annotated[
     Path | None,
