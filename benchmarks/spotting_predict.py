@@ -1,18 +1,18 @@
 """`merkit predict` with spotting against `predict` given the true onset and apex; one JSON line.
 
-The new user's path of issue 20: `merkit demo`'s data, `merkit fit --data casme2 --root DATA
---out model.pt` (cabm, its shipped recipe, seed 0), then `merkit predict model.pt
+The new user's path of issue 20: `merkit demo`'s data, `merkit fit --data casme2 --root DATA --out
+model.pt` (cabm, its shipped recipe, seed `--seed`, 0 by default), then `merkit predict model.pt
 DATA/Cropped/*/* --aligned`, once spotting the apex and once given the generator's true onset and
-apex. Figures: the share of clips right with the true apex that spotting also gets right, each
-way's accuracy, the spotted apex's error and the mean spotting confidence. For reference, the
-same share when predict is given the true apex moved by one frame (each way): how much the model
-itself depends on which frame near the apex it sees. Apexes of the spotting method `--spotting`
-(default: the checkpoint's, i.e. merkit's default). `--fit-apex spotted` fits the model on the
-apexes spotted by that method (`merkit fit --apex-policy spot`), so that training and prediction
-see inputs made the same way; `annotated` (the default) fits it on the sheet's apexes.
+apex. Figures: the share of clips right with the true apex that spotting also gets right, each way's
+accuracy, the spotted apex's error and the mean spotting confidence. For reference, the same share
+when predict is given the true apex moved by one frame (each way): how much the model itself depends
+on which frame near the apex it sees. Apexes of the spotting method `--spotting` (default: the
+checkpoint's, i.e. merkit's default). `--fit-apex spotted` fits the model on the apexes spotted by
+that method (`merkit fit --apex-policy spot`), so that training and prediction see inputs made the
+same way; `annotated` (the default) fits it on the sheet's apexes.
 
 Usage: python benchmarks/spotting_predict.py [--data DIR] [--spotting METHOD]
-    [--fit-apex annotated|spotted] [--workers 2]
+    [--fit-apex annotated|spotted] [--seed 0] [--workers 2]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="demo data folder (made if absent)")
     parser.add_argument("--spotting", default=None)
     parser.add_argument("--fit-apex", choices=tuple(FIT_APEX), default="annotated")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -64,7 +65,7 @@ def main() -> None:
             root,
             "cabm",
             prepare_config=config,
-            seed=0,
+            seed=args.seed,
             out=model,
             workers=args.workers,
             progress=False,
@@ -102,6 +103,7 @@ def main() -> None:
         "clips": len(truth),
         "spotting": spotted[0]["spotting"]["method"],
         "fit_apex": args.fit_apex,
+        "seed": args.seed,
         "right_with_spotting_among_right_with_true_apex": round(
             float(right_spotted[right_given].mean()), 4
         ),
