@@ -3,7 +3,7 @@
 A synthetic CASME II-like set is written to disk and run through `merkit train`'s code path
 (`run_experiment`: loader, preparation, TV-L1 + dlib targets packed beside the frames, LOSO with
 the `mol` default recipe) into a real run folder. The generator knows every clip's true motion
-and landmarks (`merkit.data.synthetic_clips.ClipMotion`), so on each held-out subject's clips this
+and landmarks (`merkit.data.clip_motion.ClipMotion`), so on each held-out subject's clips this
 measures, in the model's centre crop:
 
 - the end-point error (px) of MOL's flow head, of TV-L1 (its training target: computed on the

@@ -41,7 +41,7 @@ from merkit.evaluation.spotting import spotting_metrics
 from merkit.inference import Predictor
 from merkit.inference.predictor import read_input
 from merkit.inference.spotting_eval import SpotSettings, spot_samples
-from merkit.preprocess import pipeline
+from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.config import SPOTTING_METHODS, PrepareConfig
 from merkit.preprocess.spotting import spot
 from predict_speed import checkpoint, face_video
@@ -84,7 +84,7 @@ def spot_cpu_ms(video: Path, methods: tuple[str, ...], repeats: int) -> dict:
     clip = read_input(video)
     config = PrepareConfig()
     first = clip.numbers[0]
-    alignment = pipeline.align_clip(clip.sample, clip.frames, first, config)
+    alignment = clip_stage.align_clip(clip.sample, clip.frames, first, config)
     faces = alignment.apply_all(np.stack(clip.frames.read()))
     out = {}
     for method in methods:

@@ -11,6 +11,7 @@ import pytest
 
 from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE, APEX_SPOTTED, Sample
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.preprocess import clip as clip_stage
 from merkit.preprocess import pipeline
 from merkit.preprocess.flow import write_flow_map
 from merkit.preprocess.flowmaps import read_flow_map
@@ -74,13 +75,13 @@ def test_unknown_apex_is_spotted_and_recorded(tmp_path: Path) -> None:
 
 def test_one_alignment_per_clip(clip: Sample, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = pipeline.estimate_alignment
+    original = clip_stage.estimate_alignment
 
     def counting(*args, **kwargs):
         calls.append(args[0].shape)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "estimate_alignment", counting)
+    monkeypatch.setattr(clip_stage, "estimate_alignment", counting)
     _run([clip], output="sequence", frames=9, apex_policy="spot")
     assert calls == [(512, 512)]
 
@@ -93,12 +94,12 @@ def test_public_steps_reproduce_prepare_sample(clip: Sample) -> None:
         PrepareConfig(flow="dis", magnify=2.0),
         PrepareConfig(output="sequence", size=16, frames=5),
     ):
-        alignment = pipeline.align_clip(clip, frames, span[0], config)
-        x = pipeline.clip_output(clip, frames, span, clip.apex, alignment, config)
-        np.testing.assert_array_equal(x, pipeline.prepare_sample(clip, config)[0])
+        alignment = clip_stage.align_clip(clip, frames, span[0], config)
+        x, _ = clip_stage.clip_output(clip, frames, span, clip.apex, alignment, config)
+        np.testing.assert_array_equal(x, clip_stage.prepare_sample(clip, config)[0])
     gap = [n for n in span if n != 12]
     with pytest.raises(DataLayoutError, match="frame.s. 12 missing between 10 and 18 .* sequence"):
-        pipeline.clip_output(clip, frames, gap, clip.apex, alignment, config)
+        clip_stage.clip_output(clip, frames, gap, clip.apex, alignment, config)
 
 
 def test_clip_without_a_face_fails_alone(tmp_path: Path, clip: Sample) -> None:

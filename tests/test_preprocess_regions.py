@@ -16,7 +16,8 @@ from merkit.preprocess import landmarks
 from merkit.preprocess.cache import sample_key
 from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.landmarks import image_points
-from merkit.preprocess.pipeline import POINTS_FOLDER, PrepareConfig, prepare
+from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.preprocess.published import POINTS_FOLDER
 from merkit.preprocess.regions import REGION_LAYOUTS, fallback_points, region_mosaic, rescale_points
 from merkit.training.config import ExperimentConfig
 from merkit.training.leakage_audit import run_audit

@@ -14,7 +14,7 @@ from merkit.cli.app import app, console, print_table, say
 
 def audit_table(result: dict[str, Any]) -> Table:
     """The protocols and scoring practices side by side; leaking rows in yellow, with inflation."""
-    from merkit.training.leakage_audit import COMPARISON_HEADER, comparison_rows
+    from merkit.evaluation.audit_report import COMPARISON_HEADER, comparison_rows
 
     table = Table(title=f"leakage audit: {result['model']} on {result['data']['name']}")
     for column in COMPARISON_HEADER:

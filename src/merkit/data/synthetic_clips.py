@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from merkit.data.clip_motion import ClipMotion, rigid_source
 from merkit.data.faces import (
     SIDES,
     FaceParams,
@@ -315,18 +316,6 @@ def _displacement(motions: list[Motion], n_frames: int, shape: tuple[int, int]) 
     return np.einsum("kt,kchw->tchw", profiles, fields).astype(np.float32)
 
 
-def _rigid_source(
-    x: np.ndarray, y: np.ndarray, centre: np.ndarray, shift: np.ndarray, angle: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where the head pose (`shift`, `angle`: one frame's, or (T, ...) broadcast against x, y)
-    reads points (x, y) from: a rotation about the face centre, then a translation."""
-    dx, dy = x - centre[0], y - centre[1]
-    cos, sin = np.cos(angle), np.sin(angle)
-    return cos * dx + sin * dy + centre[0] - shift[..., 0], cos * dy - sin * dx + centre[1] - shift[
-        ..., 1
-    ]
-
-
 def _source_maps(
     grid: tuple[np.ndarray, np.ndarray],
     centre: np.ndarray,
@@ -336,63 +325,10 @@ def _source_maps(
     """Per frame, where each output pixel is read from: head pose about the face centre, then
     the skin displacement (small, so it is applied at the output position). Shapes (T, H, W)."""
     shift, angle = pose
-    map_x, map_y = _rigid_source(
+    map_x, map_y = rigid_source(
         grid[0], grid[1], centre, shift[:, None, None, :], angle[:, None, None]
     )
     return map_x - displacement[:, 0], map_y - displacement[:, 1]
-
-
-@dataclass(frozen=True)
-class ClipMotion:
-    """A rendered clip's geometric truth: where each point of each frame was read from.
-
-    Frame t shows at (x, y) the neutral face's point `source(t, x, y)`: the head pose (`shift`
-    (T, 2) px, `angle` (T,) rad, about `centre`) and the skin displacement (`displacement`
-    (T, 2, H, W), held constant beyond the frame's edge); blinks and lighting are not motion.
-    `flow` and `track` invert it by fixed-point iteration, which converges because it stays
-    within a few pixels and a fraction of a degree of the identity. The pose is analytic, so
-    points beyond the frame (a chin below it) are tracked too.
-    """
-
-    centre: np.ndarray
-    shift: np.ndarray
-    angle: np.ndarray
-    displacement: np.ndarray
-    neutral_points: np.ndarray  # (68, 2) the subject's points on the neutral face
-
-    def source(self, t: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The neutral-face points that frame t shows at float32 (x, y) (2-D arrays)."""
-        rx, ry = _rigid_source(x, y, self.centre, self.shift[t], self.angle[t])
-        dx, dy = (
-            cv2.remap(d, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            for d in self.displacement[t]
-        )
-        return rx - dx, ry - dy
-
-    def _solve(
-        self, t: int, sx: np.ndarray, sy: np.ndarray, guess: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions (x, y) in frame t that show the neutral points (sx, sy)."""
-        x, y = guess
-        for _ in range(10):
-            fx, fy = self.source(t, x, y)
-            x, y = (x - (fx - sx)).astype(np.float32), (y - (fy - sy)).astype(np.float32)
-        return x, y
-
-    def flow(self, first: int, second: int) -> np.ndarray:
-        """(2, H, W) true displacement from frame `first` to `second` in OpenCV's convention
-        (the skin at x in `first` is at x + flow(x) in `second`), as `compute_flow` estimates."""
-        y, x = np.mgrid[0 : self.displacement.shape[2], 0 : self.displacement.shape[3]]
-        x, y = x.astype(np.float32), y.astype(np.float32)
-        nx, ny = self._solve(second, *self.source(first, x, y), (x, y))
-        return np.stack([nx - x, ny - y])
-
-    def track(self) -> np.ndarray:
-        """(T, 68, 2) the subject's 68 landmarks (`face_points68`) in every frame."""
-        sx = np.ascontiguousarray(self.neutral_points[None, :, 0], dtype=np.float32)
-        sy = np.ascontiguousarray(self.neutral_points[None, :, 1], dtype=np.float32)
-        frames = [self._solve(t, sx, sy, (sx, sy)) for t in range(len(self.shift))]
-        return np.stack([np.stack([x[0], y[0]], axis=1) for x, y in frames])
 
 
 def render_clip(

@@ -3,10 +3,11 @@
 Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
 first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`, with the
 spotting method the checkpoint's preprocessing names unless one is asked for); compute
-the model input with the checkpoint's own `PrepareConfig` through the pipeline functions that
-`merkit prepare` uses (`align_clip`, `clip_output`), so flow method, sizes, scaling and the input
-checks (face size, missing frames) match training; classify; optionally draw a picture. Frame
-numbers are those in the file names for a folder, 0-based for a video.
+the model input with the checkpoint's own `PrepareConfig` through the one-clip functions that
+`merkit prepare` uses (`merkit.preprocess.clip`: `align_clip`, `clip_output`), so flow method,
+sizes, scaling and the input checks (face size, missing frames) match training; classify;
+optionally draw a picture. Frame numbers are those in the file names for a folder, 0-based for
+a video.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from merkit.inference.export import OnnxBackend
 from merkit.inference.picture import MotionCurve, attention_map, render_picture, write_picture
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
-from merkit.preprocess import pipeline
+from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
@@ -260,7 +261,7 @@ class Predictor:
         window = window or default_window(fps)
         with watch.stage("face"):
             reference = known[0] or 0
-            alignment = pipeline.align_clip(
+            alignment = clip_stage.align_clip(
                 clip.sample,
                 clip.frames,
                 numbers[reference],
@@ -271,12 +272,12 @@ class Predictor:
             if known[0] is not None and known[1] is not None:
                 timing = given_timing(len(numbers), *known)
             else:
-                pipeline.require_contiguous(clip.sample, numbers[reference:], "spotting")
+                clip_stage.require_contiguous(clip.sample, numbers[reference:], "spotting")
                 faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
                 timing = locate(faces, window, *known, method=method)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
-            x = pipeline.clip_output(
+            x, _ = clip_stage.clip_output(
                 clip.sample, clip.frames, span, numbers[timing.apex], alignment, config
             )
         with watch.stage("model"):

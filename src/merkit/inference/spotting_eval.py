@@ -15,8 +15,8 @@ from merkit.data.sample import APEX_ANNOTATED, Sample
 from merkit.errors import ConfigError, MerkitError
 from merkit.evaluation.spotting import SpottedClip
 from merkit.inference.timing import locate
+from merkit.preprocess.clip import aligned_faces
 from merkit.preprocess.config import PrepareConfig
-from merkit.preprocess.pipeline import aligned_faces
 from merkit.preprocess.spotting import default_window, get_method, spot
 from merkit.workers import WorkerPool
 

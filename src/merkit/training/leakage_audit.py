@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from merkit.errors import ConfigError
-from merkit.evaluation.document import Document, Facts, Heading, Paragraph, Table
+from merkit.evaluation.audit_report import audit_document
 from merkit.evaluation.document import to_html as document_html
 from merkit.evaluation.document import to_markdown as document_markdown
 from merkit.evaluation.overlap import OverlapReport, subject_overlap
 from merkit.evaluation.practices import subject_best, subject_mean
 from merkit.evaluation.predictions import matching_probabilities, write_predictions
-from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, landmark_text, run_metrics
+from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, run_metrics
 from merkit.evaluation.run_folder import claim_folder
 from merkit.evaluation.splitters import (
     LeaveOneSubjectOut,
@@ -357,81 +357,3 @@ def _result(
         },
         "leakage": _leakage_section(kfold_overlap),
     }
-
-
-# ---- the report ------------------------------------------------------------------------------
-
-
-def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows: scope x protocol with UF1/UAR/accuracy and, for leaking ones, the inflation."""
-    rows = []
-    loso = result["protocols"]["loso"]
-    scopes = ["overall", *loso["per_dataset"]]
-    for scope in scopes:
-        for name, entry in result["protocols"].items():
-            m = entry["overall"] if scope == "overall" else entry["per_dataset"].get(scope)
-            if m is None:
-                continue
-            cells = []
-            for key in ("uf1", "uar", "accuracy"):
-                cell = f"{m[key]:.4f}"
-                if name != "loso":
-                    infl = result["inflation"][name]
-                    d = infl["overall"] if scope == "overall" else infl["per_dataset"].get(scope)
-                    cell += f" ({d[key]:+.4f})" if d else ""
-                cells.append(cell)
-            marker = " ⚠" if entry["leaking"] else ""
-            rows.append([scope, f"{name}{marker}", str(m["n"]), *cells])
-    return rows
-
-
-COMPARISON_HEADER = ("scope", "protocol", "n", "UF1", "UAR", "accuracy")
-
-
-def audit_document(result: dict[str, Any]) -> Document:
-    """The three figures side by side with their inflation, and the k-fold's subject overlap."""
-    leak, oracle = result["leakage"], result["protocols"]["oracle"]
-    rows = comparison_rows(result)
-    marks = {p: f"{p} ⚠" if e["leaking"] else p for p, e in result["protocols"].items()}
-    return Document(
-        f"merkit leakage audit: {result['model']} on {result['data']['name']}",
-        [
-            Facts(_audit_facts(result)),
-            Heading("Protocols"),
-            Facts([(marks[p], e["label"]) for p, e in result["protocols"].items()]),
-            Heading("Figures (pooled predictions; in brackets the inflation vs LOSO)"),
-            Table(COMPARISON_HEADER, rows, ["⚠" in row[1] for row in rows], text_columns=2),
-            Paragraph(
-                f"Oracle: mean chosen epoch {oracle['mean_chosen_epoch']:.1f} of "
-                f"{result['recipe']['epochs']}, chosen per fold on the test subject's own labels."
-            ),
-            Heading("Subject overlap of the k-fold protocol"),
-            Paragraph(f"{leak['summary']}.", "warning", "Warning:"),
-            Table(OVERLAP_HEADER, _overlap_rows(leak)),
-        ],
-    )
-
-
-def _audit_facts(result: dict[str, Any]) -> list[tuple[str, str]]:
-    data, recipe = result["data"], result["recipe"]
-    landmarks = [("facial points", landmark_text(data["landmarks"]))] if "landmarks" in data else []
-    return landmarks + [
-        ("data", f"{data['name']} ({data['root']})"),
-        ("samples", f"{data['n_used']} samples, {data['n_subjects']} subjects"),
-        ("data fingerprint", data["fingerprint"]),
-        (
-            "recipe",
-            f"{result['model']}, {recipe['epochs']} epochs, {recipe['optimizer']} lr "
-            f"{recipe['lr']}, {recipe['schedule']} schedule, seed {result['seed']}",
-        ),
-    ]
-
-
-def _overlap_rows(leak: dict[str, Any]) -> list[list[Any]]:
-    return [
-        [f["fold"], f["n_train"], f["n_test"], f["n_test_subjects"], f["n_shared_subjects"]]
-        for f in leak["folds"]
-    ]
-
-
-OVERLAP_HEADER = ("fold", "train", "test", "test subjects", "also in train")
