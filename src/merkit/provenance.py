@@ -1,8 +1,10 @@
-"""What produced a result: library versions recorded with runs and checkpoints."""
+"""What produced a result, and when: library versions and times recorded with runs and
+checkpoints."""
 
 from __future__ import annotations
 
 import platform
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -19,3 +21,8 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "merkit": merkit.__version__,
     }
+
+
+def timestamp() -> str:
+    """Now, as runs and checkpoints record it: ISO 8601 in UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,7 +13,6 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from merkit.models import InputSpec, create_model
 from merkit.models.blocks import ProbabilityAverage
 from merkit.models.imported import ConventionAdapter, InputConvention
 from merkit.preprocess.pipeline import PrepareConfig, default_workers
-from merkit.provenance import versions
+from merkit.provenance import timestamp, versions
 from merkit.training.config import prepare_defaults
 from merkit.training.recipe import Recipe, default_recipe
 
@@ -290,7 +289,7 @@ def fit_final(
         data_fingerprint=dataset.fingerprint(),
         n_samples=len(data.samples),
         seed=seed,
-        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        trained_at=timestamp(),
         versions=versions(),
     )
     meta = CheckpointMeta.from_dict(meta.to_dict())  # JSON-normalised, as it will read back

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from merkit.evaluation.run_meta import DataInfo, ProtocolInfo, RunInfo, RunMeta
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.importing import CHECKPOINT_SUFFIX
 from merkit.inference.predictor import TorchBackend
-from merkit.provenance import versions
+from merkit.provenance import timestamp, versions
 from merkit.training.config import DataConfig, ExperimentConfig
 from merkit.training.data import TrainingData
 from merkit.training.recipe import Recipe
@@ -79,7 +78,7 @@ def evaluate_folds(
     progress: bool = True,
 ) -> FoldEvaluation:
     """Score `folds_dir`'s checkpoints on `data` under LOSO into the run folder `out`."""
-    start = datetime.now(UTC).isoformat(timespec="seconds")
+    start = timestamp()
     folds_dir = Path(folds_dir).resolve()
     files = fold_checkpoints(folds_dir)
     dataset = load_dataset(data.name, data.root, data.taxonomy, **data.options)
@@ -132,7 +131,7 @@ def evaluate_folds(
     folder.write_meta(
         RunMeta(
             config=config,
-            run=RunInfo(name=folder.path.name, started_at=start, finished_at=_now()),
+            run=RunInfo(name=folder.path.name, started_at=start, finished_at=timestamp()),
             data=DataInfo(
                 name=dataset.name,
                 root=str(dataset.root),
@@ -162,7 +161,3 @@ def evaluate_folds(
     folder.write_predictions(table, {0: table})
     metrics = render_run(folder.path)
     return FoldEvaluation(folder.path, metrics, n_scored, len(prepared.samples), prepared.failed)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

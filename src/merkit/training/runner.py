@@ -30,7 +30,7 @@ from merkit.evaluation.run_folder import RunFolder
 from merkit.evaluation.run_meta import DataInfo, ProtocolInfo, RunInfo, RunMeta
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
 from merkit.models import get_model_entry
-from merkit.provenance import versions
+from merkit.provenance import timestamp, versions
 from merkit.training import base
 from merkit.training.base import Engine
 from merkit.training.config import ExperimentConfig
@@ -92,10 +92,6 @@ def _recorded_identity(config: dict[str, Any]) -> dict[str, Any]:
 # ---- metadata --------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _git_commit() -> str | None:
     """Commit of the merkit source tree, when it is a git checkout."""
     source = Path(merkit.__file__).resolve().parent
@@ -121,7 +117,7 @@ def _run_meta(
 ) -> RunMeta:
     dataset = data.dataset
     leaking = sorted({s for f in overlap.leaking_folds for s in f.shared_subjects})
-    started = (previous.run.started_at if previous else None) or _now()
+    started = (previous.run.started_at if previous else None) or timestamp()
     return RunMeta(
         config=config.to_dict(),
         run=RunInfo(name=out_dir.name, started_at=started, finished_at=None),
@@ -365,7 +361,7 @@ def run_experiment(
     per_seed = {seed: data.predictions(probs) for seed, probs in seed_probs.items()}
     folder.write_predictions(data.predictions(mean), per_seed)
     folder.write_curves(mean_history(histories))
-    meta.run.finished_at = _now()
+    meta.run.finished_at = timestamp()
     folder.write_meta(meta)
     metrics = render_run(out_dir)
     return RunResult(
