@@ -39,6 +39,12 @@ Output = Literal["probs", "history", "epochs"]
 OUTPUTS: tuple[str, ...] = ("probs", "history", "epochs")
 
 
+def check_output(output: str) -> None:
+    """An engine asked for an output it does not know is a caller's bug (not a user error)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
+
+
 class Engine(Protocol):
     """A learning method: `fit_predict` on folds for experiments, `fit` for a final model.
 

@@ -37,7 +37,7 @@ from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
 from merkit.models.classic import FeatureSVM, SVMHead
-from merkit.training.base import OUTPUTS, Output, Progress
+from merkit.training.base import Output, Progress, check_output
 from merkit.training.recipe import Recipe, default_recipe, gradient_settings
 from merkit.training.results import FoldResult
 
@@ -131,8 +131,7 @@ class ClassicEngine:
         """Per fold, the test samples' probabilities ("probs"), the same as a `FoldResult`
         without curves ("history"), or as a single "epoch" (1, n_test, K) ("epochs": a model
         without epochs has no epoch to choose, so the audit's oracle equals its LOSO)."""
-        if output not in OUTPUTS:
-            raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
+        check_output(output)
         model = build(recipe, num_classes, x)
         features = extract_features(model.features, x)
         y = np.asarray(y)

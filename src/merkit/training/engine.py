@@ -37,7 +37,7 @@ from merkit.errors import ConfigError, TrainingDiverged
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
 from merkit.models.blocks import ProbabilityAverage
-from merkit.training.base import OUTPUTS, Output, Progress
+from merkit.training.base import Output, Progress, check_output
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, mean_history
 from merkit.training.trainer import (
@@ -78,8 +78,7 @@ def fit_predict(
     `workers` > 1 trains buckets of folds in that many single-threaded processes; the
     probabilities do not depend on it (up to float rounding).
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
+    check_output(output)
     y = np.asarray(y, dtype=np.int64)
     record = output == "epochs"
     results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, record, workers)

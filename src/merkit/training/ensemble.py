@@ -22,7 +22,7 @@ from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
 from merkit.models import get_model_entry
 from merkit.models.blocks import ProbabilityAverage
-from merkit.training.base import OUTPUTS, Output, Progress, engine_for
+from merkit.training.base import Output, Progress, check_output, engine_for
 from merkit.training.recipe import Recipe, default_recipe, gradient_settings
 from merkit.training.results import FoldResult
 
@@ -101,8 +101,7 @@ class EnsembleEngine:
     ) -> list[np.ndarray] | list[FoldResult]:
         """Per fold, the mean over members of what each member's engine gives for `output`
         ("history": curves named "<member> <curve>")."""
-        if output not in OUTPUTS:
-            raise ValueError(f"output {output!r} must be one of {OUTPUTS}")
+        check_output(output)
         members = member_recipes(recipe)
         counter = _MemberProgress(progress)
         parts = []
