@@ -55,9 +55,7 @@ def prepare_command(
     output: Annotated[str, typer.Option(help="flow, apex, sequence or regions.")] = "flow",
     size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
     flow: options.Flow = "tvl1",
-    aligned: Annotated[
-        bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
-    ] = False,
+    aligned: options.Aligned = False,
     crop_size: Annotated[
         int, typer.Option(help="Side of the aligned face crop that flow runs on (pixels).")
     ] = PrepareConfig.crop_size,

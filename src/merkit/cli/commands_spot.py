@@ -56,9 +56,7 @@ def spot_command(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/spot-KIND).")] = None,
     overwrite: options.Overwrite = False,
-    aligned: Annotated[
-        bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
-    ] = False,
+    aligned: options.Aligned = False,
     crop_size: Annotated[
         int, typer.Option(help="Side of the aligned face crop spotting runs on (pixels).")
     ] = PrepareConfig.crop_size,

@@ -118,9 +118,7 @@ def predict(
     onset: Annotated[int | None, typer.Option(help="Onset frame number (else spotted).")] = None,
     apex: Annotated[int | None, typer.Option(help="Apex frame number (needs --onset).")] = None,
     offset: Annotated[int | None, typer.Option(help="Offset frame number.")] = None,
-    aligned: Annotated[
-        bool, typer.Option("--aligned", help="Inputs are already face crops: no detection.")
-    ] = False,
+    aligned: options.Aligned = False,
     window: Annotated[
         int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
     ] = None,

@@ -50,6 +50,9 @@ Cache = Annotated[
     typer.Option("--cache", help="Preprocessing cache folder: prepared clips are kept and reused."),
 ]
 Workers = Annotated[int | None, typer.Option(help="Processes preparing clips.")]
+Aligned = Annotated[
+    bool, typer.Option(help="Frames are already aligned face crops: skip face detection.")
+]
 Overwrite = Annotated[
     bool,
     typer.Option("--overwrite", help="Replace a folder that holds other work (or other files)."),
