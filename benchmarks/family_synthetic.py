@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
 from merkit.models import get_model_entry
 from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.preprocess.targets import pack_sequences
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 from merkit.training.base import engine_for
 from merkit.training.config import prepare_defaults
 from merkit.training.recipe import AugmentConfig, Recipe, default_recipe

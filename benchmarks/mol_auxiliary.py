@@ -3,14 +3,14 @@
 A synthetic CASME II-like set is written to disk and run through `merkit train`'s code path
 (`run_experiment`: loader, preparation, TV-L1 + dlib targets packed beside the frames, LOSO with
 the `mol` default recipe) into a real run folder. The generator knows every clip's true motion
-and landmarks (`merkit.data.clip_motion.ClipMotion`), so on each held-out subject's clips this
+and landmarks (`merkit.synthetic.truth.ClipMotion`), so on each held-out subject's clips this
 measures, in the model's centre crop:
 
 - the end-point error (px) of MOL's flow head, of TV-L1 (its training target: computed on the
   whole frame, then cropped), of TV-L1 run on the crop itself (the authors' way), of Farneback
   and DIS, and of zero flow (the mean true motion), all against the true displacement;
 - the landmark NME of MOL's landmark head and of dlib's points (its training target) against the
-  true 68 points (`merkit.data.faces.face_points68`);
+  true 68 points (`merkit.synthetic.faces.face_points68`);
 - each head against the target it was trained on.
 
 The figures go into the run folder (`aux_metrics.json`, a table in report.md/html) and one JSON
@@ -33,8 +33,6 @@ import numpy as np
 import torch
 
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import TRUTH_NAME, generate_casme2_like
-from merkit.data.synthetic_clips import SyntheticConfig, make_subject, render_clip_motion
 from merkit.evaluation.auxiliary import end_point_error, landmark_nme
 from merkit.evaluation.report import render_run
 from merkit.evaluation.run_folder import RunFolder
@@ -42,6 +40,9 @@ from merkit.models.layers import unstack_frames
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.pipeline import prepare
 from merkit.preprocess.targets import plane_landmarks
+from merkit.synthetic.clips import render_clip_motion
+from merkit.synthetic.dataset import TRUTH_NAME, generate_casme2_like
+from merkit.synthetic.population import SyntheticConfig, make_subject
 from merkit.training.config import ExperimentConfig
 from merkit.training.engine import TorchEngine
 from merkit.training.runner import run_experiment

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from skimage import data
 
-from merkit.data.synthetic import write_video
-from merkit.data.synthetic_clips import temporal_profile
 from merkit.inference import CheckpointMeta, Predictor, save_checkpoint
 from merkit.inference.checkpoint import input_spec_of
 from merkit.models import create_model
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.synthetic.clips import temporal_profile
+from merkit.synthetic.dataset import write_video
 
 MOUTH = (228.0, 160.0)  # (x, y) of the astronaut's mouth in the 512x512 photograph
 STAGES = ("read", "face", "spotting", "motion", "model", "total")

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like, with_true_apex
 from merkit.evaluation.spotting import spotting_metrics
 from merkit.inference import Predictor
 from merkit.inference.predictor import read_input
@@ -44,6 +43,7 @@ from merkit.inference.spotting_eval import SpotSettings, spot_samples
 from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.config import SPOTTING_METHODS, PrepareConfig
 from merkit.preprocess.spotting import spot
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, with_true_apex
 from predict_speed import checkpoint, face_video
 
 DEMO = SyntheticConfig()

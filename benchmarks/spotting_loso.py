@@ -23,11 +23,11 @@ import torch
 
 from merkit.data.registry import load_dataset
 from merkit.data.sample import APEX_ANNOTATED
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like, with_true_apex
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
 from merkit.preprocess.config import DEFAULT_SPOTTING, PrepareConfig
 from merkit.preprocess.pipeline import prepare
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, with_true_apex
 from merkit.training.engine import fit_predict
 from merkit.training.recipe import default_recipe
 

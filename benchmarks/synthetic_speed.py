@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like, render_clip
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, render_clip
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from openpyxl import Workbook
 
-from merkit.data.faces import random_face, render_face
+from merkit.synthetic.faces import random_face, render_face
 
 FRAME_SIZE = 8
 MAP_SIZE = 28
@@ -47,7 +47,7 @@ def write_image(path: Path, size: int = FRAME_SIZE, value: int = 128) -> Path:
 
 
 def write_face_image(path: Path, seed: int, size: int = FACE_SIZE) -> Path:
-    """A tight colour crop of a procedural face (merkit.data.synthetic), like the apex faces
+    """A tight colour crop of a procedural face (merkit.synthetic), like the apex faces
     redistributed with HTNet; some seeds are found by the face detector, others are not."""
     path.parent.mkdir(parents=True, exist_ok=True)
     gray = render_face(random_face(np.random.default_rng(seed)), size).astype(np.uint8)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from merkit.data.synthetic import SyntheticConfig
 from merkit.inference.checkpoint import CheckpointMeta, input_spec_of, save_checkpoint
 from merkit.models import create_model
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.synthetic.dataset import SyntheticConfig
 
 CLASSES = ("happiness", "surprise", "disgust")
 SMALL_CABM = {"dim": 16, "depth": 2}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from inference_fixtures import CLEAR, untrained_checkpoint
-from merkit.data.synthetic import write_synthetic_video
+from merkit.synthetic.dataset import write_synthetic_video
 from preprocess_clips import write_frames
 from test_report import write_run
 

@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from merkit.data.faces import face_points68, random_face
-from merkit.data.synthetic_clips import SyntheticConfig, render_clip, render_clip_motion
 from merkit.errors import ConfigError
 from merkit.evaluation.auxiliary import end_point_error, landmark_nme
 from merkit.evaluation.document import to_html, to_markdown
@@ -21,6 +19,8 @@ from merkit.evaluation.report import run_document, run_metrics
 from merkit.evaluation.run_folder import AUX_FILE, OUTPUT_FILES, RunFolder
 from merkit.evaluation.run_meta import RunMeta
 from merkit.preprocess.flow import compute_flow
+from merkit.synthetic import SyntheticConfig, render_clip, render_clip_motion
+from merkit.synthetic.faces import face_points68, random_face
 
 STILL = SyntheticConfig(size=64, noise_std=0.0, illumination=0.0, blink_rate=0.0)
 

@@ -19,7 +19,7 @@ from merkit.models.inputs import check_input
 from merkit.models.lbptop import LBPTOP, lbp_codes, uniform_labels
 from merkit.models.mapsvm import CellMeans
 from merkit.preprocess.pipeline import PrepareConfig
-from merkit.training.classic import ClassicClassifier, ClassicEngine, extract_features
+from merkit.training.closed_form import ClassicClassifier, ClassicEngine, extract_features
 from merkit.training.recipe import Recipe, default_recipe
 from merkit.training.results import FoldResult
 

@@ -20,12 +20,6 @@ from inference_fixtures import (
     untrained_checkpoint,
 )
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import (
-    SyntheticConfig,
-    generate_casme2_like,
-    render_clip,
-    write_synthetic_video,
-)
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference import Predictor, fit_final, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
@@ -34,6 +28,12 @@ from merkit.inference.predictor import predict_many, read_input
 from merkit.inference.timing import locate
 from merkit.models import create_model
 from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.synthetic.dataset import (
+    SyntheticConfig,
+    generate_casme2_like,
+    render_clip,
+    write_synthetic_video,
+)
 from merkit.training.augment import hflip_flow
 from merkit.training.engine import ProbabilityAverage
 from merkit.training.recipe import AugmentConfig, Recipe

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from merkit.data.faces import random_face, render_face
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.models import c3dgru, convat, create_model, get_model_entry, icip24, mol  # noqa: F401
 from merkit.models.inputs import check_input, model_input
@@ -25,6 +24,7 @@ from merkit.preprocess.targets import (
     pack_sequences,
     plane_landmarks,
 )
+from merkit.synthetic.faces import random_face, render_face
 from merkit.training.engine import fit_predict
 from merkit.training.recipe import AugmentConfig, Recipe
 

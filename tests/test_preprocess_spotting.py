@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from merkit.data.synthetic_clips import SyntheticConfig, render_clip
 from merkit.errors import ConfigError
 from merkit.preprocess.config import DEFAULT_SPOTTING, SPOTTING_METHODS
 from merkit.preprocess.eyes import find_eyes
 from merkit.preprocess.spotting import METHODS, fit_movement, get_method, spot, thumbnails
+from merkit.synthetic import SyntheticConfig, render_clip
 from preprocess_clips import MOUTH, amplitudes, face_image, local_warp
 
 # Synthetic clips as the demo makes them, without the habitual twitches (a second movement whose

@@ -19,7 +19,7 @@ from merkit.inference.export import OnnxBackend, export_onnx
 from merkit.models import get_model_entry, list_models
 from merkit.models.blocks import ProbabilityAverage
 from merkit.training.base import RegistryEngine, default_engine, engine_for
-from merkit.training.classic import ClassicEngine
+from merkit.training.closed_form import ClassicEngine
 from merkit.training.config import ExperimentConfig
 from merkit.training.engine import TorchEngine
 from merkit.training.ensemble import EnsembleEngine, member_recipes, merge_members

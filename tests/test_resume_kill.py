@@ -16,8 +16,8 @@ import pytest
 
 from flowdata import write_flow_dataset
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 from merkit.training.config import load_config
 from merkit.training.leakage_audit import run_audit
 from merkit.training.runner import run_experiment

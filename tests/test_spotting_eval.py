@@ -12,7 +12,6 @@ import pytest
 from builders import build_smic
 from cli_helpers import run, widen_consoles
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.errors import ConfigError
 from merkit.evaluation.spotting import (
     SPOTTING_FILE,
@@ -21,6 +20,7 @@ from merkit.evaluation.spotting import (
     spotting_metrics,
 )
 from merkit.inference.spotting_eval import SpotSettings, clip_fps, scorable
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 
 # A few of the demo's clips, small and clear enough for seconds-long tests.
 TINY = SyntheticConfig(

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from merkit.data.registry import load_dataset
-from merkit.data.synthetic import (
+from merkit.errors import ConfigError, DataLayoutError
+from merkit.synthetic.dataset import (
     COLUMNS,
     SHEET_NAME,
     TRUTH_NAME,
@@ -24,7 +25,6 @@ from merkit.data.synthetic import (
     write_synthetic_video,
     write_video,
 )
-from merkit.errors import ConfigError, DataLayoutError
 
 SMALL = SyntheticConfig(n_subjects=3, clips_per_subject=4, n_frames=12, size=64, seed=7)
 # No nuisance at all, so the only motion left is the action units'.

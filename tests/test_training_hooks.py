@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.errors import ConfigError
 from merkit.models import register_model
 from merkit.models import registry as registry_module
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 from merkit.training.config import ExperimentConfig, options_config
 from merkit.training.engine import fit, fit_predict, plan_members
 from merkit.training.recipe import Recipe, default_recipe, recipe_presets

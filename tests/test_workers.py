@@ -15,8 +15,8 @@ import pytest
 import merkit
 from flowdata import write_flow_dataset
 from inference_fixtures import CLEAR, untrained_checkpoint
-from merkit.data.synthetic import SyntheticConfig, generate_casme2_like, write_synthetic_video
 from merkit.preprocess.pipeline import PrepareConfig
+from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, write_synthetic_video
 from merkit.workers import Stopped, WorkerPool, checkpoint, report
 
 MERKIT = [sys.executable, "-c", "from merkit.cli import main; main()"]

@@ -14,16 +14,13 @@ from typer._click.exceptions import ClickException  # typer 0.29 vendors click
 from merkit.cli.app import app, err_console, say
 from merkit.errors import MerkitError
 
-# Importing the command modules registers their commands on `app`.
-from merkit.cli import commands_data, commands_eval, commands_prepare  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_train  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_models  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_use  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_demo  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_audit  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_serve  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_weights  # noqa: E402,F401  isort: skip
-from merkit.cli import commands_spot  # noqa: E402,F401  isort: skip
+# Importing the command modules registers their commands on `app`, in the order `--help` lists
+# them: one module per command, named after it.
+from merkit.cli import datasets, inspect, prepare  # noqa: E402,F401  isort: skip
+from merkit.cli import train, audit, report, score  # noqa: E402,F401  isort: skip
+from merkit.cli import import_, evaluate, models  # noqa: E402,F401  isort: skip
+from merkit.cli import fit, predict, export, spot  # noqa: E402,F401  isort: skip
+from merkit.cli import demo, serve  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models.classic import FeatureSVM, SVMHead, check_grid, grid_mean, median_centred
 from merkit.models.registry import InputSpec, register_model
+from merkit.models.svm import FeatureSVM, SVMHead, check_grid, grid_mean, median_centred
 
 STRAIN_STATISTICS = ("mean", "std")
 

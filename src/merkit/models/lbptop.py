@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models.classic import FeatureSVM, SVMHead, cell_index, check_grid
 from merkit.models.registry import InputSpec, register_model
+from merkit.models.svm import FeatureSVM, SVMHead, cell_index, check_grid
 
 PLANES = ("xy", "xt", "yt")
 # The two volume axes (of N, T, H, W) spanned by each plane: (row axis, column axis).

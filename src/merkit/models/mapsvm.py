@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from merkit.models.classic import FeatureSVM, SVMHead, check_grid, grid_mean, median_centred
 from merkit.models.registry import InputSpec, register_model
+from merkit.models.svm import FeatureSVM, SVMHead, check_grid, grid_mean, median_centred
 
 
 class CellMeans(nn.Module):

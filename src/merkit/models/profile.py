@@ -8,7 +8,7 @@ take seconds per model, so they are cached in a JSON file (default
 `$XDG_CACHE_HOME/merkit/model_profile.json`, else `~/.cache/merkit/...`) keyed by model, torch
 version and thread count, and re-measured when the model's parameter count changes.
 
-Closed-form models (features + SVM, `merkit.models.classic`) have no gradient step and no
+Closed-form models (features + SVM, `merkit.models.svm`) have no gradient step and no
 parameters before they are fitted: their row has neither a train time nor a parameter count, and
 its MFLOPs and infer time cover the feature extraction (the SVM then adds about 2 x support
 vectors x features FLOPs, known only once it is fitted). An ensemble (`recommended`) counts

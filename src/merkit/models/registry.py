@@ -12,8 +12,8 @@ ordinary (groups=1) form exactly. The training engine uses this to fit many fold
 
 How a model learns is part of its entry: `training="gradient"` (the default) for networks fitted
 by the epochs of the torch engine, `training="closed-form"` for the classic models (hand-made
-features and a kernel SVM, `merkit.models.classic`), fitted in one solve by scikit-learn
-(`merkit.training.classic`) and stored as buffers, so they save, predict and export like a
+features and a kernel SVM, `merkit.models.svm`), fitted in one solve by scikit-learn
+(`merkit.training.closed_form`) and stored as buffers, so they save, predict and export like a
 network. The recipe keys of gradient training (epochs, optimiser, augmentation) do not apply
 to them. `training="ensemble"` marks a probability average of other registered models (its
 `members`, e.g. `recommended`): each member is fitted by its own engine with its own shipped

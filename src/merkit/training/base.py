@@ -6,7 +6,7 @@ as models take them, and folds of (train, test) index arrays, and get per fold t
 class probabilities back. The folds, their saving and resuming, the executors and the reports
 are all outside the engine, so any method that fills this contract gets them for free: the
 torch engine (`merkit.training.engine.TorchEngine`) for the networks, the closed-form engine
-(`merkit.training.classic.ClassicEngine`) for the classic SVMs, and the ensemble engine
+(`merkit.training.closed_form.ClassicEngine`) for the classic SVMs, and the ensemble engine
 (`merkit.training.ensemble.EnsembleEngine`) for a probability average of registered models.
 Which one fits a recipe is written in its model's registry entry and read in one place,
 `engine_for`.
@@ -80,7 +80,7 @@ def engine_for(recipe: Recipe) -> Engine:
 
     training = get_model_entry(recipe.model).training
     if training == "closed-form":
-        from merkit.training.classic import ClassicEngine
+        from merkit.training.closed_form import ClassicEngine
 
         return ClassicEngine()
     if training == "ensemble":

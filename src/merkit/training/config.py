@@ -169,7 +169,7 @@ def check_recipe(recipe: Recipe) -> None:
     _check_augment(r.model, r.augment)
     training = get_model_entry(r.model).training
     if training == "closed-form":  # settings that would silently not apply, refused up front
-        from merkit.training.classic import check_recipe as check_closed_form
+        from merkit.training.closed_form import check_recipe as check_closed_form
 
         check_closed_form(r)
     elif training == "ensemble":

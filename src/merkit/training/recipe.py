@@ -70,7 +70,7 @@ class Recipe:
         return cls(augment=augment, **data)
 
 
-# The recipe of a model fitted in closed form (the classic SVMs, `merkit.training.classic`): it
+# The recipe of a model fitted in closed form (the classic SVMs, `merkit.training.closed_form`): it
 # has no epochs, so nothing of gradient training is switched on; `class_weighted` chooses the
 # SVM's balanced class weights.
 CLOSED_FORM: dict = {

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from merkit.cli import options
 from merkit.cli.app import app, console, err_console, print_table
-from merkit.cli.commands_prepare import failures_table
+from merkit.cli.tables import failures_table
 from merkit.errors import ConfigError
 from merkit.preprocess.config import DEFAULT_SPOTTING, SPOTTING_METHODS, PrepareConfig
 

@@ -1,6 +1,6 @@
 """Fitting the classic models (hand-made features + kernel SVM) with scikit-learn.
 
-A classic model (`merkit.models.classic.FeatureSVM`, registered `training="closed-form"`) is
+A classic model (`merkit.models.svm.FeatureSVM`, registered `training="closed-form"`) is
 fitted in one solve, not by epochs: its torch feature extractor turns the prepared arrays into
 feature vectors, and per fold a `StandardScaler` + `SVC(class_weight="balanced")` is fitted on
 the training samples only, wrapped in `CalibratedClassifierCV(method="temperature",
@@ -36,7 +36,7 @@ from torch import nn
 from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_model_entry
-from merkit.models.classic import FeatureSVM, SVMHead
+from merkit.models.svm import FeatureSVM, SVMHead
 from merkit.training.base import Output, Progress, check_output
 from merkit.training.recipe import Recipe, default_recipe, gradient_settings
 from merkit.training.results import FoldResult

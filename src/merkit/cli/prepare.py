@@ -15,9 +15,9 @@ from merkit.preprocess.config import DEFAULT_SPOTTING, ON_ERROR, PrepareConfig
 
 if TYPE_CHECKING:
     from merkit.preprocess.pipeline import Prepared
+from merkit.cli.tables import failures_table
 
 DEFAULT_CACHE = Path(".merkit-cache")
-MAX_FAILURE_ROWS = 20
 
 
 def summary_table(name: str, prepared: Prepared, total: int) -> Table:
@@ -33,17 +33,6 @@ def summary_table(name: str, prepared: Prepared, total: int) -> Table:
     for source, count in prepared.landmark_counts().items():  # "regions": how points were found
         table.add_row(f"points: {source}", str(count))
     table.add_row("seconds", f"{prepared.seconds:.2f}")
-    return table
-
-
-def failures_table(failed: list[tuple[str, str]]) -> Table:
-    table = Table(title="Failed samples")
-    table.add_column("sample", overflow="fold")
-    table.add_column("reason", overflow="fold")
-    for uid, reason in failed[:MAX_FAILURE_ROWS]:
-        table.add_row(uid, reason)
-    if len(failed) > MAX_FAILURE_ROWS:
-        table.add_row("...", f"{len(failed) - MAX_FAILURE_ROWS} more")
     return table
 
 

@@ -1,4 +1,4 @@
-"""`merkit import` and `merkit evaluate`: published per-fold weights, checked and scored."""
+"""`merkit evaluate`: per-fold checkpoints scored under LOSO, each on the subject it left out."""
 
 from __future__ import annotations
 
@@ -9,31 +9,7 @@ import typer
 
 from merkit.cli import options
 from merkit.cli.app import app, console, print_table
-from merkit.cli.commands_eval import metrics_table
-
-
-@app.command("import")
-def import_command(
-    format_name: Annotated[
-        str, typer.Argument(metavar="FORMAT", help="Architecture of the weights: ststnet.")
-    ],
-    weights_dir: Annotated[
-        Path,
-        typer.Argument(help="Folder of per-fold weights, {subject}.pth (fold = subject left out)."),
-    ],
-    out: Annotated[Path, typer.Option(help="Folder for the merkit checkpoints ({subject}.pt).")],
-) -> None:
-    """Turn published per-fold weights into merkit checkpoints recording their input convention."""
-    from merkit.inference.importing import import_weights
-
-    written = import_weights(format_name, weights_dir, out)
-    console.print(
-        f"{len(written)} checkpoints written to {out} ({format_name} weights; each records "
-        "its input convention and the subject its fold left out)",
-        soft_wrap=True,
-        highlight=False,
-        markup=False,
-    )
+from merkit.cli.tables import metrics_table
 
 
 @app.command()

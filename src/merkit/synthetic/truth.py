@@ -1,6 +1,6 @@
 """A synthetic clip's geometric truth: the true optical flow between any two of its frames and its
 68 landmarks in every frame, which the generator knows because it drew the motion
-(`merkit.data.synthetic_clips.render_clip_motion`). What flow and landmark outputs (MOL's heads,
+(`merkit.synthetic.clips.render_clip_motion`). What flow and landmark outputs (MOL's heads,
 TV-L1, Farneback, DIS) are measured against."""
 
 from __future__ import annotations

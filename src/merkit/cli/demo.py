@@ -9,7 +9,7 @@ import typer
 
 from merkit.cli import options
 from merkit.cli.app import app, console
-from merkit.cli.commands_train import print_metrics
+from merkit.cli.tables import print_metrics
 
 
 @app.command()

@@ -6,23 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from merkit.cli.app import app, console, print_table
+from merkit.cli.tables import metrics_table
 
 MEGC3 = "negative,positive,surprise"
-
-
-def metrics_table(metrics: dict, title: str) -> Table:
-    """Overall and per-dataset figures (the report's metric table) as a rich table."""
-    table = Table(title=title)
-    from merkit.evaluation.report import METRIC_HEADER, metric_rows
-
-    for column in METRIC_HEADER:
-        table.add_column(column, justify="left" if column == "scope" else "right")
-    for row in metric_rows(metrics):
-        table.add_row(*(str(cell) for cell in row))
-    return table
 
 
 @app.command()

@@ -1,17 +1,16 @@
-"""`merkit train` and `merkit report`: run an experiment into a run folder, re-render its report."""
+"""`merkit train`: run an experiment into a run folder (resumable)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from merkit.cli import options
-from merkit.cli.app import app, console, print_table, say
-from merkit.cli.commands_eval import metrics_table
+from merkit.cli.app import app, console, say
+from merkit.cli.tables import print_metrics
 from merkit.errors import ConfigError
 
 
@@ -25,25 +24,6 @@ def parse_seeds(text: str | None) -> list[int] | None:
         raise ConfigError(
             f"--seeds {text!r}: expected comma-separated integers like 0,1,2"
         ) from None
-
-
-def seed_table(metrics: dict[str, Any]) -> Table:
-    """Mean ± std over seeds of the headline figures, overall and per dataset."""
-    stats = metrics["seed_statistics"]
-    table = Table(title=f"mean ± std over {stats['n_seeds']} seeds")
-    for column in ("scope", "UF1", "UAR", "accuracy", "macro precision"):
-        table.add_column(column, justify="left" if column == "scope" else "right")
-    for scope, m in [("overall", stats["overall"]), *stats["per_dataset"].items()]:
-        cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" for k in ("uf1", "uar", "accuracy")]
-        table.add_row(scope, *cells, f"{m['macro_precision']['mean']:.4f}")
-    return table
-
-
-def print_metrics(metrics: dict[str, Any], title: str) -> None:
-    if "seed_statistics" in metrics:
-        print_table(seed_table(metrics))
-        title = f"{title} (seed ensemble)"
-    print_table(metrics_table(metrics, title))
 
 
 @app.command()
@@ -133,45 +113,3 @@ def train(
         soft_wrap=True,
     )
     console.print(f"report: {result.out_dir / REPORT_FILE}", soft_wrap=True, highlight=False)
-
-
-@app.command()
-def report(
-    runs: Annotated[
-        list[Path], typer.Argument(help="Run folders written by `merkit train` (several: compare).")
-    ],
-    out: Annotated[
-        Path, typer.Option(help="Where a comparison of several runs writes comparison.md/.html.")
-    ] = Path("."),
-) -> None:
-    """Re-render a run's metrics, report.md and report.html; with several runs, compare them."""
-    if len(runs) == 1:
-        from merkit.evaluation.report import render_run
-        from merkit.evaluation.run_folder import HTML_FILE, REPORT_FILE
-
-        run = runs[0]
-        metrics = render_run(run)
-        print_metrics(metrics, f"{run.name}: {metrics['overall']['n']} predictions")
-        console.print(
-            f"report: {run / REPORT_FILE} and {run / HTML_FILE}", soft_wrap=True, highlight=False
-        )
-        return
-    from merkit.evaluation.comparison import (
-        COMPARISON_FILE,
-        LEAK_NOTE,
-        comparison_table,
-        write_comparison,
-    )
-
-    entries = write_comparison(runs, out)
-    header, rows = comparison_table(entries)
-    table = Table(title=f"{len(entries)} runs (pooled predictions)")
-    for column in header:
-        table.add_column(column, justify="left" if column in header[:3] else "right")
-    for entry, row in zip(entries, rows, strict=True):
-        table.add_row(*row, style="yellow" if entry["leaking"] else None)
-    print_table(table)
-    if any(e["leaking"] for e in entries):
-        console.print(LEAK_NOTE, style="yellow", soft_wrap=True, highlight=False)
-    md, html = (out / COMPARISON_FILE.format(ext=ext) for ext in ("md", "html"))
-    console.print(f"comparison: {md} and {html}", soft_wrap=True, highlight=False)

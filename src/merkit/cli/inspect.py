@@ -1,4 +1,4 @@
-"""`merkit datasets` and `merkit inspect`: what merkit can read, and what it reads in a folder."""
+"""`merkit inspect`: what a loader reads in a dataset folder, and the problems it found."""
 
 from __future__ import annotations
 
@@ -11,19 +11,6 @@ from rich.table import Table
 from merkit.cli import options
 from merkit.cli.app import app, console, print_table
 from merkit.errors import ConfigError
-
-
-@app.command()
-def datasets() -> None:
-    """List the supported datasets, their taxonomies and the layout each loader expects."""
-    from merkit.data.registry import list_datasets
-
-    table = Table(title="Supported datasets")
-    for column in ("name", "title", "taxonomies", "expected layout"):
-        table.add_column(column, overflow="fold")
-    for info in list_datasets():
-        table.add_row(info.name, info.title, ", ".join(info.taxonomies), info.layout)
-    print_table(table)
 
 
 def counts_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Table:

@@ -1,7 +1,7 @@
 """A synthetic dataset written in the real CASME II cropped layout, and synthetic videos.
 
 `merkit demo` and the tests of every later stage need data that anyone can make in seconds: the
-clips of `merkit.data.synthetic_clips`, written as the real release lays them out (coding sheet,
+clips of `merkit.synthetic.clips`, written as the real release lays them out (coding sheet,
 `Cropped/sub01/EP03_01/reg_img46.jpg` frames numbered from an arbitrary offset, a few "/" apex
 cells) so the real loader reads them back, or as one video holding a micro-expression among
 neutral frames for `merkit predict`. The same config writes the same bytes.
@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from merkit.data.sample import APEX_ANNOTATED, Sample
-from merkit.data.synthetic_clips import SyntheticConfig, make_subject, random_stream, render_clip
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import write_atomic, write_bytes_atomic, write_text_atomic
+from merkit.synthetic.clips import render_clip
+from merkit.synthetic.population import SyntheticConfig, make_subject, random_stream
 
 SHEET_NAME = "CASME2-coding-synthetic.xlsx"
 CONFIG_NAME = "synthetic-config.json"

@@ -138,7 +138,7 @@ def face_points68(face: FaceParams, size: int) -> np.ndarray:
     chin, brows 17-26 along their centre lines (image left first, outer to inner), nose bridge
     27-30 and nostril line 31-35, eyes 36-47 (corners and lid points of each opening, clockwise
     from the image-left corner), outer lips 48-59 and the closed mouth's inner line 60-67. It is
-    the synthetic clips' landmark truth (`merkit.data.clip_motion.ClipMotion.track`).
+    the synthetic clips' landmark truth (`merkit.synthetic.truth.ClipMotion.track`).
     """
     f, s = face, float(size)
     cx, cy, hw, hh = f.cx, f.cy, f.half_w, f.half_h

@@ -8,7 +8,7 @@ of `CalibratedClassifierCV(method="temperature")`. So a fitted classic model is 
 `nn.Module`: it saves as tensors (checkpoints load with `weights_only=True`), runs in
 `merkit predict`, and exports to ONNX like the networks. It is fitted by a solver, not by
 gradient steps: the registry marks it `training="closed-form"` and
-`merkit.training.classic` fits it (`load_fitted` fills the head from the scikit-learn objects).
+`merkit.training.closed_form` fits it (`load_fitted` fills the head from the scikit-learn objects).
 
 The same torch features feed the fit and the prediction, so the two cannot drift apart.
 """

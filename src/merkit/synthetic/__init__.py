@@ -1,0 +1,25 @@
+"""The synthetic micro-expression generator, for the demo and the tests (never for figures).
+
+`faces` draws procedural faces, `population` says what each action unit moves and who the
+subjects are, `clips` renders one clip and its truth, `truth` holds a clip's geometric truth
+(true flow and landmarks), `dataset` writes clips in the real CASME II layout or as videos.
+"""
+
+from merkit.synthetic.clips import render_clip, render_clip_motion
+from merkit.synthetic.dataset import (
+    generate_casme2_like,
+    with_true_apex,
+    write_synthetic_video,
+    write_video,
+)
+from merkit.synthetic.population import SyntheticConfig
+
+__all__ = [
+    "SyntheticConfig",
+    "generate_casme2_like",
+    "render_clip",
+    "render_clip_motion",
+    "with_true_apex",
+    "write_synthetic_video",
+    "write_video",
+]
