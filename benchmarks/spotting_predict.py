@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from merkit.inference import Predictor, fit_final
+from merkit.inference import Predictor
 from merkit.inference.predictor import predict_many
 from merkit.preprocess.config import DEFAULT_SPOTTING, PrepareConfig
 from merkit.synthetic.dataset import TRUTH_NAME, SyntheticConfig, generate_casme2_like
 from merkit.training.config import prepare_defaults
+from merkit.training.fit import fit_final
 
 FIT_APEX = {"annotated": "annotated", "spotted": "spot"}  # --fit-apex -> PrepareConfig.apex_policy
 

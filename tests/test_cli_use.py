@@ -12,8 +12,9 @@ from flowdata import write_flow_dataset
 from inference_fixtures import untrained_checkpoint
 from merkit.cli import main
 from merkit.errors import ConfigError
-from merkit.inference import checkpoint, load_checkpoint, read_onnx_meta
+from merkit.inference import load_checkpoint, read_onnx_meta
 from merkit.preprocess.config import PrepareConfig
+from merkit.training import fit as fit_module
 from preprocess_clips import face_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,7 +88,7 @@ def test_fit_passes_the_apex_policy_to_preparation(
         seen.append(prepare_config)
         raise ConfigError("stopped before training")
 
-    monkeypatch.setattr(checkpoint, "fit_final", no_training)
+    monkeypatch.setattr(fit_module, "fit_final", no_training)
     argv = ["fit", "--data", "casme2", "--root", str(tmp_path), "--model", "cabm",
             "--out", str(tmp_path / "m.pt"), "--quiet"]  # fmt: skip
     assert run([*argv, "--apex-policy", "spot"]) == 2

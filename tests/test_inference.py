@@ -21,7 +21,7 @@ from inference_fixtures import (
 )
 from merkit.data.registry import load_dataset
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.inference import Predictor, fit_final, load_checkpoint, predictor
+from merkit.inference import Predictor, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
 from merkit.inference.picture import CURVE_HEIGHT
 from merkit.inference.predictor import predict_many, read_input
@@ -36,6 +36,7 @@ from merkit.synthetic.dataset import (
 )
 from merkit.training.augment import hflip_flow
 from merkit.training.engine import ProbabilityAverage
+from merkit.training.fit import fit_final
 from merkit.training.recipe import AugmentConfig, Recipe
 from preprocess_clips import face_clip, face_image, write_frames
 

@@ -17,10 +17,11 @@ import pytest
 
 from browser import chromium_driver, require_programs
 from inference_fixtures import CLEAR
-from merkit.inference import Predictor, fit_final
+from merkit.inference import Predictor
 from merkit.preprocess.pipeline import PrepareConfig
 from merkit.serve import ServeConfig, create_app
 from merkit.synthetic.dataset import generate_casme2_like
+from merkit.training.fit import fit_final
 from merkit.training.recipe import AugmentConfig, Recipe
 from serve_fixtures import blank_zip, live_server, tree, write_clip, write_runs
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from merkit.data.registry import load_dataset
 from merkit.errors import MerkitError
-from merkit.inference.checkpoint import fit_final, load_checkpoint
+from merkit.inference.checkpoint import load_checkpoint
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, write_synthetic_video
 from merkit.training.config import ExperimentConfig
+from merkit.training.fit import fit_final
 from merkit.training.recipe import default_recipe
 from merkit.training.runner import RunProgress, RunResult, run_experiment
 

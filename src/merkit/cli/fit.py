@@ -34,9 +34,9 @@ def fit(
 ) -> None:
     """Train a final model (default: recommended) on ALL samples of a dataset and save a
     self-describing checkpoint."""
-    from merkit.inference.checkpoint import fit_final
     from merkit.preprocess.config import PrepareConfig
     from merkit.training.config import prepare_defaults
+    from merkit.training.fit import fit_final
     from merkit.training.recipe import DEFAULT_MODEL, default_recipe
 
     check_writable(out, "file")

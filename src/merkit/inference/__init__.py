@@ -12,7 +12,6 @@ from typing import Any
 _WHERE = {
     "Checkpoint": "checkpoint",
     "CheckpointMeta": "checkpoint",
-    "fit_final": "checkpoint",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
     "OnnxBackend": "export",
