@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.merkit-installed
 
-.PHONY: demo test test-all lint format bench
+.PHONY: demo test test-all lint format bench catalog
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+# The shipped model catalog (`merkit models` reads it without torch); a test fails when stale.
+catalog: $(STAMP)
+	$(BIN)/python -m merkit.catalog

@@ -26,13 +26,12 @@ import torch
 from merkit.data.registry import load_dataset
 from merkit.evaluation.metrics import uar, uf1
 from merkit.evaluation.splitters import LeaveOneSubjectOut
-from merkit.models import get_model_entry
+from merkit.models import get_descriptor
 from merkit.models.inputs import check_input, model_input, packs_targets
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.preprocess.targets import pack_sequences
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 from merkit.training.base import engine_for
-from merkit.training.config import prepare_defaults
 from merkit.training.recipe import AugmentConfig, Recipe, default_recipe
 
 SEQUENCE = PrepareConfig(output="sequence", size=64, frames=6)
@@ -56,8 +55,8 @@ INPUTS = {
     "cabm": FLOW,
     "convat": FLOW,
     "c3dgru": SEQUENCE,
-    "icip24": PrepareConfig(**prepare_defaults("icip24")),
-    "mol": PrepareConfig(**prepare_defaults("mol")),
+    "icip24": PrepareConfig(**get_descriptor("icip24").prepare_keys()),
+    "mol": PrepareConfig(**get_descriptor("mol").prepare_keys()),
     "hoof-svm": FLOW,
     "lbptop-svm": SEQUENCE,
 }
@@ -102,7 +101,7 @@ def main() -> None:
 
     for name in args.models.split(","):
         recipe = RECIPES[name]
-        entry = get_model_entry(name)
+        entry = get_descriptor(name)
         if args.epochs and not entry.closed_form:
             recipe.epochs = args.epochs
         for item in args.set:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from merkit.models import create_model, get_model_entry, list_models
+from merkit.models import create_model, get_descriptor, list_models
 from merkit.training.config import ExperimentConfig
 from merkit.training.recipe import DEFAULT_MODEL, Recipe
 from merkit.training.runner import RunResult, run_experiment
@@ -59,7 +59,7 @@ def training_gflops(recipe: Recipe, result: RunResult) -> float | None:
     train_per_fold = (
         n * (result.n_folds - 1) / result.n_folds
     )  # LOSO: every sample trains in all folds but one
-    samples = train_per_fold * result.folds_computed * recipe.epochs * recipe.ensemble
+    samples = train_per_fold * result.folds_computed * recipe.epochs * recipe.seed_members
     return 3 * forward_flops(recipe) * samples / result.seconds / 1e9
 
 
@@ -103,7 +103,7 @@ def run_model(name: str, root: Path, out: Path, args: argparse.Namespace) -> dic
     )
     recipe = config.recipe  # the shipped default recipe (epochs overridden if asked)
     result = run_experiment(config, out, progress=sys.stderr.isatty())
-    training = get_model_entry(name).training
+    training = get_descriptor(name).training
     line: dict[str, Any] = {"model": name, "recommended": name == DEFAULT_MODEL}
     line.update(headline(result.metrics))
     line["seconds"] = round(result.seconds, 1)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     models = args.models.split(",") if args.models else list_models("flow")
     for name in models:
-        get_model_entry(name)  # fail before any training on a misspelt model
+        get_descriptor(name)  # fail before any training on a misspelt model
     with tempfile.TemporaryDirectory(prefix="merkit-bench-") as scratch:
         for name in models:
             out = (args.out or Path(scratch)) / name

@@ -18,6 +18,7 @@ Usage: python benchmarks/spotting_predict.py [--data DIR] [--spotting METHOD]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -30,9 +31,10 @@ import torch
 
 from merkit.inference import Predictor
 from merkit.inference.predictor import predict_many
+from merkit.models import get_descriptor
 from merkit.preprocess.config import DEFAULT_SPOTTING, PrepareConfig
 from merkit.synthetic.dataset import TRUTH_NAME, SyntheticConfig, generate_casme2_like
-from merkit.training.config import prepare_defaults
+from merkit.training.config import build_experiment
 from merkit.training.fit import fit_final
 
 FIT_APEX = {"annotated": "annotated", "spotted": "spot"}  # --fit-apex -> PrepareConfig.apex_policy
@@ -53,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = PrepareConfig(
-        **prepare_defaults("cabm"),
+        **get_descriptor("cabm").prepare_keys(),
         apex_policy=FIT_APEX[args.fit_apex],
         spotting=args.spotting or DEFAULT_SPOTTING,
     )
@@ -61,16 +63,17 @@ def main() -> None:
         root = generate_casme2_like(args.data or Path(tmp) / "data", SyntheticConfig())
         start = time.perf_counter()
         model = Path(tmp) / "model.pt"
-        fit_final(
-            "casme2",
-            root,
-            "cabm",
-            prepare_config=config,
-            seed=args.seed,
-            out=model,
-            workers=args.workers,
-            progress=False,
+        experiment = build_experiment(
+            overrides={
+                "data.name": "casme2",
+                "data.root": str(root),
+                "recipe.model": "cabm",
+                "prepare": dataclasses.asdict(config),
+                "seeds": [args.seed],
+                "workers": args.workers,
+            }
         )
+        fit_final(experiment, out=model, progress=False)
         fit_s = time.perf_counter() - start
         truth = pd.read_csv(root / TRUTH_NAME)
         folders = [root / "Cropped" / r.subject / r.filename for r in truth.itertuples()]

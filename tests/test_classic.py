@@ -13,7 +13,7 @@ from inference_fixtures import make_meta
 from merkit.errors import ConfigError
 from merkit.inference.checkpoint import load_checkpoint, save_checkpoint
 from merkit.inference.export import OnnxBackend, export_onnx
-from merkit.models import create_model, get_model_entry, list_models
+from merkit.models import create_model, get_descriptor, list_models
 from merkit.models.hoof import HOOF
 from merkit.models.inputs import check_input
 from merkit.models.lbptop import LBPTOP, lbp_codes, uniform_labels
@@ -22,6 +22,7 @@ from merkit.preprocess.pipeline import PrepareConfig
 from merkit.training.closed_form import ClassicClassifier, ClassicEngine, extract_features
 from merkit.training.recipe import Recipe, default_recipe
 from merkit.training.results import FoldResult
+from merkit.training.validation import validate_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,10 +65,10 @@ def test_classic_models_are_registered_as_closed_form() -> None:
     assert {"hoof-svm", "map-svm"} <= set(list_models("flow"))
     assert "lbptop-svm" in list_models("sequence")
     for name in ("hoof-svm", "lbptop-svm", "map-svm"):
-        assert get_model_entry(name).training == "closed-form"
-        assert get_model_entry(name).closed_form
-    assert get_model_entry("cabm").training == "gradient"
-    assert not get_model_entry("cabm").closed_form
+        assert get_descriptor(name).training == "closed-form"
+        assert get_descriptor(name).closed_form
+    assert get_descriptor("cabm").training == "gradient"
+    assert not get_descriptor("cabm").closed_form
 
 
 def test_an_unfitted_classic_model_passes_the_input_checks() -> None:
@@ -282,13 +283,13 @@ def test_classic_models_repeat_to_the_bit(model: str) -> None:
     assert not np.array_equal(first[0], other[0])
 
 
-def test_engine_refuses_gradient_settings_and_single_class_folds() -> None:
+def test_validation_and_engine_refuse_gradient_settings_and_single_class_folds() -> None:
     x, y = labelled_maps(12)
     folds = [(np.arange(6, 12), np.arange(6))]
     with pytest.raises(ConfigError, match="augment.hflip, ema apply to gradient training only"):
         recipe = Recipe.from_dict({**default_recipe("hoof-svm").to_dict(), "ema": 0.9})
         recipe.augment.hflip = True
-        ClassicEngine().fit_predict(recipe, x, y, folds, 3)
+        validate_recipe(recipe, PrepareConfig())
     with pytest.raises(ConfigError, match="trained by gradient"):
         ClassicEngine().fit_predict(default_recipe("cabm"), x, y, folds, 3)
     with pytest.raises(ConfigError, match="two classes or more"):

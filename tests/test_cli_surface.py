@@ -76,16 +76,18 @@ def test_commands_that_do_not_train_start_without_torch(
 
 def test_the_probe_can_see_torch(tmp_path: Path) -> None:
     """The check above can fail: a command that trains does load torch."""
-    loaded = loaded_modules(["models", "--no-timing", "--kind", "flow", "--quiet"], tmp_path)
+    timings = str(tmp_path / "timings.json")
+    args = ["models", "--kind", "flow", "--timing", "--timing-cache", timings, "--quiet"]
+    loaded = loaded_modules(args, tmp_path)
     assert "torch" in loaded
 
 
 def test_models_into_a_pipe_prints_whole_rows(tmp_path: Path) -> None:
     """`merkit models | cat`: no box drawing, one line per model, names and descriptions whole."""
-    from merkit.models import get_model_entry, list_models
+    from merkit.models import get_descriptor, list_models
 
     out = subprocess.run(
-        [sys.executable, "-c", "from merkit.cli import main; main()", "models", "--no-timing"],
+        [sys.executable, "-c", "from merkit.cli import main; main()", "models"],
         cwd=tmp_path,
         env={**merkit_env(), "COLUMNS": "40"},
         capture_output=True,
@@ -96,7 +98,7 @@ def test_models_into_a_pipe_prints_whole_rows(tmp_path: Path) -> None:
     assert not set("│┃━─┏┗") & set(out.stdout)
     for name in list_models():
         row = next(line for line in out.stdout.splitlines() if line.split()[:1] == [name])
-        assert get_model_entry(name).description in row
+        assert get_descriptor(name).summary in row
 
 
 def wide_table() -> Table:

@@ -15,6 +15,7 @@ from merkit.errors import ConfigError
 from merkit.inference import load_checkpoint, read_onnx_meta
 from merkit.preprocess.config import PrepareConfig
 from merkit.training import fit as fit_module
+from merkit.training.config import ExperimentConfig
 from preprocess_clips import face_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,8 +85,8 @@ def test_fit_passes_the_apex_policy_to_preparation(
     """`--apex-policy spot` trains on spotted apexes, as predict will use; a bad one exits 2."""
     seen: list[PrepareConfig] = []
 
-    def no_training(*_args: object, prepare_config: PrepareConfig, **_kwargs: object) -> None:
-        seen.append(prepare_config)
+    def no_training(experiment: ExperimentConfig, **_kwargs: object) -> None:
+        seen.append(experiment.prepare)
         raise ConfigError("stopped before training")
 
     monkeypatch.setattr(fit_module, "fit_final", no_training)

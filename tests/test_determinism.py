@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flowdata import write_flow_dataset
-from merkit.models import get_model_entry, list_models
+from merkit.models import get_descriptor, list_models
 from merkit.training.config import ExperimentConfig
 from merkit.training.engine import fit_predict
 from merkit.training.recipe import AugmentConfig, Recipe
@@ -19,11 +19,11 @@ from merkit.training.runner import run_experiment
 FLOW_MODELS = [
     m
     for m in list_models()
-    if get_model_entry(m).input_spec.kind in ("flow", "regions")
-    and get_model_entry(m).training == "gradient"  # the ensemble repeats its members' results
+    if get_descriptor(m).input.kind in ("flow", "regions")
+    and get_descriptor(m).training == "gradient"  # the ensemble repeats its members' results
 ]
 # Fitted in closed form (features + SVM): repeat-checked in test_classic.py.
-CLOSED_FORM = {m for m in list_models() if get_model_entry(m).closed_form}
+CLOSED_FORM = {m for m in list_models() if get_descriptor(m).closed_form}
 
 
 class Recording:
@@ -119,7 +119,7 @@ SEQUENCE_CASES = {
 
 
 # Probability averages of registered models: repeat-checked here as a whole.
-ENSEMBLES = {m for m in list_models() if get_model_entry(m).training == "ensemble"}
+ENSEMBLES = {m for m in list_models() if get_descriptor(m).training == "average"}
 
 
 def test_every_model_has_a_determinism_check() -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from merkit import workers
 from merkit.errors import ConfigError
-from merkit.models import register_model
+from merkit.models import InputSpec, Preset, register_model
 from merkit.models import registry as registry_module
 from merkit.models.cabm import center_motion
 from merkit.training import engine, regularisers, trainer
@@ -184,7 +184,7 @@ def test_no_fold_ever_trains_on_its_test_or_validation_samples(
     monkeypatch.setattr(trainer.BatchStream, "next", spy)
     x, y, groups = _data()
     folds = _loso(groups)
-    recipe = _recipe(val_subjects=2, ensemble=2, folds_per_batch=1)
+    recipe = _recipe(val_subjects=2, seed_members=2, folds_per_batch=1)
     jobs = engine.plan_members(recipe, folds, 0, groups)
     fit_predict(recipe, x, y, folds, 3, seed=0, groups=groups)
     assert len(drawn) == len(jobs) == 2 * len(folds)
@@ -261,7 +261,13 @@ def test_aux_loss_hook_is_added_to_the_training_loss(scratch_registry: None) -> 
             calls.append(1)
             return self.strength * self.linear.weight.abs().sum() if self.strength else None
 
-    @register_model("shrunk")
+    @register_model(
+        "shrunk",
+        summary="a linear layer with an L1 auxiliary loss",
+        input=InputSpec("flow", 3, (28, 28)),
+        presets={"default": Preset()},
+        hooks=("aux_loss",),
+    )
     def shrunk(num_classes: int = 3, in_chans: int = 3, strength: float = 0.0) -> nn.Module:
         return Shrunk(num_classes, in_chans, strength)
 
@@ -280,7 +286,7 @@ def test_fit_returns_an_ordinary_model_or_an_averaging_ensemble() -> None:
     model = fit(_recipe(), x, y, 3)
     assert type(model).__name__ == "CABMFMER" and model.groups == 1 and not model.training
     assert model(torch.from_numpy(x[:4])).shape == (4, 3)
-    ensemble = fit(_recipe(ensemble=3), x, y, 3)
+    ensemble = fit(_recipe(seed_members=3), x, y, 3)
     assert isinstance(ensemble, ProbabilityAverage) and len(ensemble.members) == 3
     probs = ensemble(torch.from_numpy(x[:4])).softmax(-1)
     np.testing.assert_allclose(probs.sum(-1).detach().numpy(), 1, rtol=1e-5)

@@ -734,7 +734,7 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "experiment.yaml"
     path.write_text(EVIL_YAML.format(marker=marker))
     with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
-        config.load_config(path)
+        config.build_experiment(path)
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.read_config_file(path)
     assert not marker.exists()

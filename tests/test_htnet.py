@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from merkit.errors import ConfigError
-from merkit.models import create_model, get_model_entry
+from merkit.models import create_model, get_descriptor
 from merkit.models.htnet import (
     HTNet,
     HTNetConfig,
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered_on_region_mosaics() -> None:
-    entry = get_model_entry("htnet")
-    assert entry.input_spec == InputSpec("regions", 3, (28, 28))
+    entry = get_descriptor("htnet")
+    assert entry.input == InputSpec("regions", 3, (28, 28))
     assert not entry.groupable
 
 
@@ -116,7 +116,7 @@ def test_paper_recipe_is_the_authors() -> None:
     assert (paper.batch_size, paper.epochs, paper.shuffle) == (256, 800, False)
     assert paper.schedule == "constant" and paper.warmup_epochs == 0
     assert (paper.label_smoothing, paper.class_weighted) == (0.0, False)
-    assert not paper.augment.hflip and paper.augment.max_shift == 0 and paper.ensemble == 1
+    assert not paper.augment.hflip and paper.augment.max_shift == 0 and paper.seed_members == 1
     assert paper.model_kwargs == {}  # HTNetConfig's defaults: the authors' network
     assert recipe_presets("htnet") == ["default", "paper"]
     default = default_recipe("htnet")

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models import create_model
+from merkit.models import create_model, get_descriptor
 from merkit.models.icip24 import EnhancedCBAM, pooled_steps
-from merkit.training.config import ExperimentConfig, prepare_defaults, with_overrides
+from merkit.training.config import ExperimentConfig, with_overrides
 from merkit.training.recipe import default_recipe
 
 TINY = {"frame_channels": 1, "size": 16, "filters": 4, "reduction": 2, "hidden": 8}
@@ -150,14 +150,14 @@ def test_paper_recipes_are_the_authors() -> None:
     assert (paper.optimizer, paper.lr, paper.eps) == ("adam", 1e-3, 1e-7)
     assert (paper.batch_size, paper.epochs, paper.weight_decay) == (8, 200, 0.0)
     assert paper.model_kwargs == {"frame_channels": 3, "size": 128, "dropout": 0.5, "score_step": 0}
-    assert prepare_defaults("icip24", "paper") == {
+    assert get_descriptor("icip24").prepare_keys("paper") == {
         "output": "sequence",
         "size": 128,
         "color": True,
         "frames": 30,
     }
     assert default_recipe("icip24", "paper-samm").model_kwargs["dropout"] == 0.3
-    assert prepare_defaults("icip24", "paper-smic")["frames"] == 10
+    assert get_descriptor("icip24").prepare_keys("paper-smic")["frames"] == 10
     config = ExperimentConfig.from_dict(
         with_overrides({}, {"data.root": "x", "recipe.model": "icip24", "recipe.preset": "paper"})
     )
@@ -165,4 +165,4 @@ def test_paper_recipes_are_the_authors() -> None:
     assert (config.prepare.frames, config.prepare.size, config.prepare.color) == (30, 128, True)
     default = default_recipe("icip24")
     assert default.preset == "default" and default.weight_decay == 0.0
-    assert prepare_defaults("icip24")["size"] == default.model_kwargs["size"]
+    assert get_descriptor("icip24").prepare_keys()["size"] == default.model_kwargs["size"]

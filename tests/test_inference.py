@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from experiments import experiment
 from flowdata import write_flow_dataset
 from inference_fixtures import (
     CLEAR,
@@ -96,8 +97,8 @@ def test_load_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
 def test_fit_final_trains_on_every_sample_and_describes_itself(tmp_path: Path) -> None:
     root = write_flow_dataset(tmp_path / "megc")
     out = tmp_path / "final.pt"
-    checkpoint = fit_final("megc2019-flow", root, "cabm", recipe=tiny_recipe(), seed=3, out=out)
-    meta = checkpoint.meta
+    fitted = fit_final(experiment("megc2019-flow", root, tiny_recipe(), seed=3), out=out)
+    meta = fitted.checkpoint.meta
     dataset = load_dataset("megc2019-flow", root)
     assert meta.n_samples == len(dataset) == 24
     assert meta.class_names == dataset.class_names == ("negative", "positive", "surprise")
@@ -112,7 +113,7 @@ def test_fit_final_trains_on_every_sample_and_describes_itself(tmp_path: Path) -
     assert loaded == meta
     x = torch.rand(2, 3, 28, 28)
     with torch.no_grad():
-        assert torch.allclose(net(x), checkpoint.model(x))
+        assert torch.allclose(net(x), fitted.checkpoint.model(x))
 
 
 def test_ensemble_checkpoint_predicts_with_its_flip_averaging(tmp_path: Path) -> None:
@@ -296,10 +297,8 @@ def test_final_model_classifies_and_times_synthetic_videos(tmp_path: Path) -> No
     config = dataclasses.replace(CLEAR, n_subjects=6, clips_per_subject=6, n_frames=20)
     root = generate_casme2_like(tmp_path / "synthetic", config)
     recipe = dataclasses.replace(tiny_recipe(60), augment=AugmentConfig())
-    fit_final(
-        "casme2", root, "cabm", recipe=recipe, prepare_config=PrepareConfig(flow="farneback"),
-        out=tmp_path / "final.pt", progress=False,
-    )  # fmt: skip
+    fit_final(experiment("casme2", root, recipe, PrepareConfig(flow="farneback")),
+              out=tmp_path / "final.pt", progress=False)  # fmt: skip
     predictor = Predictor.load(tmp_path / "final.pt")
     video = dataclasses.replace(CLEAR, amplitude_px=(2.5, 3.0))
     for subject, emotion in enumerate(("happiness", "surprise", "disgust"), start=20):
@@ -333,8 +332,8 @@ def test_sequence_models_fit_predict_and_export(model: str, kwargs: dict, tmp_pa
     sequence = PrepareConfig(output="sequence", size=64, frames=frames, flow="farneback")
     recipe = Recipe(model=model, model_kwargs=kwargs, epochs=2, batch_size=4,
                     augment=AugmentConfig(hflip=False, max_shift=int(model != "mol")))  # fmt: skip
-    checkpoint = fit_final("casme2", root, model, recipe=recipe, prepare_config=sequence,
-                           out=tmp_path / "final.pt", progress=False)  # fmt: skip
+    checkpoint = fit_final(experiment("casme2", root, recipe, sequence),
+                           out=tmp_path / "final.pt", progress=False).checkpoint  # fmt: skip
     assert checkpoint.meta.in_chans == frames * (4 if model == "mol" else 1)
     onnx_path = export_onnx(checkpoint.model, checkpoint.meta, tmp_path / "final.onnx")
 

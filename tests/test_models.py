@@ -9,8 +9,9 @@ from torch import nn
 from merkit.errors import ConfigError
 from merkit.models import (
     InputSpec,
+    Preset,
     create_model,
-    get_model_entry,
+    get_descriptor,
     list_models,
     register_model,
     stack_models,
@@ -38,10 +39,10 @@ def test_registry_lists_the_flow_models() -> None:
     assert set(FLOW_MODELS) <= set(list_models(kind="flow"))
     assert list_models(kind="sequence") == [] or "cabm" not in list_models(kind="sequence")
     for name in FLOW_MODELS:
-        entry = get_model_entry(name)
-        assert entry.input_spec == InputSpec("flow", 3, (28, 28))
+        entry = get_descriptor(name)
+        assert entry.input == InputSpec("flow", 3, (28, 28))
         assert entry.groupable
-        assert entry.description
+        assert entry.summary and "default" in entry.presets
 
 
 def test_unknown_model_and_bad_options_are_config_errors() -> None:
@@ -52,18 +53,25 @@ def test_unknown_model_and_bad_options_are_config_errors() -> None:
 
 
 def test_register_model_declares_input_and_refuses_duplicates(scratch_registry: None) -> None:
-    @register_model("tiny-seq", input_spec=InputSpec("sequence", 1, (64, 64), frames=8))
+    PRESETS = {"default": Preset()}  # noqa: N806
+
+    @register_model(
+        "tiny-seq",
+        summary="a tiny test model",
+        input=InputSpec("sequence", 1, (64, 64), frames=8),
+        presets=PRESETS,
+    )
     def tiny(num_classes: int = 3, in_chans: int = 1) -> nn.Module:
         """A tiny test model."""
         return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
 
     assert "tiny-seq" in list_models(kind="sequence")
-    assert get_model_entry("tiny-seq").input_spec.frames == 8
-    assert not get_model_entry("tiny-seq").groupable
+    assert get_descriptor("tiny-seq").input.frames == 8
+    assert not get_descriptor("tiny-seq").groupable
     with pytest.raises(ConfigError, match="cannot be built grouped"):
         create_model("tiny-seq", groups=2)
     with pytest.raises(ValueError, match="already registered"):
-        register_model("tiny-seq")(tiny)
+        register_model("tiny-seq", summary="again", input=InputSpec(), presets=PRESETS)(tiny)
     with pytest.raises(ValueError, match="input kind"):
         InputSpec("video")
 

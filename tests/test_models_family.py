@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.models import c3dgru, convat, create_model, get_model_entry, icip24, mol  # noqa: F401
+from merkit.models import c3dgru, convat, create_model, get_descriptor, icip24, mol  # noqa: F401
 from merkit.models.inputs import check_input, model_input
 from merkit.models.layers import ChannelAttention3d, frames_in, unstack_frames
 from merkit.preprocess.targets import (
@@ -245,11 +245,11 @@ def pack_sequences_like(rng: np.random.Generator, n: int, frames: int, size: int
 
 
 def test_input_specs_and_default_channels() -> None:
-    assert get_model_entry("convat").input_spec.kind == "flow"
-    assert get_model_entry("c3dgru").input_spec.in_chans == 8
-    assert get_model_entry("mol").input_spec.in_chans == 32
-    assert get_model_entry("mol").input_spec.channels == len(PACKED_CHANNELS)
-    assert get_model_entry("icip24").input_spec.in_chans == 30 * 3
+    assert get_descriptor("convat").input.kind == "flow"
+    assert get_descriptor("c3dgru").input.in_chans == 8
+    assert get_descriptor("mol").input.in_chans == 32
+    assert get_descriptor("mol").input.channels == len(PACKED_CHANNELS)
+    assert get_descriptor("icip24").input.in_chans == 30 * 3
 
 
 def test_check_input_accepts_matching_data() -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models import create_model
+from merkit.models import create_model, get_descriptor
 from merkit.models.mol import (
     ChannelCorrespondenceConv,
     Classifier3d,
@@ -24,7 +24,7 @@ from merkit.models.mol import (
     landmark_loss,
     pupil_distance,
 )
-from merkit.training.config import ExperimentConfig, prepare_defaults
+from merkit.training.config import ExperimentConfig
 from merkit.training.recipe import default_recipe
 
 SMALL = {"crop": 32, "dim": 32, "flow_width": 0.0625}
@@ -218,7 +218,7 @@ def test_paper_recipe_is_the_authors() -> None:
     assert (recipe.optimizer, recipe.lr, recipe.weight_decay) == ("adamw", 1e-4, 1e-3)
     assert (recipe.batch_size, recipe.max_steps, recipe.schedule) == (32, 1001, "constant")
     assert recipe.model_kwargs == {} and not recipe.augment.hflip and recipe.augment.max_shift == 0
-    assert prepare_defaults("mol", "paper") == {
+    assert get_descriptor("mol").prepare_keys("paper") == {
         "output": "sequence",
         "size": 144,
         "color": False,
@@ -228,7 +228,7 @@ def test_paper_recipe_is_the_authors() -> None:
     assert model.config.crop == 128 and model.config.flow_width == 1.0
     assert (model.config.flow_weight, model.config.landmark_weight) == (10.0, 0.5)
     default = default_recipe("mol")
-    assert default.model_kwargs["crop"] < 128 and prepare_defaults("mol")["size"] < 144
+    assert default.model_kwargs["crop"] < 128 and get_descriptor("mol").prepare_keys()["size"] < 144
 
 
 def test_config_refuses_augmenting_packed_targets() -> None:

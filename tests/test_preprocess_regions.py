@@ -120,7 +120,7 @@ def test_the_layout_keys_only_region_outputs(tmp_path: Path) -> None:
 
 def test_the_flip_is_refused_where_it_does_not_mirror_the_mosaic() -> None:
     base = {"data": {"root": "x"}, "recipe": {"model": "cabm"}}
-    with pytest.raises(ConfigError, match="does not mirror the 'htnet' region mosaic"):
+    with pytest.raises(ConfigError, match="'htnet' region mosaic, which does not mirror"):
         ExperimentConfig.from_dict({**base, "prepare": {"output": "regions"}})
     upright = {"output": "regions", "regions": "upright"}
     assert ExperimentConfig.from_dict({**base, "prepare": upright}).recipe.augment.hflip

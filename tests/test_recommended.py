@@ -16,13 +16,13 @@ from merkit.cli import main
 from merkit.errors import ConfigError
 from merkit.inference import load_checkpoint
 from merkit.inference.export import OnnxBackend, export_onnx
-from merkit.models import get_model_entry, list_models
+from merkit.models import InputSpec, get_descriptor, list_models
 from merkit.models.blocks import ProbabilityAverage
+from merkit.training.average import AverageEngine, member_recipes, merge_members
 from merkit.training.base import RegistryEngine, default_engine, engine_for
 from merkit.training.closed_form import ClassicEngine
 from merkit.training.config import ExperimentConfig
 from merkit.training.engine import TorchEngine
-from merkit.training.ensemble import EnsembleEngine, member_recipes, merge_members
 from merkit.training.recipe import Recipe, default_recipe
 from merkit.training.results import FoldResult
 from preprocess_clips import face_clip
@@ -54,7 +54,7 @@ def test_the_registry_entry_chooses_the_engine() -> None:
     engines = {name: type(engine_for(default_recipe(name))) for name in list_models()}
     assert engines["cabm"] is engines["ststnet"] is TorchEngine
     assert engines["hoof-svm"] is engines["map-svm"] is engines["lbptop-svm"] is ClassicEngine
-    assert engines["recommended"] is EnsembleEngine
+    assert engines["recommended"] is AverageEngine
     assert isinstance(default_engine(), RegistryEngine)
 
 
@@ -73,22 +73,22 @@ def test_the_default_engine_hands_each_recipe_to_its_engine() -> None:
 
 
 def test_recommended_is_cabm_map_svm_and_hoof_svm_on_flow_maps() -> None:
-    entry = get_model_entry("recommended")
-    assert entry.training == "ensemble" and entry.members == ("cabm", "map-svm", "hoof-svm")
+    entry = get_descriptor("recommended")
+    assert entry.training == "average" and entry.members == ("cabm", "map-svm", "hoof-svm")
     assert "recommended" in list_models("flow")
     assert [r.model for r in member_recipes(default_recipe("recommended"))] == list(entry.members)
     assert member_recipes(default_recipe("recommended"))[0] == default_recipe("cabm")
-    with pytest.raises(ValueError, match="an ensemble names its members"):
+    with pytest.raises(ValueError, match="an average names its members"):
         from merkit.models import register_model
 
-        register_model("no-members", training="ensemble")
+        register_model("no-members", summary="", input=InputSpec(), training="average")
 
 
 def test_ensemble_probabilities_are_the_mean_of_its_members_on_the_same_folds() -> None:
     x, y = labelled_maps(30)
     recipe, fold = default_recipe("recommended"), FOLDS[:1]
     calls: list[tuple[int, int]] = []
-    (result,) = EnsembleEngine().fit_predict(
+    (result,) = AverageEngine().fit_predict(
         recipe, x, y, fold, 3, 2, output="epochs", progress=lambda d, t: calls.append((d, t))
     )
     members = [engine_for(m).fit_predict(m, x, y, fold, 3, 2)[0] for m in member_recipes(recipe)]
@@ -117,10 +117,10 @@ def test_an_ensemble_recipe_sets_nothing_its_members_would_not_see() -> None:
         Recipe.from_dict({**default_recipe("recommended").to_dict(), "epochs": 5}),
         Recipe.from_dict({**default_recipe("recommended").to_dict(), "model_kwargs": {"a": 1}}),
     ):
-        with pytest.raises(ConfigError, match="cannot be set on an ensemble"):
-            EnsembleEngine().fit_predict(recipe, x, y, FOLDS[:1], 3)
-    with pytest.raises(ConfigError, match="'cabm' is not an ensemble"):
-        EnsembleEngine().fit(default_recipe("cabm"), x, y, 3)
+        with pytest.raises(ConfigError, match="cannot be set on an average"):
+            AverageEngine().fit_predict(recipe, x, y, FOLDS[:1], 3)
+    with pytest.raises(ConfigError, match="'cabm' is not an average"):
+        AverageEngine().fit(default_recipe("cabm"), x, y, 3)
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_fitted_recommended_saves_reloads_and_exports_whole(tmp_path: Path) -> N
     from merkit.preprocess.pipeline import PrepareConfig
 
     x, y = labelled_maps(30)
-    net = EnsembleEngine().fit(default_recipe("recommended"), x[:20], y[:20], 3)
+    net = AverageEngine().fit(default_recipe("recommended"), x[:20], y[:20], 3)
     assert isinstance(net, ProbabilityAverage) and len(net.members) == 3
     meta = make_meta("recommended", {}, PrepareConfig(flow="farneback"), in_chans=3)
     save_checkpoint(tmp_path / "m.pt", net, meta)

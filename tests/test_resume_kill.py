@@ -18,7 +18,7 @@ from flowdata import write_flow_dataset
 from merkit.data.registry import load_dataset
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
-from merkit.training.config import load_config
+from merkit.training.config import build_experiment
 from merkit.training.leakage_audit import run_audit
 from merkit.training.runner import run_experiment
 from torch_threads import torch_threads
@@ -107,7 +107,7 @@ def test_killed_train_resumes_without_recomputing(tmp_path: Path) -> None:
     assert f"{6 - k} folds trained, {k} resumed from the run folder" in stdout
     assert snapshot(finished) == before  # not rewritten, not even with equal bytes
     with torch_threads(1):
-        reference = run_experiment(load_config(config), tmp_path / "reference", progress=False)
+        reference = run_experiment(build_experiment(config), tmp_path / "reference", progress=False)
     ours, theirs = run / "folds" / "seed0", tmp_path / "reference" / "folds" / "seed0"
     differ = [
         p.name
@@ -139,7 +139,7 @@ def test_killed_audit_resumes_without_recomputing(tmp_path: Path) -> None:
 
     assert snapshot(finished) == before  # not rewritten, not even with equal bytes
     with torch_threads(1):
-        reference = run_audit(load_config(config), tmp_path / "reference", k=3, progress=False)
+        reference = run_audit(build_experiment(config), tmp_path / "reference", k=3, progress=False)
     assert json.loads((out / "audit.json").read_text()) == reference
     for fold in sorted((tmp_path / "reference" / "loso_epochs").glob("*.npy")):
         np.testing.assert_array_equal(np.load(loso / fold.name), np.load(fold))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -14,10 +15,11 @@ from merkit.errors import ConfigError
 from merkit.evaluation.metrics import pooled_metrics
 from merkit.evaluation.predictions import read_predictions, read_probabilities
 from merkit.evaluation.splitters import SubjectLeakageWarning
+from merkit.io import write_yaml_atomic
 from merkit.models import registry as model_registry
 from merkit.models.inputs import model_input
-from merkit.models.registry import InputSpec, ModelEntry
-from merkit.training.config import ExperimentConfig, load_config, save_config
+from merkit.models.registry import InputSpec, get_descriptor
+from merkit.training.config import ExperimentConfig, build_experiment
 from merkit.training.data import TrainingData, training_input
 from merkit.training.runner import fold_tasks, run_experiment
 from test_splitters import FixedSplitter
@@ -53,7 +55,7 @@ def test_run_folder_holds_every_output(flow_root: Path, tmp_path: Path) -> None:
     assert meta["protocol"]["description"] == "loso" and meta["protocol"]["leaking_subjects"] == []
     assert set(meta["versions"]) == {"python", "torch", "numpy", "merkit"}
     assert meta["run"]["finished_at"] and "git_commit" in meta
-    assert load_config(out / "config.yaml").identity() == make_config(flow_root).identity()
+    assert build_experiment(out / "config.yaml").identity() == make_config(flow_root).identity()
 
     with (out / "predictions.csv").open() as handle:
         header = next(csv.reader(handle))
@@ -272,7 +274,7 @@ def test_config_unknown_keys_are_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("seeds: [0, 0]\n")
     with pytest.raises(ConfigError, match="repeats a seed"):
-        load_config(path)
+        build_experiment(path)
 
 
 def test_config_yaml_round_trip(tmp_path: Path) -> None:
@@ -287,14 +289,14 @@ def test_config_yaml_round_trip(tmp_path: Path) -> None:
     )
     assert config.recipe.lr == 1.0 and config.prepare.magnify_band == (0.1, 0.3)
     path = tmp_path / "exp.yaml"
-    save_config(path, config)
-    assert load_config(path) == config
+    write_yaml_atomic(path, config.to_dict())
+    assert build_experiment(path) == config
 
 
 def test_prepare_follows_the_model_input(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = InputSpec("sequence", 1, (64, 64), frames=8)
-    entry = ModelEntry("toyseq", lambda **kw: None, spec, groupable=False, description="")
-    monkeypatch.setitem(model_registry._MODELS, "toyseq", entry)
+    toy = dataclasses.replace(get_descriptor("c3dgru"), name="toyseq", input=spec)
+    monkeypatch.setitem(model_registry._MODELS, "toyseq", toy)
     flow = ExperimentConfig.from_dict({"recipe": {"model": "cabm"}})
     assert flow.prepare.output == "flow" and flow.prepare.size == 28
     seq = ExperimentConfig.from_dict({"recipe": {"model": "toyseq"}})
@@ -320,7 +322,7 @@ def test_training_input_is_checked_float32() -> None:
     config = ExperimentConfig.from_dict({"recipe": {"model": "cabm"}})
     x = training_input(config, np.zeros((2, 3, 28, 28), dtype=np.float64))
     assert x.shape == (2, 3, 28, 28) and x.dtype == np.float32
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match=r"expected \(3, 28, 28\)"):
         training_input(config, np.zeros((2, 5, 1, 28, 28)))  # a sequence for a flow model
 
 

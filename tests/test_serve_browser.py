@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser import chromium_driver, require_programs
+from experiments import experiment
 from inference_fixtures import CLEAR
 from merkit.inference import Predictor
 from merkit.preprocess.pipeline import PrepareConfig
@@ -49,8 +50,8 @@ def trained_model(data: Path, out: Path) -> Path:
     root = generate_casme2_like(data, config)
     recipe = Recipe(model="cabm", model_kwargs={"dim": 16, "depth": 2}, epochs=40, batch_size=16,
                     lr=3e-3, weight_decay=0.01, augment=AugmentConfig())  # fmt: skip
-    fit_final("casme2", root, "cabm", recipe=recipe, prepare_config=PrepareConfig(flow="dis"),
-              out=out, progress=False, workers=1)  # fmt: skip
+    fit_final(experiment("casme2", root, recipe, PrepareConfig(flow="dis")), out=out,
+              progress=False)  # fmt: skip
     return out
 
 

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError
-from merkit.models import register_model
+from merkit.models import InputSpec, Preset, register_model
 from merkit.models import registry as registry_module
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
-from merkit.training.config import ExperimentConfig, options_config
+from merkit.training.config import ExperimentConfig, build_experiment
 from merkit.training.engine import fit, fit_predict, plan_members
 from merkit.training.recipe import Recipe, default_recipe, recipe_presets
 from merkit.training.runner import run_experiment
@@ -61,7 +61,13 @@ class Counting(nn.Module):
 
 @pytest.fixture
 def counting(scratch_registry: None) -> None:
-    @register_model("counting")
+    @register_model(
+        "counting",
+        summary="a linear layer with its own criterion",
+        input=InputSpec("flow", 2, (4, 4)),
+        presets={"default": Preset()},
+        hooks=("criterion",),
+    )
     def counting(num_classes: int = 3, in_chans: int = 2, scale: float = 1.0) -> nn.Module:
         return Counting(num_classes, in_chans, scale)
 
@@ -122,13 +128,13 @@ def test_presets_resolve_by_name_and_unknown_ones_are_refused() -> None:
         default_recipe("cabm", "paper")
     recipe = default_recipe("mol", "paper")
     assert Recipe.from_dict(recipe.to_dict()) == recipe
-    config = options_config(
+    config = build_experiment(
         None, {"data.root": "x", "recipe.model": "mol", "recipe.preset": "paper"}
     )
     assert config.recipe.max_steps == 1001 and config.prepare.size == 144
     again = ExperimentConfig.from_dict(config.to_dict())  # a run folder's config resumes as is
     assert again.recipe == config.recipe and again.prepare == config.prepare
-    mine = options_config(
+    mine = build_experiment(
         None,
         {"data.root": "x", "recipe.model": "mol", "recipe.preset": "paper", "recipe.epochs": 2},
     )

@@ -17,9 +17,8 @@ from merkit.data.registry import load_dataset
 from merkit.errors import MerkitError
 from merkit.inference.checkpoint import load_checkpoint
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, write_synthetic_video
-from merkit.training.config import ExperimentConfig
+from merkit.training.config import ExperimentConfig, build_experiment
 from merkit.training.fit import fit_final
-from merkit.training.recipe import default_recipe
 from merkit.training.runner import RunProgress, RunResult, run_experiment
 
 MODEL_FILE = "model.pt"
@@ -41,21 +40,21 @@ class DemoConfig:
 
 
 def demo_experiment(config: DemoConfig, data_root: Path) -> ExperimentConfig:
-    """The experiment the demo runs: LOSO, 5-class CASME II taxonomy, default recipe."""
-    recipe = default_recipe(config.model).to_dict()
-    if config.epochs is not None:
-        recipe["epochs"] = config.epochs
-    return ExperimentConfig.from_dict(
-        {
-            "data": {"name": "casme2", "root": str(data_root), "taxonomy": "5class"},
-            "prepare": {"flow": config.flow, "aligned": True},
-            "protocol": {"name": "loso"},
-            "recipe": recipe,
+    """The experiment the demo runs: LOSO, 5-class CASME II taxonomy, the model's recipe."""
+    return build_experiment(
+        overrides={
+            "data.name": "casme2",
+            "data.root": str(data_root),
+            "data.taxonomy": "5class",
+            "prepare.flow": config.flow,
+            "prepare.aligned": True,
+            "protocol.name": "loso",
+            "recipe.model": config.model,
+            "recipe.epochs": config.epochs,
             "seeds": [config.seed],
             "workers": config.workers,
             "cache_dir": str(config.out / "cache"),
-        },
-        where="demo",
+        }
     )
 
 
@@ -87,20 +86,7 @@ def fit_demo_model(experiment: ExperimentConfig, out: Path, progress: bool = Tru
         ) == (recipe.model, recipe.epochs, seed, experiment.prepare, fingerprint):
             return out
     with RunProgress(progress, 1).running() as bar:
-        fit_final(
-            data.name,
-            data.root,
-            recipe.model,
-            recipe=recipe,
-            prepare_config=experiment.prepare,
-            seed=seed,
-            taxonomy=data.taxonomy,
-            out=out,
-            cache_dir=experiment.cache_dir,
-            workers=experiment.workers,
-            progress=progress,
-            on_epoch=bar.epoch,
-        )
+        fit_final(experiment, out=out, progress=progress, on_epoch=bar.epoch)
         bar.folds_done(1)
     return out
 

@@ -45,10 +45,10 @@ def audit(
     quiet: options.Quiet = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
-    from merkit.training.config import options_config
+    from merkit.training.config import build_experiment
     from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, run_audit
 
-    experiment = options_config(
+    experiment = build_experiment(
         config,
         {
             "data.name": data,

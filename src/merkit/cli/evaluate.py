@@ -29,8 +29,8 @@ def evaluate(
     """Score per-fold checkpoints under LOSO, each on the subject its fold left out."""
     from merkit.errors import ConfigError
     from merkit.evaluation.run_folder import REPORT_FILE
-    from merkit.inference.fold_checkpoints import evaluate_folds
     from merkit.training.config import DataConfig
+    from merkit.training.evaluate import evaluate_folds
 
     if data is None or root is None:
         raise ConfigError("evaluate needs --data and --root: the dataset the folds left out")

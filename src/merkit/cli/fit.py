@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from merkit.cli import options
-from merkit.cli.app import app, console
-from merkit.cli.tables import progress_bar
-from merkit.errors import ConfigError
+from merkit.cli.app import app, console, print_table
+from merkit.cli.tables import failures_table, progress_bar
 from merkit.io import check_writable
 
 
 @app.command()
 def fit(
-    data: options.Data,
-    root: options.Root,
     out: Annotated[Path, typer.Option(help="Checkpoint file to write (e.g. model.pt).")],
+    data: options.Data = None,
+    root: options.Root = None,
     model: options.Model = None,
-    recipe_name: options.RecipePreset = None,
+    recipe: options.RecipePreset = None,
+    config: options.ConfigFile = None,
     epochs: options.Epochs = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batches and augmentation.")] = 0,
     taxonomy: options.Taxonomy = None,
@@ -34,22 +33,27 @@ def fit(
 ) -> None:
     """Train a final model (default: recommended) on ALL samples of a dataset and save a
     self-describing checkpoint."""
-    from merkit.preprocess.config import PrepareConfig
-    from merkit.training.config import prepare_defaults
+    from merkit.training.config import build_experiment
     from merkit.training.fit import fit_final
-    from merkit.training.recipe import DEFAULT_MODEL, default_recipe
 
     check_writable(out, "file")
-    model = model or DEFAULT_MODEL
-    preset = recipe_name or "default"
-    recipe = default_recipe(model, preset)
-    if epochs is not None:
-        if epochs < 1:
-            raise ConfigError(f"--epochs {epochs}: expected at least 1")
-        recipe = dataclasses.replace(recipe, epochs=epochs)
-    given = {"flow": flow, "spotting": spotting, "apex_policy": apex_policy}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    config = PrepareConfig(**{**prepare_defaults(model, preset), **overrides})
+    experiment = build_experiment(
+        config,
+        {
+            "data.name": data,
+            "data.root": str(root) if root is not None else None,
+            "data.taxonomy": taxonomy,
+            "recipe.model": model,
+            "recipe.preset": recipe,
+            "recipe.epochs": epochs,
+            "prepare.flow": flow,
+            "prepare.spotting": spotting,
+            "prepare.apex_policy": apex_policy,
+            "seeds": [seed],
+            "workers": workers,
+            "cache_dir": str(cache) if cache is not None else None,
+        },
+    )
     bar, task = progress_bar(), None
 
     def on_epoch(done: int, total: int) -> None:
@@ -61,26 +65,18 @@ def fit(
         bar.update(task, completed=done)
 
     try:
-        checkpoint = fit_final(
-            data,
-            root,
-            model,
-            recipe=recipe,
-            prepare_config=config,
-            seed=seed,
-            taxonomy=taxonomy,
-            out=out,
-            cache_dir=cache,
-            workers=workers,
-            progress=not quiet,
-            on_epoch=None if quiet else on_epoch,
+        fitted = fit_final(
+            experiment, out=out, progress=not quiet, on_epoch=None if quiet else on_epoch
         )
     finally:
         bar.stop()
-    meta = checkpoint.meta
+    if fitted.failed:
+        print_table(failures_table(fitted.failed))
+    meta = fitted.checkpoint.meta
+    skipped = f", {len(fitted.failed)} skipped (listed above)" if fitted.failed else ""
     console.print(
-        f"trained {meta.model} on {meta.n_samples} {data} samples ({len(meta.class_names)} "
-        f"classes: {', '.join(meta.class_names)}), {recipe.epochs} epochs; wrote {out}",
+        f"trained {meta.model} on {meta.n_samples} {meta.dataset} samples{skipped} "
+        f"({len(meta.class_names)} classes: {', '.join(meta.class_names)}); wrote {out}",
         soft_wrap=True,
         highlight=False,
     )

@@ -1,4 +1,5 @@
-"""`merkit models`: every registered model with its input, size, FLOPs and CPU speed."""
+"""`merkit models`: every registered model with its input, size and cost, read from the shipped
+catalog (no torch); `--timing` also measures milliseconds per sample on this machine."""
 
 from __future__ import annotations
 
@@ -15,54 +16,56 @@ from merkit.errors import ConfigError
 from merkit.preprocess.config import INPUT_KINDS
 
 if TYPE_CHECKING:
-    from merkit.models.profile import ModelProfile
+    from merkit.catalog import ModelFacts
+    from merkit.models.profile import ModelTiming
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _train_ms(row: ModelProfile) -> str:
-    """A closed-form model (features + SVM) is fitted in one solve, an ensemble by its members'
+def _train_ms(facts: ModelFacts, timing: ModelTiming) -> str:
+    """A closed-form model (features + SVM) is fitted in one solve, an average by its members'
     engines: neither has one time per sample-step."""
-    if row.training == "gradient":
-        return _ms(row.train_ms)
-    return row.training.replace("-", " ")
+    if facts.training == "gradient":
+        return _ms(timing.train_ms)
+    return facts.training.replace("-", " ")
 
 
-def models_table(rows: list[ModelProfile]) -> Table:
-    table = Table(title="Registered models (costs per sample, CPU)")
-    table.add_column("model")
-    table.add_column("input")
-    table.add_column("shape", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("MFLOPs", justify="right")
-    table.add_column("train ms", justify="right")
-    table.add_column("infer ms", justify="right")
-    table.add_column("description", overflow="fold")
+def models_table(
+    rows: list[ModelFacts], num_classes: int, timings: dict[str, ModelTiming] | None = None
+) -> Table:
+    """One row per model; parameter counts at `num_classes` classes, as the title says."""
+    where = f", timed on {next(iter(timings.values())).device}" if timings else ""
+    table = Table(title=f"Registered models (parameters at {num_classes} classes{where})")
+    for column in ("model", "input", "shape", "params", "MFLOPs"):
+        table.add_column(column, justify="left" if column in ("model", "input") else "right")
+    if timings is not None:
+        table.add_column("train ms", justify="right")
+        table.add_column("infer ms", justify="right")
+    table.add_column("summary", overflow="fold")
     for r in rows:
-        table.add_row(
-            r.name,
-            r.kind,
-            r.input,
-            "-" if r.params is None else f"{r.params:,}",
-            f"{r.mflops:.2f}",
-            _train_ms(r),
-            _ms(r.infer_ms),
-            r.description,
-        )
+        cells = [r.name, r.kind, r.input, "-" if r.params is None else f"{r.params:,}"]
+        cells.append(f"{r.mflops:.2f}")
+        if timings is not None:
+            cells += [_train_ms(r, timings[r.name]), _ms(timings[r.name].infer_ms)]
+        table.add_row(*cells, r.summary)
     return table
 
 
 @app.command()
 def models(
     kind: Annotated[
-        str | None, typer.Option(help="Only models taking this input: flow, apex or sequence.")
+        str | None,
+        typer.Option(help=f"Only models taking this input: {', '.join(INPUT_KINDS)}."),
     ] = None,
-    refresh: Annotated[bool, typer.Option(help="Re-measure cached timings.")] = False,
     timing: Annotated[
-        bool, typer.Option("--timing/--no-timing", help="Measure CPU milliseconds per sample.")
-    ] = True,
+        bool,
+        typer.Option(
+            "--timing", help="Also measure train and inference milliseconds per sample (slow)."
+        ),
+    ] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Re-measure cached timings.")] = False,
     timing_cache: Annotated[
         Path | None,
         typer.Option(help="File keeping measured timings (default: the user cache folder)."),
@@ -70,22 +73,40 @@ def models(
     json_path: options.JsonFile = None,
     quiet: options.Quiet = False,
 ) -> None:
-    """List the models merkit can train, with parameters, MFLOPs and train/infer speed."""
+    """List the models merkit can train: input, parameters, MFLOPs and what each is."""
+    from merkit.catalog import CATALOG_CLASSES, read_catalog
     from merkit.io import write_json_atomic
-    from merkit.models import list_models
-    from merkit.models.profile import as_dicts, default_cache_path, profile_models
 
     if kind is not None and kind not in INPUT_KINDS:
         raise ConfigError(f"--kind {kind!r} must be one of {', '.join(INPUT_KINDS)}")
-    names = list_models(kind)
-    with nullcontext() if quiet else err_console.status("measuring models") as status:
-        rows = profile_models(
-            names,
-            timing=timing,
-            refresh=refresh,
-            cache_path=timing_cache or default_cache_path(),
-            progress=None if quiet else lambda name: status.update(f"measuring {name}"),
-        )
-    print_table(models_table(rows))
+    rows = [r for r in read_catalog() if kind is None or r.kind == kind]
+    timings = None
+    if timing:
+        from merkit.models.profile import default_cache_path, time_models
+
+        status = nullcontext() if quiet else err_console.status("measuring models")
+        with status as shown:
+            measured = time_models(
+                [r.name for r in rows],
+                refresh=refresh,
+                cache_path=timing_cache or default_cache_path(),
+                num_classes=CATALOG_CLASSES,
+                progress=None if quiet else lambda name: shown.update(f"measuring {name}"),
+            )
+        timings = {t.name: t for t in measured}
+    print_table(models_table(rows, CATALOG_CLASSES, timings))
     if json_path is not None:
-        write_json_atomic(json_path, as_dicts(rows))
+        from dataclasses import asdict
+
+        document = [
+            {
+                **asdict(r),
+                **(
+                    {"train_ms": timings[r.name].train_ms, "infer_ms": timings[r.name].infer_ms}
+                    if timings
+                    else {}
+                ),
+            }
+            for r in rows
+        ]
+        write_json_atomic(json_path, {"num_classes": CATALOG_CLASSES, "models": document})

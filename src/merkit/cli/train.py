@@ -71,10 +71,10 @@ def train(
     metrics and a report."""
     from merkit.evaluation.run_folder import REPORT_FILE
     from merkit.evaluation.splitters import SubjectLeakageWarning
-    from merkit.training.config import options_config
+    from merkit.training.config import build_experiment
     from merkit.training.runner import build_splitter, run_experiment
 
-    experiment = options_config(
+    experiment = build_experiment(
         config,
         {
             "data.name": data,

@@ -22,11 +22,10 @@ import torch
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference.checkpoint import Checkpoint, CheckpointMeta, input_spec_of
 from merkit.io import check_writable
-from merkit.models import create_model
+from merkit.models import create_model, get_descriptor
 from merkit.models.imported import ConventionAdapter, WeightFormat, weight_format
 from merkit.preprocess.config import PrepareConfig
 from merkit.provenance import versions
-from merkit.training.config import prepare_defaults
 
 WEIGHT_SUFFIXES = (".pth", ".pt")
 CHECKPOINT_SUFFIX = ".pt"
@@ -68,7 +67,7 @@ def imported_checkpoint(path: Path, spec: WeightFormat) -> Checkpoint:
     net = create_model(spec.model, len(spec.class_names), len(spec.convention.channel_order))
     state = spec.to_merkit(read_state(path), net.state_dict(), str(path))
     net.load_state_dict(state)
-    prepare = PrepareConfig(**prepare_defaults(spec.model))
+    prepare = PrepareConfig(**get_descriptor(spec.model).prepare_keys())
     meta = CheckpointMeta(
         model=spec.model,
         model_kwargs={},

@@ -16,9 +16,10 @@ from merkit.models import (  # noqa: F401  (register the models)
 )
 from merkit.models.registry import (
     InputSpec,
-    ModelEntry,
+    ModelDescriptor,
+    Preset,
     create_model,
-    get_model_entry,
+    get_descriptor,
     list_models,
     register_model,
     stack_models,
@@ -27,9 +28,10 @@ from merkit.models.registry import (
 
 __all__ = [
     "InputSpec",
-    "ModelEntry",
+    "ModelDescriptor",
+    "Preset",
     "create_model",
-    "get_model_entry",
+    "get_descriptor",
     "list_models",
     "register_model",
     "stack_models",

@@ -48,7 +48,7 @@ class CopyDropout(nn.Dropout):
                 for part, gen in zip(parts, self.generators, strict=True)
             ],
             dim=1,
-        )
+        ).to(x.device)  # drawn from the copies' CPU generators: the same masks on any device
         return x * keep / (1 - self.p) if self.p < 1 else x * 0
 
 
@@ -60,10 +60,13 @@ def use_copy_generators(model: nn.Module, generators: list[torch.Generator] | No
 
 
 @lru_cache(maxsize=16)
-def _toeplitz_index(height: int, width: int, kernel: int) -> torch.Tensor:
-    """(P, P) index into a flattened k*k kernel (k*k: outside it) for a 'same' k x k conv."""
+def _toeplitz_index(height: int, width: int, kernel: int, device: torch.device) -> torch.Tensor:
+    """(P, P) index into a flattened k*k kernel (k*k: outside it) for a 'same' k x k conv, on
+    `device` (cached per device: made once, never copied per step)."""
     r = kernel // 2
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
+    )
     rows, cols = rows.flatten(), cols.flatten()
     d_row = rows[None, :] - rows[:, None] + r  # (out position, in position)
     d_col = cols[None, :] - cols[:, None] + r
@@ -93,7 +96,7 @@ class DepthwiseConv2d(nn.Conv2d):
         if not (self.training and torch.is_grad_enabled()) or h * w > self.matmul_positions:
             return super().forward(x)
         taps = F.pad(self.weight.view(c, k * k), (0, 1))  # a zero tap for out-of-kernel pairs
-        matrix = taps[:, _toeplitz_index(h, w, k)]  # (C, P_out, P_in)
+        matrix = taps[:, _toeplitz_index(h, w, k, x.device)]  # (C, P_out, P_in)
         out = torch.bmm(x.reshape(b, c, h * w).transpose(0, 1), matrix.transpose(1, 2))
         out = out.transpose(0, 1).reshape(b, c, h, w)
         return out if self.bias is None else out + self.bias.view(1, c, 1, 1)
@@ -231,8 +234,8 @@ class ConvStream(nn.Module):
 
 
 class ProbabilityAverage(nn.Module):
-    """An ensemble returning log(mean softmax) of its members (softmax gives the mean probs):
-    the seeds of one recipe (`Recipe.ensemble`), or several models (`recommended`)."""
+    """log(mean softmax) of its members (softmax gives the mean probabilities): the seed
+    members of one recipe (`Recipe.seed_members`), or several models (`recommended`)."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()

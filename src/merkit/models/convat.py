@@ -30,7 +30,7 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models.layers import GaussianLatent, TransformerLayer, conv_bn_act
-from merkit.models.registry import InputSpec, register_model
+from merkit.models.registry import InputSpec, Preset, register_model
 
 POOLS = ("cls", "mean")
 
@@ -118,7 +118,31 @@ class ConVAT(nn.Module):
         return None if kl is None else self.config.kl_weight * kl
 
 
-@register_model("convat", input_spec=InputSpec("flow", 3, (28, 28)))
+# merkit's: a short fixed schedule measured on the synthetic LOSO benchmark
+# (benchmarks/family_synthetic.py).
+PRESETS = {
+    "default": Preset(
+        recipe={
+            "epochs": 20,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 2e-3,
+            "weight_decay": 0.05,
+            "schedule": "cosine",
+            "augment": {"hflip": True, "max_shift": 2},
+        }
+    )
+}
+
+
+@register_model(
+    "convat",
+    summary="ConVAT: conv tokens + transformer encoder (the variational latent and sizes: "
+    "merkit's reading)",
+    input=InputSpec("flow", 3, (28, 28)),
+    presets=PRESETS,
+    hooks=("aux_loss",),
+)
 def convat(num_classes: int = 3, in_chans: int = 3, **kwargs: object) -> ConVAT:
-    """ConVAT: conv tokens + transformer encoder + variational latent (KL via aux_loss)."""
+    """ConVAT of `ConVATConfig` (keyword overrides)."""
     return ConVAT(num_classes, in_chans, **kwargs)

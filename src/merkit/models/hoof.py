@@ -58,7 +58,8 @@ class HOOF(nn.Module):
         along = u[:, None] * self.directions[0, None, :, None, None]
         along = along + v[:, None] * self.directions[1, None, :, None, None]  # (N, bins, H, W)
         nearest = along.argmax(1, keepdim=True)
-        votes = (nearest == torch.arange(self.bins)[None, :, None, None]).to(x.dtype)
+        bins = torch.arange(self.bins, device=x.device)
+        votes = (nearest == bins[None, :, None, None]).to(x.dtype)
         parts = [grid_mean(votes * magnitude[:, None], self.grid).flatten(1)]
         mean = grid_mean(strain, self.grid)
         if "mean" in self.strain:
@@ -69,7 +70,12 @@ class HOOF(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-@register_model("hoof-svm", input_spec=InputSpec("flow", 3, (28, 28)), training="closed-form")
+@register_model(
+    "hoof-svm",
+    summary="HOOF + SVM: magnitude-weighted flow orientation histograms per cell, RBF kernel SVM",
+    input=InputSpec("flow", 3, (28, 28)),
+    training="closed-form",
+)
 def hoof_svm(
     num_classes: int = 3,
     in_chans: int = 3,
@@ -80,7 +86,7 @@ def hoof_svm(
     C: float = 1.0,
     gamma: float | str = "scale",
 ) -> FeatureSVM:
-    """HOOF + SVM: magnitude-weighted flow orientation histograms per cell, RBF kernel SVM."""
+    """HOOF features of a `grid` of cells (`bins` orientations, strain statistics) + SVM."""
     if in_chans != 3:
         raise ConfigError(f"hoof-svm takes 3-channel u/v/strain maps, got {in_chans} channels")
     return FeatureSVM(HOOF(grid, bins, strain), SVMHead(num_classes, kernel, C, gamma))

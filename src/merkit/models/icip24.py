@@ -47,7 +47,7 @@ as released; the intent, every step carrying the label, is what is implemented.
 
 Input layout (see `merkit.models.layers`): (B, T * C, H, W), frame-major, C = `frame_channels`.
 The model's declared input is the authors' (30 RGB frames of 128 x 128); its default recipe
-trains a CPU-sized version (see `merkit.training.recipe`).
+trains a CPU-sized version (`PRESETS`, below).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models.layers import frames_in, unstack_frames
-from merkit.models.registry import InputSpec, register_model
+from merkit.models.registry import InputSpec, Preset, register_model
 
 # The authors' class weights, in their (and merkit's 3-class) order: negative, positive, surprise.
 AUTHORS_WEIGHTS = (0.3, 0.35, 0.35)
@@ -253,7 +253,62 @@ class ICIP24(nn.Module):
         return self.config.l2 * sum(layer.weight.pow(2).sum() for layer in self.regularised)
 
 
-@register_model("icip24", input_spec=InputSpec("sequence", 3, (128, 128), frames=30))
+# The authors' optimiser (`ME_model.py:66-73, 226-251`): Keras' 'adam' (lr 1e-3, eps 1e-7),
+# batch 8, constant rate, no augmentation, no weight decay (the model adds its own L2 on the
+# layers the authors regularise). Shared by merkit's CPU-sized default and the `paper` presets.
+_AUTHORS_OPTIMISER = {
+    "batch_size": 8,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "eps": 1e-7,
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "augment": {"hflip": False, "max_shift": 0},
+}
+
+
+def _paper(dropout: float, frames: int) -> Preset:
+    """The authors' recipe: 200 epochs on RGB frames of 128 x 128, time step 0 scored."""
+    return Preset(
+        recipe={
+            **_AUTHORS_OPTIMISER,
+            "model_kwargs": {
+                "frame_channels": 3,
+                "size": 128,
+                "dropout": dropout,
+                "score_step": 0,
+            },
+            "epochs": 200,
+        },
+        input={"frames": frames, "size": 128, "color": True},
+    )
+
+
+PRESETS = {
+    # merkit's CPU-sized version of the authors' network: 10 grey frames of 48 x 48 (SMIC's 10
+    # frames give the same 3 GRU steps), 16 filters instead of 32, 30 epochs instead of 200.
+    "default": Preset(
+        recipe={
+            **_AUTHORS_OPTIMISER,
+            "model_kwargs": {"frame_channels": 1, "size": 48, "filters": 16},
+            "epochs": 30,
+        },
+        input={"frames": 10, "size": 48, "color": False},
+    ),
+    # The authors' per dataset: CASME II 30 frames, dropout 0.5; SAMM 30, 0.3; SMIC 10, 0.3.
+    "paper": _paper(0.5, 30),
+    "paper-samm": _paper(0.3, 30),
+    "paper-smic": _paper(0.3, 10),
+}
+
+
+@register_model(
+    "icip24",
+    summary="ICIP 2024: dual-branch 3-D CNN, enhanced channel attention and GRU (authors' code)",
+    input=InputSpec("sequence", 3, (128, 128), frames=30),
+    presets=PRESETS,
+    hooks=("aux_loss", "criterion"),
+)
 def icip24(num_classes: int = 3, in_chans: int = 90, **kwargs: object) -> ICIP24:
-    """ICIP 2024: dual-branch 3-D CNN, enhanced channel attention, GRU (authors' code)."""
+    """ICIP24 of `ICIP24Config` (keyword overrides)."""
     return ICIP24(num_classes, in_chans, **kwargs)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,13 +42,12 @@ _PLANE_AXES = {"xy": (2, 3), "xt": (1, 3), "yt": (1, 2)}
 def uniform_labels(points: int) -> torch.Tensor:
     """(2^points,) label of every code: uniform patterns (at most two 0/1 transitions around
     the circle) numbered in code order, every other pattern the last label."""
-    codes = torch.arange(2**points)
-    bits = (codes[:, None] >> torch.arange(points)[None, :]) & 1
-    transitions = (bits != bits.roll(1, dims=1)).sum(1)
-    uniform = transitions <= 2
-    labels = torch.full((2**points,), int(uniform.sum()), dtype=torch.long)
-    labels[uniform] = torch.arange(int(uniform.sum()))
-    return labels
+    codes = np.arange(2**points)
+    bits = (codes[:, None] >> np.arange(points)[None, :]) & 1
+    uniform = (bits != np.roll(bits, 1, axis=1)).sum(1) <= 2
+    labels = np.full(2**points, uniform.sum(), dtype=np.int64)
+    labels[uniform] = np.arange(uniform.sum())
+    return torch.tensor(labels)  # on the default device (a model built on `meta` stays there)
 
 
 def neighbour_taps(points: int, radius: float) -> list[list[tuple[int, int, float]]]:
@@ -100,13 +100,16 @@ def lbp_codes(
                 shift[rows - 1], shift[cols - 1] = row, col
                 weights[q, p, (shift[0], shift[1], shift[2])] = weight
     offsets = sorted({shift for _, _, shift in weights})
-    mixing = torch.zeros(len(planes), points, len(offsets), dtype=volume.dtype)
+    mixing = torch.zeros(
+        len(planes), points, len(offsets), dtype=volume.dtype, device=volume.device
+    )
     for (q, p, shift), weight in weights.items():
         mixing[q, p, offsets.index(shift)] = weight
     centre = _window(volume, margin, (0, 0, 0))
     differences = torch.stack([_window(volume, margin, o) - centre for o in offsets], dim=1)
     neighbours = torch.einsum("qpo,nothw->nqpthw", mixing, differences)
-    powers = (2.0 ** torch.arange(points, dtype=volume.dtype))[None, None, :, None, None, None]
+    exponents = torch.arange(points, dtype=volume.dtype, device=volume.device)
+    powers = (2.0**exponents)[None, None, :, None, None, None]
     return ((neighbours >= 0).to(volume.dtype) * powers).sum(2)
 
 
@@ -122,7 +125,8 @@ class LBPTOP(nn.Module):
             raise ConfigError(f"lbptop-svm: radius must be at least 1, got {radius}")
         self.blocks, self.points, self.radius = blocks, points, float(radius)
         self.register_buffer("labels", uniform_labels(points), False)
-        self.num_labels = int(self.labels.max()) + 1
+        # P(P-1) + 2 uniform patterns on P points, plus the one label of all the others
+        self.num_labels = points * (points - 1) + 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         margin = math.ceil(self.radius)
@@ -134,15 +138,16 @@ class LBPTOP(nn.Module):
         check_grid("lbptop-svm", self.blocks, x.shape[2] - 2 * margin, x.shape[3] - 2 * margin)
         labels = self.labels[lbp_codes(x, PLANES, self.points, self.radius).long()]
         frames, height, width = labels.shape[2:]
-        rows, cols = cell_index(height, self.blocks), cell_index(width, self.blocks)
+        rows = cell_index(height, self.blocks, x.device)
+        cols = cell_index(width, self.blocks, x.device)
         block = rows.argmax(1)[:, None] * self.blocks + cols.argmax(1)[None, :]  # of each pixel
         block = block.expand(frames, height, width)
-        planes = torch.arange(len(PLANES))[:, None, None, None]
+        planes = torch.arange(len(PLANES), device=x.device)[:, None, None, None]
         # One histogram bin per (plane, block, label), counted by a scatter-add: a one-hot of
         # every point's label would be 59 times the clip's size.
         index = ((planes * self.blocks**2 + block) * self.num_labels + labels).flatten(1)
         size = len(PLANES) * self.blocks**2 * self.num_labels
-        counts = torch.zeros(x.shape[0], size, dtype=x.dtype).scatter_add(
+        counts = torch.zeros(x.shape[0], size, dtype=x.dtype, device=x.device).scatter_add(
             1, index, torch.ones_like(index, dtype=x.dtype)
         )
         points = (frames * rows.sum(0)[:, None] * cols.sum(0)[None, :]).flatten().to(x.dtype)
@@ -151,7 +156,10 @@ class LBPTOP(nn.Module):
 
 
 @register_model(
-    "lbptop-svm", input_spec=InputSpec("sequence", 1, (64, 64), frames=8), training="closed-form"
+    "lbptop-svm",
+    summary="LBP-TOP + SVM: uniform LBP histograms of the XY/XT/YT planes per block, linear SVM",
+    input=InputSpec("sequence", 1, (64, 64), frames=8),
+    training="closed-form",
 )
 def lbptop_svm(
     num_classes: int = 3,
@@ -163,5 +171,5 @@ def lbptop_svm(
     C: float = 1.0,
     gamma: float | str = "scale",
 ) -> FeatureSVM:
-    """LBP-TOP + SVM: uniform LBP histograms of XY/XT/YT planes per block, linear SVM."""
+    """LBP-TOP features of `blocks` x `blocks` blocks + SVM."""
     return FeatureSVM(LBPTOP(blocks, points, radius), SVMHead(num_classes, kernel, C, gamma))

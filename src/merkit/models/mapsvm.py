@@ -35,7 +35,12 @@ class CellMeans(nn.Module):
         return grid_mean(median_centred(x), self.grid).flatten(1)
 
 
-@register_model("map-svm", input_spec=InputSpec("flow", 3, (28, 28)), training="closed-form")
+@register_model(
+    "map-svm",
+    summary="Map + SVM: median-centred u/v/strain averaged over a 7x7 grid, RBF kernel SVM",
+    input=InputSpec("flow", 3, (28, 28)),
+    training="closed-form",
+)
 def map_svm(
     num_classes: int = 3,
     in_chans: int = 3,
@@ -44,6 +49,6 @@ def map_svm(
     C: float = 1.0,
     gamma: float | str = "scale",
 ) -> FeatureSVM:
-    """Map + SVM: median-centred u/v/strain averaged over a 7x7 grid, RBF kernel SVM."""
+    """Cell means of a `grid` x `grid` grid + SVM."""
     del in_chans  # any number of channels: each is centred and averaged on its own
     return FeatureSVM(CellMeans(grid), SVMHead(num_classes, kernel, C, gamma))

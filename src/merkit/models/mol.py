@@ -68,7 +68,7 @@ Where the sheet is silent or merkit differs, the choice is merkit's:
   (1 and 128: the authors').
 
 The model's declared input is the authors' (8 frames of 144 x 144, crop 128); its default recipe
-trains a CPU-sized version (see `merkit.training.recipe`).
+trains a CPU-sized version (`PRESETS`, below).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models.layers import frames_in, unstack_frames
-from merkit.models.registry import InputSpec, register_model
+from merkit.models.registry import InputSpec, Preset, register_model
 from merkit.preprocess.targets import LANDMARK_VALUES, LANDMARKS, PACKED_CHANNELS
 
 CHANNELS = len(PACKED_CHANNELS)
@@ -269,16 +269,21 @@ def correlation(
     """
     b, _, h, w = first.shape
     products = first.flatten(2).transpose(1, 2) @ second.flatten(2)  # (B, P, P)
-    index, inside = _displacements(h, w, patch, dilation)
+    index, inside = _displacements(h, w, patch, dilation, first.device)
     picked = products.gather(2, index.expand(b, -1, -1)) * inside  # (B, P, patch^2)
     return picked.transpose(1, 2).reshape(b, patch * patch, h, w)
 
 
 @lru_cache(maxsize=8)
-def _displacements(h: int, w: int, patch: int, dilation: int) -> tuple[torch.Tensor, ...]:
-    """(P, patch^2) flat index of every position's displaced partner, and whether it is inside."""
-    steps = (torch.arange(patch) - patch // 2) * dilation
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+def _displacements(
+    h: int, w: int, patch: int, dilation: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """(P, patch^2) flat index of every position's displaced partner, and whether it is inside,
+    on `device` (cached per device)."""
+    steps = (torch.arange(patch, device=device) - patch // 2) * dilation
+    rows, cols = torch.meshgrid(
+        torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+    )
     ty = rows.reshape(-1, 1, 1) + steps.view(1, -1, 1)  # (P, patch, 1)
     tx = cols.reshape(-1, 1, 1) + steps.view(1, 1, -1)  # (P, 1, patch)
     inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
@@ -518,7 +523,54 @@ class MOL(nn.Module):
         return aux
 
 
-@register_model("mol", input_spec=InputSpec("sequence", CHANNELS, (144, 144), frames=8))
+PRESETS = {
+    # merkit's CPU-sized version: the authors' optimiser (AdamW 1e-4, weight decay 1e-3,
+    # constant rate) on 8 grey frames of 64 x 64 cropped to 56 (the authors': 144 cropped to
+    # 128) and a FlowNetC 1/16 as wide; batch 16 and 30 epochs at 1e-3 instead of 32 and 1001
+    # steps at 1e-4. MOL crops its own clips: the engine's augmentations would corrupt its
+    # packed targets.
+    "default": Preset(
+        recipe={
+            "model_kwargs": {"crop": 56, "flow_width": 0.0625},
+            "epochs": 30,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 1e-3,
+            "schedule": "constant",
+            "augment": {"hflip": False, "max_shift": 0},
+        },
+        input={"size": 64},
+    ),
+    # The authors' (`train.py:13, 73-77`, `dataset.py`): AdamW lr 1e-4, weight decay 1e-3, batch
+    # 32, shuffled, constant rate, 1001 optimiser steps; 8 grey frames of 144 x 144, random 128
+    # crops; the authors' network (crop 128, F5C width 128, full FlowNetC).
+    "paper": Preset(
+        recipe={
+            "model_kwargs": {},
+            "epochs": 1001,  # an upper bound: max_steps ends the schedule
+            "max_steps": 1001,
+            "batch_size": 32,
+            "optimizer": "adamw",
+            "lr": 1e-4,
+            "weight_decay": 1e-3,
+            "schedule": "constant",
+            "augment": {"hflip": False, "max_shift": 0},
+        },
+        input={"frames": 8, "size": 144, "color": False},
+    ),
+}
+
+
+@register_model(
+    "mol",
+    summary="MOL: F5C blocks on frame pairs with joint FlowNetC flow and landmark heads "
+    "(authors' code)",
+    input=InputSpec("sequence", CHANNELS, (144, 144), frames=8),
+    presets=PRESETS,
+    packs_targets=True,
+    hooks=("aux_loss",),
+)
 def mol(num_classes: int = 3, in_chans: int = 32, **kwargs: object) -> MOL:
-    """MOL: F5C blocks on frame pairs, joint FlowNetC flow and landmark heads (authors' code)."""
+    """MOL of `MOLConfig` (keyword overrides)."""
     return MOL(num_classes, in_chans, **kwargs)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from merkit.models.blocks import ConvStream, CopyDropout, GroupedLinear, split_groups
-from merkit.models.registry import InputSpec, register_model
+from merkit.models.registry import InputSpec, Preset, register_model
 
 
 def _stream(groups: int) -> nn.Sequential:
@@ -60,9 +60,31 @@ class OffApexNet(nn.Module):
         return self.classifier(features.reshape(b, -1))
 
 
-@register_model("offapexnet", input_spec=InputSpec("flow", 3, (28, 28)), groupable=True)
+# Gan et al. 2019: Adam, lr 1e-4, fixed schedule, no augmentation (60 epochs: merkit's).
+PRESETS = {
+    "default": Preset(
+        recipe={
+            "epochs": 60,
+            "batch_size": 64,
+            "optimizer": "adam",
+            "lr": 1e-4,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "augment": {"hflip": False, "max_shift": 0},
+        }
+    )
+}
+
+
+@register_model(
+    "offapexnet",
+    summary="Off-ApexNet: two conv streams on the onset-apex horizontal and vertical flow",
+    input=InputSpec("flow", 3, (28, 28)),
+    presets=PRESETS,
+    groupable=True,
+)
 def offapexnet(
     num_classes: int = 3, in_chans: int = 3, groups: int = 1, **kwargs: object
 ) -> OffApexNet:
-    """Off-ApexNet: two-stream CNN on onset-apex horizontal and vertical optical flow."""
+    """Off-ApexNet, optionally as `groups` grouped copies."""
     return OffApexNet(num_classes, in_chans, groups=groups, **kwargs)

@@ -9,7 +9,7 @@ network alone (README has the measured figures). The weights are equal and fixed
 fitted on a held-out subject, nor on the out-of-fold predictions of the members.
 
 `merkit train` uses it when no model is named. Each member is fitted by its own engine with its
-own shipped recipe (`merkit.training.ensemble`); the fitted ensemble is one `ProbabilityAverage`
+own shipped recipe (`merkit.training.average`); the fitted average is one `ProbabilityAverage`
 module, so its checkpoint, `merkit predict` and the ONNX export hold all three members.
 """
 
@@ -23,10 +23,11 @@ MEMBERS = ("cabm", "map-svm", "hoof-svm")
 
 @register_model(
     "recommended",
-    input_spec=InputSpec("flow", 3, (28, 28)),
-    training="ensemble",
+    summary="Recommended: the mean probabilities of cabm, map-svm and hoof-svm on u/v/strain maps",
+    input=InputSpec("flow", 3, (28, 28)),
+    training="average",
     members=MEMBERS,
 )
 def recommended(num_classes: int = 3, in_chans: int = 3) -> ProbabilityAverage:
-    """Recommended: mean probabilities of cabm, map-svm and hoof-svm on u/v/strain maps."""
+    """The untrained average of the members (each fitted by its own engine)."""
     return ProbabilityAverage([create_model(m, num_classes, in_chans) for m in MEMBERS])

@@ -27,16 +27,16 @@ KERNELS = ("rbf", "linear")
 ABSENT_LOGIT = -1e4
 
 
-def cell_index(length: int, cells: int) -> torch.Tensor:
+def cell_index(length: int, cells: int, device: torch.device | None = None) -> torch.Tensor:
     """(length, cells) 0/1 matrix putting each of `length` positions in one of `cells` runs of
     (nearly) equal size; a matrix product with it pools any size into any grid, and exports."""
-    owner = torch.arange(length) * cells // length
-    return (owner[:, None] == torch.arange(cells)[None, :]).to(torch.float32)
+    owner = torch.arange(length, device=device) * cells // length
+    return (owner[:, None] == torch.arange(cells, device=device)[None, :]).to(torch.float32)
 
 
 def grid_mean(x: torch.Tensor, cells: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, cells, cells): the mean of each channel over each cell of a grid."""
-    rows, cols = cell_index(x.shape[-2], cells), cell_index(x.shape[-1], cells)
+    rows, cols = cell_index(x.shape[-2], cells, x.device), cell_index(x.shape[-1], cells, x.device)
     sums = torch.einsum("nchw,hi,wj->ncij", x, rows.to(x.dtype), cols.to(x.dtype))
     counts = rows.sum(0)[:, None] * cols.sum(0)[None, :]
     return sums / counts.to(x.dtype)
@@ -152,7 +152,8 @@ class SVMHead(nn.Module):
         # (N, pairs); > 0 favours a pair's first class (with two classes: the second, as sklearn)
         decision = gram @ self.coef.T + self.intercept
         logits = self.inverse_temperature * self._one_vs_rest(decision)
-        place = (self.classes[:, None] == torch.arange(self.num_classes)[None, :]).to(logits.dtype)
+        classes = torch.arange(self.num_classes, device=logits.device)
+        place = (self.classes[:, None] == classes[None, :]).to(logits.dtype)
         absent = (1 - place.sum(0)) * ABSENT_LOGIT
         return (logits @ place + absent).to(features.dtype)
 
@@ -162,7 +163,7 @@ class SVMHead(nn.Module):
         k = self.classes.numel()
         if k == 2:
             return torch.cat([-decision, decision], dim=1)
-        first = torch.zeros(len(class_pairs(k)), k, dtype=decision.dtype)
+        first = torch.zeros(len(class_pairs(k)), k, dtype=decision.dtype, device=decision.device)
         second = torch.zeros_like(first)
         for p, (i, j) in enumerate(class_pairs(k)):
             first[p, i], second[p, j] = 1, 1

@@ -6,9 +6,9 @@ as models take them, and folds of (train, test) index arrays, and get per fold t
 class probabilities back. The folds, their saving and resuming, the executors and the reports
 are all outside the engine, so any method that fills this contract gets them for free: the
 torch engine (`merkit.training.engine.TorchEngine`) for the networks, the closed-form engine
-(`merkit.training.closed_form.ClassicEngine`) for the classic SVMs, and the ensemble engine
-(`merkit.training.ensemble.EnsembleEngine`) for a probability average of registered models.
-Which one fits a recipe is written in its model's registry entry and read in one place,
+(`merkit.training.closed_form.ClassicEngine`) for the classic SVMs, and the average engine
+(`merkit.training.average.AverageEngine`) for a probability average of registered models.
+Which one fits a recipe is written in its model's descriptor and read in one place,
 `engine_for`.
 
 Nothing here imports torch: the runner, the executors and the reports stay light.
@@ -72,21 +72,21 @@ class Engine(Protocol):
 
 
 def engine_for(recipe: Recipe) -> Engine:
-    """The engine that fits `recipe`, as its model's registry entry says how it learns: the
-    torch engine for networks ("gradient"), the scikit-learn one for the classic SVMs
-    ("closed-form"), the ensemble engine for a probability average of registered models
-    ("ensemble"). The only place that decides; engines load lazily (torch, scikit-learn)."""
-    from merkit.models import get_model_entry
+    """The engine that fits `recipe`, as its model's descriptor says how it learns: the torch
+    engine for networks ("gradient"), the scikit-learn one for the classic SVMs ("closed-form"),
+    the average engine for a probability average of registered models ("average"). The only
+    place that decides; engines load lazily (torch, scikit-learn)."""
+    from merkit.models import get_descriptor
 
-    training = get_model_entry(recipe.model).training
+    training = get_descriptor(recipe.model).training
     if training == "closed-form":
         from merkit.training.closed_form import ClassicEngine
 
         return ClassicEngine()
-    if training == "ensemble":
-        from merkit.training.ensemble import EnsembleEngine
+    if training == "average":
+        from merkit.training.average import AverageEngine
 
-        return EnsembleEngine()
+        return AverageEngine()
     from merkit.training.engine import TorchEngine
 
     return TorchEngine()
@@ -94,7 +94,7 @@ def engine_for(recipe: Recipe) -> Engine:
 
 class RegistryEngine:
     """An `Engine` handing each call to `engine_for(recipe)`: experiments mixing networks,
-    classic models and ensembles (a config's `extra_recipes`) run through one engine object."""
+    classic models and averages (a config's `extra_recipes`) run through one engine object."""
 
     def fit_predict(
         self, recipe: Recipe, *args: Any, **kwargs: Any

@@ -35,10 +35,10 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
-from merkit.models import create_model, get_model_entry
+from merkit.models import create_model, get_descriptor
 from merkit.models.svm import FeatureSVM, SVMHead
 from merkit.training.base import Output, Progress, check_output
-from merkit.training.recipe import Recipe, default_recipe, gradient_settings
+from merkit.training.recipe import Recipe, default_recipe
 from merkit.training.results import FoldResult
 
 CALIBRATION_FOLDS = 5
@@ -91,22 +91,11 @@ def head_probabilities(head: SVMHead, features: np.ndarray) -> np.ndarray:
         return head(torch.from_numpy(np.asarray(features, np.float32))).softmax(-1).double().numpy()
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """A closed-form model has no epochs: refuse recipe settings that would silently not apply."""
-    if not get_model_entry(recipe.model).closed_form:
-        raise ConfigError(f"model {recipe.model!r} is trained by gradient, not in closed form")
-    ignored = gradient_settings(recipe)
-    if ignored:
-        raise ConfigError(
-            f"recipe {recipe.model}: {', '.join(ignored)} apply to gradient training only, and "
-            f"{recipe.model} is fitted in closed form; remove them (its settings are "
-            "model_kwargs)"
-        )
-
-
 def build(recipe: Recipe, num_classes: int, x: np.ndarray) -> FeatureSVM:
-    """An unfitted classic model of `recipe` for inputs shaped like `x` (N, C, H, W)."""
-    check_recipe(recipe)
+    """An unfitted classic model of `recipe` (validated when its experiment was built) for
+    inputs shaped like `x` (N, C, H, W)."""
+    if not get_descriptor(recipe.model).closed_form:
+        raise ConfigError(f"model {recipe.model!r} is trained by gradient, not in closed form")
     if x.ndim != 4:
         raise ConfigError(f"expected inputs of shape (N, C, H, W), got {x.shape}")
     return create_model(recipe.model, num_classes, x.shape[1], **recipe.model_kwargs)

@@ -1,19 +1,18 @@
 """An experiment as one plain, YAML-round-trippable config: data, preparation, protocol, recipe.
 
 A config file only needs the keys it changes: `recipe` keys override the shipped recipe of the
-model it names (`default_recipe(recipe.model, recipe.preset)`; `recommended` when it names
-none; the preset "default" unless the
-config names another, e.g. "paper"), `prepare` keys override what the model's declared input
-and that preset imply (flow maps, apex images or frame sequences, their size), everything else
+model it names (`default_recipe(recipe.model, recipe.preset)`: `DEFAULT_MODEL` when it names
+none, the preset "default" unless it names another, e.g. "paper"), `prepare` keys override what
+the model's input and that preset imply (its descriptor's `prepare_keys`), everything else
 overrides the dataclass defaults. Unknown keys are errors, so a typo never silently falls back to
-a default.
+a default. `build_experiment` is the one way commands make an experiment; it validates it once
+(`merkit.training.validation`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,20 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from merkit.errors import ConfigError
-from merkit.io import plain, read_yaml, write_yaml_atomic
-from merkit.models import get_model_entry
-from merkit.models.inputs import packs_targets
+from merkit.io import plain, read_yaml
+from merkit.models.registry import get_descriptor
 from merkit.preprocess.config import PrepareConfig
-from merkit.preprocess.regions import region_layout
-from merkit.training.augment import U_SCALINGS
-from merkit.training.executors import EXECUTORS
-from merkit.training.recipe import (
-    DEFAULT_MODEL,
-    AugmentConfig,
-    Recipe,
-    default_recipe,
-    preset_input,
-)
+from merkit.training.recipe import DEFAULT_MODEL, Recipe, default_recipe
+from merkit.training.validation import validate_experiment
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
@@ -64,15 +54,15 @@ class ProtocolConfig:
 class ExperimentConfig:
     """Everything that decides a run's figures (plus the RUNTIME_KEYS, which do not).
 
-    `extra_recipes` ensemble other models with the main recipe: their per-fold class
-    probabilities are averaged with the main recipe's. Each seed in `seeds` repeats the whole
+    `extra_recipes` are averaged with the main recipe: their per-fold class probabilities are
+    averaged with the main recipe's. Each seed in `seeds` repeats the whole
     protocol; multi-seed runs report every seed and the mean and std over seeds.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = field(default_factory=lambda: default_recipe(DEFAULT_MODEL))
     extra_recipes: list[Recipe] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     workers: int = 1
@@ -105,138 +95,16 @@ class ExperimentConfig:
         recipe = _recipe_from_dict(data.pop("recipe", {}) or {}, f"{where}: recipe")
         prepare = data.get("prepare", {}) or {}
         if isinstance(prepare, dict):
-            data["prepare"] = {**prepare_defaults(recipe.model, recipe.preset), **prepare}
+            implied = get_descriptor(recipe.model).prepare_keys(recipe.preset)
+            data["prepare"] = {**implied, **prepare}
         extras = data.pop("extra_recipes", []) or []
         if not isinstance(extras, list):
             raise ConfigError(f"{where}: extra_recipes must be a list of recipes")
         extra = [_recipe_from_dict(r, f"{where}: extra_recipes[{i}]") for i, r in enumerate(extras)]
         config = _build(cls, data, where)
         config.recipe, config.extra_recipes = recipe, extra
-        config.validate()
+        validate_experiment(config)
         return config
-
-    def validate(self) -> None:
-        if not self.seeds:
-            raise ConfigError("seeds: at least one seed is needed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds: {self.seeds} repeats a seed")
-        if self.workers < 1:
-            raise ConfigError(f"workers: {self.workers} is not a positive number")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(
-                f"executor: {self.executor!r} is unknown; choose one of {', '.join(EXECUTORS)}"
-            )
-        if self.executor_workers < 0:
-            raise ConfigError(f"executor_workers: {self.executor_workers} is negative")
-        main_input = get_model_entry(self.recipe.model).input_spec
-        for recipe in self.recipes:
-            if get_model_entry(recipe.model).input_spec != main_input:
-                raise ConfigError(
-                    f"extra_recipes: {recipe.model} takes other input than {self.recipe.model} "
-                    "(ensembled models share one prepared input)"
-                )
-            check_recipe(recipe)
-            _check_region_flip(recipe, self.prepare)
-
-
-def check_recipe(recipe: Recipe) -> None:
-    """Refuse a recipe value no training can use, naming the key, before anything is written."""
-    r = recipe
-    finite = all(
-        math.isfinite(v)
-        for v in (r.lr, r.weight_decay, r.label_smoothing, r.ema, r.sam, r.eps)
-        if isinstance(v, int | float)
-    )
-    checks = [
-        (finite, "lr, weight_decay, label_smoothing, ema and sam must be finite numbers"),
-        (isinstance(r.lr, int | float) and r.lr > 0, f"lr must be > 0, got {r.lr}"),
-        (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
-        (r.batch_size >= 1, f"batch_size must be >= 1, got {r.batch_size}"),
-        (r.weight_decay >= 0, f"weight_decay must be >= 0, got {r.weight_decay}"),
-        (0 <= r.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {r.label_smoothing}"),
-        (0 <= r.ema < 1, f"ema must be in [0, 1), got {r.ema}"),
-        (r.sam >= 0, f"sam must be >= 0, got {r.sam}"),
-        (r.ensemble >= 1, f"ensemble must be >= 1, got {r.ensemble}"),
-        (r.val_subjects >= 0, f"val_subjects must be >= 0, got {r.val_subjects}"),
-        (r.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {r.warmup_epochs}"),
-        (r.folds_per_batch >= 0, f"folds_per_batch must be >= 0, got {r.folds_per_batch}"),
-        (r.max_steps >= 0, f"max_steps must be >= 0, got {r.max_steps}"),
-        (r.eps > 0, f"eps must be > 0, got {r.eps}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"recipe {r.model}: {message}")
-    _check_augment(r.model, r.augment)
-    training = get_model_entry(r.model).training
-    if training == "closed-form":  # settings that would silently not apply, refused up front
-        from merkit.training.closed_form import check_recipe as check_closed_form
-
-        check_closed_form(r)
-    elif training == "ensemble":
-        from merkit.training.ensemble import member_recipes
-
-        member_recipes(r)
-    if packs_targets(r.model) and r.augment != _NO_AUGMENT:
-        raise ConfigError(
-            f"recipe {r.model}: its input carries flow and landmark targets beside "
-            "the frames, which the engine's augmentations would corrupt (the model crops "
-            "its training clips itself): set augment.hflip false, augment.max_shift 0 "
-            "and leave the other augment keys at 0"
-        )
-
-
-# No augmentation at all (the recipe of a model whose input packs targets beside the frames).
-_NO_AUGMENT = AugmentConfig(hflip=False, max_shift=0)
-
-# Allowed range of each numeric augmentation option, as (lowest, highest allowed).
-_AUGMENT_RANGES = {
-    "max_shift": (0, math.inf),
-    "max_rotate": (0, 180),
-    "max_scale": (0, 0.9),  # the zoom factor 1 - max_scale stays positive
-    "contrast": (0, math.inf),
-    "erase": (0, 1),  # a probability
-    "noise_std": (0, math.inf),
-    "mixup": (0, math.inf),
-}
-
-
-def _check_augment(model: str, augment: AugmentConfig) -> None:
-    """One sentence naming the first augmentation option outside its range, before training
-    would fail on it deep inside a fold."""
-    for key, (low, high) in _AUGMENT_RANGES.items():
-        value = getattr(augment, key)
-        if not low <= value <= high:
-            allowed = f">= {low}" if high == math.inf else f"between {low} and {high}"
-            raise ConfigError(f"recipe {model}: augment.{key} must be {allowed}, got {value}")
-    if augment.u_scaling not in U_SCALINGS:
-        raise ConfigError(
-            f"recipe {model}: augment.u_scaling must be one of {', '.join(U_SCALINGS)}, "
-            f"got {augment.u_scaling!r}"
-        )
-
-
-def _check_region_flip(recipe: Recipe, prepare: PrepareConfig) -> None:
-    """The flow-aware flip mirrors a whole face; on a region mosaic it is only right where the
-    layout mirrors with the face (`RegionLayout.flips_with_face`)."""
-    flips = recipe.augment.hflip or recipe.tta_flip
-    if prepare.output == "regions" and flips and not region_layout(prepare.regions).flips_with_face:
-        raise ConfigError(
-            f"recipe {recipe.model}: the flow-aware flip (augment.hflip / tta_flip) does not "
-            f"mirror the {prepare.regions!r} region mosaic with the face; set both to false, or "
-            "use prepare.regions 'upright'"
-        )
-
-
-def prepare_defaults(model: str, preset: str = "default") -> dict[str, Any]:
-    """Preparation keys implied by the model's declared input and the input its recipe `preset`
-    was made for (a config may still override them)."""
-    spec = get_model_entry(model).input_spec
-    defaults: dict[str, Any] = {"output": spec.kind, "size": spec.size[0]}
-    if spec.kind != "flow":
-        defaults["color"] = spec.channels == 3
-    if spec.kind == "sequence":
-        defaults["frames"] = spec.frames
-    return {**defaults, **preset_input(model, preset)}
 
 
 def _recipe_from_dict(data: object, where: str) -> Recipe:
@@ -247,7 +115,10 @@ def _recipe_from_dict(data: object, where: str) -> Recipe:
     preset = data.get("preset", "default")
     if not isinstance(preset, str):
         raise ConfigError(f"{where}.preset: expected a preset name, got {_kind(preset)}")
-    base = default_recipe(str(data.get("model", DEFAULT_MODEL)), preset)
+    model = data.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str):
+        raise ConfigError(f"{where}.model: expected a model name, got {_kind(model)}")
+    base = default_recipe(model, preset)
     return _build(Recipe, data, where, base=base)
 
 
@@ -262,15 +133,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a YAML experiment config (a run folder's config.yaml works too)."""
-    return ExperimentConfig.from_dict(read_config_file(path), where=str(path))
-
-
-def options_config(path: str | Path | None, overrides: dict[str, Any]) -> ExperimentConfig:
-    """The experiment a command runs: its YAML file (if any) with the command's options set over
-    it (`with_overrides`); refused without a dataset folder, which no default can supply."""
-    raw = with_overrides(read_config_file(path) if path is not None else {}, overrides)
+def build_experiment(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """The one way an experiment is made (train, audit, fit, evaluate, demo): its YAML file (if
+    any) with the command's options set over it key by key (`with_overrides`), every default
+    taken from the model's descriptor, and validated once, before any data are read; refused
+    without a dataset folder, which no default can supply."""
+    raw = with_overrides(read_config_file(path) if path is not None else {}, overrides or {})
     experiment = ExperimentConfig.from_dict(raw, where=str(path) if path else "options")
     if not experiment.data.root:
         raise ConfigError("no dataset folder given: pass --root DIR (or data.root in --config)")
@@ -280,9 +150,9 @@ def options_config(path: str | Path | None, overrides: dict[str, Any]) -> Experi
 def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Copy of a plain config dict with dotted keys set (`{"recipe.epochs": 3}`); None skips.
 
-    Setting `recipe.model` to another model than the file's drops the file's other recipe keys:
-    a recipe tuned for one model says nothing about another, so the new model's shipped
-    default recipe is used.
+    Every key is set on its own: naming another model keeps the file's other recipe keys, which
+    then apply over that model's shipped recipe (and are refused by validation, naming the key,
+    where they do not fit it).
     """
     result = copy.deepcopy(data)
     for dotted, value in overrides.items():
@@ -294,14 +164,8 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = node.setdefault(name, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"config key {name!r} must be a mapping to set {dotted}")
-        if dotted == "recipe.model" and node.get("model", value) != value:
-            node.clear()
         node[key] = value
     return result
-
-
-def save_config(path: str | Path, config: ExperimentConfig) -> None:
-    write_yaml_atomic(path, config.to_dict())
 
 
 # ---- generic dataclass <-> dict ---------------------------------------------------------------

@@ -18,7 +18,8 @@ from merkit.data.registry import load_dataset
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
 from merkit.evaluation.predictions import Key, Predictions
-from merkit.models.inputs import check_input, model_input, packs_targets
+from merkit.models.inputs import model_input, prepared_shape
+from merkit.models.registry import get_descriptor
 from merkit.preprocess.pipeline import prepare
 from merkit.preprocess.targets import pack_sequences
 from merkit.training.config import ExperimentConfig
@@ -31,15 +32,18 @@ def load_data(config: ExperimentConfig) -> SampleSet:
 
 
 def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
-    """Prepared arrays as the config's model trains on them, checked before training starts.
+    """Prepared arrays as the config's model trains on them (the model was checked against
+    this shape when the experiment was validated).
 
     Models that learn from packed targets (MOL: gray + flow + landmark channels per frame) get
     them computed here from the prepared gray sequences.
     """
     recipe, prepared = config.recipe, config.prepare
-    if packs_targets(recipe.model) and x.ndim == 5 and x.shape[2] == 1:
+    if get_descriptor(recipe.model).packs_targets and x.ndim == 5 and x.shape[2] == 1:
         x = pack_sequences(x, margin=0.0 if prepared.aligned else prepared.margin)
-    check_input(recipe.model, x.shape, prepared.output, **recipe.model_kwargs)
+    expected = prepared_shape(recipe.model, prepared)
+    if x.shape[1:] != expected:
+        raise ValueError(f"prepared arrays of shape {x.shape[1:]}, expected {expected}")
     return np.asarray(model_input(x), dtype=np.float32)
 
 

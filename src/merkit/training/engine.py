@@ -4,7 +4,7 @@ Public API (stable; the experiment runner builds on it through the `Engine` cont
 `merkit.training.base`):
 
 - `fit_predict(recipe, x, y, folds, num_classes, seed, *, groups, progress, workers, output)`
-  per fold, the test samples' class probabilities (averaged over `recipe.ensemble` members);
+  per fold, the test samples' class probabilities (averaged over `recipe.seed_members` members);
   `output="history"` adds the per-epoch training curves (a `FoldResult`), `output="epochs"`
   gives the probabilities after every epoch (the leakage audit's "oracle" figure only).
   `workers` > 1 spreads buckets of folds over single-threaded processes (a calling script
@@ -25,18 +25,19 @@ gives the same result whether it is trained alone, in a bucket of folds, or afte
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from merkit.errors import ConfigError, TrainingDiverged
 from merkit.evaluation.splitters import Fold
-from merkit.models import create_model, get_model_entry
+from merkit.models import get_descriptor
 from merkit.models.blocks import ProbabilityAverage
+from merkit.models.inputs import PROBE_CLASSES, activation_floats
 from merkit.training.base import Output, Progress, check_output
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, mean_history
@@ -165,7 +166,7 @@ def _run(
         for bucket, result in zip(buckets, results, strict=True)
         for job, outcome in zip(bucket, result, strict=True)
     }
-    members = range(recipe.ensemble)
+    members = range(recipe.seed_members)
     return [
         (
             np.mean([trained[f, m][0] for m in members], axis=0),
@@ -220,17 +221,8 @@ def _train_in_processes(
 def _check_inputs(
     recipe: Recipe, x: np.ndarray, y: np.ndarray, folds: Sequence[Fold], num_classes: int
 ) -> None:
-    """Refuse a recipe that cannot train (ConfigError) and arrays or folds that no caller
-    should hand over (ValueError: the runner checks a protocol's folds before they get here)."""
-    if recipe.ensemble < 1 or recipe.epochs < 1 or recipe.batch_size < 1:
-        raise ConfigError("recipe ensemble, epochs and batch_size must be at least 1")
-    kind = get_model_entry(recipe.model).input_spec.kind
-    if kind != "flow" and (recipe.augment.hflip or recipe.tta_flip):
-        # The flip rewrites channel 0 as the u component of a flow map; elsewhere it is wrong.
-        raise ConfigError(
-            f"recipe {recipe.model}: the flow-aware flip (augment.hflip / tta_flip) applies to "
-            f"flow maps only, and {recipe.model} takes {kind} input: set both to false"
-        )
+    """Refuse arrays or folds that no caller should hand over (ValueError: the recipe was
+    validated with its experiment, and the runner checks a protocol's folds)."""
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"expected x of shape (N, C, H, W) with N = {len(y)}, got {x.shape}")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
@@ -254,7 +246,7 @@ def plan_members(
     jobs = []
     for f, (train, test) in enumerate(folds):
         train, test = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
-        for member in range(recipe.ensemble):
+        for member in range(recipe.seed_members):
             s = job_seed(seed, member, test)
             fit_idx, val_idx = train, np.zeros(0, dtype=np.int64)
             if recipe.val_subjects:
@@ -288,7 +280,7 @@ def _buckets(
 ) -> Iterator[list[FoldMember]]:
     """Group jobs that can train side by side (same steps per epoch), in bounded numbers,
     and in at least `workers` buckets when the engine picks the size."""
-    if not get_model_entry(recipe.model).groupable:
+    if not get_descriptor(recipe.model).groupable:
         size = 1
     elif recipe.folds_per_batch > 0:
         size = recipe.folds_per_batch
@@ -306,19 +298,7 @@ def _buckets(
 
 
 def _auto_bucket_size(recipe: Recipe, shape: tuple[int, ...]) -> int:
-    """How many copies fit the activation budget (a rough count from one probe forward)."""
-    probe = create_model(recipe.model, 2, shape[1], **recipe.model_kwargs)
-    floats = 0
-
-    def count(_: nn.Module, __: object, out: object) -> None:
-        nonlocal floats
-        floats += out.numel() if isinstance(out, torch.Tensor) else 0
-
-    leaves = [m for m in probe.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    with torch.no_grad():
-        probe.eval()(torch.zeros(1, *shape[1:]))
-    for h in hooks:
-        h.remove()
-    per_copy = max(floats, 1) * recipe.batch_size
-    return int(max(1, min(64, _AUTO_BUDGET_FLOATS // per_copy)))
+    """How many copies fit the activation budget (counted by the `meta`-device probe)."""
+    options = json.dumps(recipe.model_kwargs, sort_keys=True)
+    per_copy = activation_floats(recipe.model, tuple(shape[1:]), PROBE_CLASSES, options)
+    return int(max(1, min(64, _AUTO_BUDGET_FLOATS // (per_copy * recipe.batch_size))))

@@ -8,55 +8,48 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from merkit.inference.checkpoint import Checkpoint, CheckpointMeta, input_spec_of
-from merkit.preprocess.pipeline import PrepareConfig, default_workers
 from merkit.provenance import timestamp, versions
 from merkit.training import base
-from merkit.training.config import DataConfig, ExperimentConfig, prepare_defaults
+from merkit.training.config import ExperimentConfig
 from merkit.training.data import TrainingData
-from merkit.training.recipe import Recipe, default_recipe
+
+
+@dataclass
+class FittedModel:
+    """A final model's checkpoint and what preparation dropped or said on the way."""
+
+    checkpoint: Checkpoint
+    failed: list[tuple[str, str]]  # (sample uid, one-sentence reason) of the samples left out
+    notes: list[str]
 
 
 def fit_final(
-    dataset_name: str,
-    root: str | Path,
-    model: str,
-    recipe: Recipe | None = None,
-    prepare_config: PrepareConfig | None = None,
-    seed: int = 0,
-    taxonomy: str | None = None,
+    experiment: ExperimentConfig,
     *,
     out: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, int], None] | None = None,
-) -> Checkpoint:
-    """Train `model` on ALL samples of a dataset (no held-out data) and save it to `out`.
+) -> FittedModel:
+    """Train the experiment's recipe on ALL samples of its dataset (no held-out data, no
+    validation subjects) and save the checkpoint to `out`.
 
-    This is the model to ship after an experiment has measured the method under LOSO; its own
-    accuracy is unknown by construction. `recipe` defaults to the model's shipped recipe, and
-    `prepare_config` to the preprocessing of the model's declared input.
+    This is the model to ship after an experiment has measured the method under a
+    subject-independent protocol; its own accuracy is unknown by construction. The experiment
+    comes from `build_experiment` like every other (its protocol is not used; its first seed is).
     """
-    recipe = dataclasses.replace(recipe or default_recipe(model), model=model, val_subjects=0)
-    config = prepare_config or PrepareConfig(**prepare_defaults(model, recipe.preset))
-    experiment = ExperimentConfig(
-        data=DataConfig(name=dataset_name, root=str(root), taxonomy=taxonomy),
-        prepare=config,
-        recipe=recipe,
-        seeds=[seed],
-        workers=workers or default_workers(),
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
-    )
+    recipe = dataclasses.replace(experiment.recipe, val_subjects=0)
+    seed = experiment.seeds[0]
     data = TrainingData.from_config(experiment, progress)
     net = base.default_engine().fit(
         recipe, data.x, data.y, data.num_classes, seed, progress=on_epoch
     )
-    dataset = data.dataset
+    dataset, config = data.dataset, experiment.prepare
     meta = CheckpointMeta(
-        model=model,
+        model=recipe.model,
         model_kwargs=dict(recipe.model_kwargs),
         num_classes=data.num_classes,
         in_chans=int(data.x.shape[1]),
@@ -64,8 +57,8 @@ def fit_final(
         input_spec=dataclasses.asdict(input_spec_of(config)),
         prepare=dataclasses.asdict(config),
         recipe=recipe.to_dict(),
-        ensemble=recipe.ensemble,
-        dataset=dataset_name,
+        ensemble=recipe.seed_members,
+        dataset=experiment.data.name,
         taxonomy=dataset.taxonomy,
         data_fingerprint=dataset.fingerprint(),
         n_samples=len(data.samples),
@@ -77,4 +70,4 @@ def fit_final(
     checkpoint = Checkpoint(net.eval(), meta)
     if out is not None:
         checkpoint.save(out)
-    return checkpoint
+    return FittedModel(checkpoint, list(data.failed), list(data.notes))

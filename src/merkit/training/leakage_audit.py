@@ -197,7 +197,6 @@ def run_audit(
     out_dir = Path(out_dir)
     recipe = dataclasses.replace(config.recipe, val_subjects=0)
     config = dataclasses.replace(config, recipe=recipe, extra_recipes=[])
-    config.validate()
     check_writable(out_dir)
     if k < 2:
         raise ConfigError(f"--k {k}: the sample-level k-fold protocol needs at least 2 folds")

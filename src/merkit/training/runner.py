@@ -29,7 +29,7 @@ from merkit.evaluation.report import render_run
 from merkit.evaluation.run_folder import RunFolder
 from merkit.evaluation.run_meta import DataInfo, ProtocolInfo, RunInfo, RunMeta
 from merkit.evaluation.splitters import Fold, Splitter, make_splitter
-from merkit.models import get_model_entry
+from merkit.models import get_descriptor
 from merkit.provenance import timestamp, versions
 from merkit.training import base
 from merkit.training.base import Engine
@@ -205,9 +205,9 @@ def folds_per_call(recipes: Sequence[Recipe]) -> int:
     one."""
     if recipes[0].folds_per_batch:
         return recipes[0].folds_per_batch
-    entries = [get_model_entry(r.model) for r in recipes]
-    names = [name for e in entries for name in (e.name, *e.members)]  # an ensemble's members too
-    if any(get_model_entry(name).groupable for name in names):
+    descriptors = [get_descriptor(r.model) for r in recipes]
+    names = [name for d in descriptors for name in (d.name, *d.members)]  # an average's members
+    if any(get_descriptor(name).groupable for name in names):
         return DEFAULT_FOLDS_PER_CALL
     return 1
 
@@ -240,7 +240,8 @@ class ChunkPlan:
         ]
 
     def labels(self) -> list[str]:
-        """How each recipe's curves are named in an ensemble: its model (+ #i if repeated)."""
+        """How each recipe's curves are named when several are averaged: its model (+ #i if
+        repeated)."""
         models = [r.model for r in self.recipes]
         return [m if models.count(m) == 1 else f"{m}#{i}" for i, m in enumerate(models)]
 
@@ -248,7 +249,7 @@ class ChunkPlan:
         self, executor: Executor, shared: SharedInputs, progress: Callable[..., None] | None
     ) -> Iterator[tuple[list[FoldTask], list[FoldResult]]]:
         """Yield each chunk with its folds' results: probabilities averaged over the recipes
-        (ensemble), curves kept per recipe (prefixed by its label when there are several)."""
+        (averaged), curves kept per recipe (prefixed by its label when there are several)."""
         n = len(self.recipes)
         labels = self.labels()
         arrived: dict[int, dict[int, list[FoldResult]]] = {}
@@ -321,7 +322,6 @@ def run_experiment(
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     engine = engine or base.default_engine()
-    config.validate()
     dataset = load_data(config)
     splitter = build_splitter(config)
     previous = folder.claim(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from merkit.errors import ConfigError, TrainingDiverged
-from merkit.models import create_model, stack_models, unstack_model
+from merkit.models import create_model, get_descriptor, stack_models, unstack_model
 from merkit.models.blocks import use_copy_generators
 from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
 from merkit.training.recipe import Recipe
@@ -145,6 +145,7 @@ class BucketTrainer:
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
         self.in_chans = x.shape[1]
+        self.hooks = get_descriptor(recipe.model).hooks
         self.model = self._build()
         self.batch = min(recipe.batch_size, len(jobs[0].train))
         self.steps = steps_per_epoch(jobs[0], recipe.batch_size)
@@ -325,18 +326,15 @@ class BucketTrainer:
         per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
         correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
         loss = per_copy.sum()
-        aux = getattr(self.model, "aux_loss", None)
-        if callable(aux) and (extra := aux()) is not None:
+        if "aux_loss" in self.hooks and (extra := self.model.aux_loss()) is not None:
             loss = loss + extra
         return loss, per_copy.detach(), correct.float()
 
     def _sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, G) loss of every sample of every copy, from (B, G, K) logits and soft targets:
-        the model's own `criterion` when it defines one (see `merkit.models.registry`), else
-        cross-entropy on the logits."""
-        criterion = getattr(self.model, "criterion", None)
-        if callable(criterion):
-            return criterion(target.flatten(1)).view(target.shape[:2])
+        the model's own `criterion` when its descriptor declares one, else cross-entropy."""
+        if "criterion" in self.hooks:
+            return self.model.criterion(target.flatten(1)).view(target.shape[:2])
         return -(target * logits.log_softmax(-1)).sum(-1)
 
     def _forward(self, xs: torch.Tensor) -> torch.Tensor:

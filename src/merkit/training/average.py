@@ -1,14 +1,14 @@
-"""Fitting an ensemble model (registry `training="ensemble"`, e.g. `recommended`).
+"""Fitting an average of models (registry `training="average"`, e.g. `recommended`).
 
-An ensemble is a probability average of registered models, its `members`. Each member is fitted
-by its own engine (`engine_for`: torch for a network, scikit-learn for a classic SVM) with its own
-shipped recipe and the run's seed, on the same folds and the same prepared arrays, and the
-ensemble's probabilities are the equal-weight mean of the members'. Nothing is fitted on the
-held-out subject, nor on out-of-fold predictions: the weights are fixed, so a fold's result is
-the mean of results that each depend on that fold's training samples only.
+An average is an equal-weight probability average of registered models, its `members`. Each
+member is fitted by its own engine (`engine_for`: torch for a network, scikit-learn for a
+classic SVM) with its own shipped recipe and the run's seed, on the same folds and the same
+prepared arrays, and the average's probabilities are the equal-weight mean of the members'.
+Nothing is fitted on the held-out subject, nor on out-of-fold predictions: the weights are fixed,
+so a fold's result is the mean of results that each depend on that fold's training samples only.
 
 `fit` returns one `ProbabilityAverage` of the fitted members: the module `create_model` builds
-for the ensemble's name, so checkpoints, `merkit predict` and the ONNX export take it whole.
+for the average's name, so checkpoints, `merkit predict` and the ONNX export take it whole.
 """
 
 from __future__ import annotations
@@ -18,28 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
-from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
-from merkit.models import get_model_entry
 from merkit.models.blocks import ProbabilityAverage
 from merkit.training.base import Output, Progress, check_output, engine_for
-from merkit.training.recipe import Recipe, default_recipe, gradient_settings
+from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
-
-
-def member_recipes(recipe: Recipe) -> list[Recipe]:
-    """The shipped recipe of each member of `recipe`'s ensemble model; the ensemble's own
-    recipe has nothing to set (a setting there would silently not reach the members)."""
-    entry = get_model_entry(recipe.model)
-    if entry.training != "ensemble":
-        raise ConfigError(f"model {recipe.model!r} is not an ensemble of registered models")
-    ignored = gradient_settings(recipe) + (["model_kwargs"] if recipe.model_kwargs else [])
-    if ignored:
-        raise ConfigError(
-            f"recipe {recipe.model}: {', '.join(ignored)} cannot be set on an ensemble; its "
-            f"members ({', '.join(entry.members)}) train with their own shipped recipes"
-        )
-    return [default_recipe(member) for member in entry.members]
+from merkit.training.validation import member_recipes
 
 
 class _MemberProgress:
@@ -83,8 +67,8 @@ def merge_members(
     return results
 
 
-class EnsembleEngine:
-    """The engine of the ensemble models: every member's engine on the same folds, averaged."""
+class AverageEngine:
+    """The engine of the averages of models: every member's engine on the same folds, averaged."""
 
     def fit_predict(
         self,

@@ -25,9 +25,8 @@ from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.importing import CHECKPOINT_SUFFIX
 from merkit.inference.predictor import TorchBackend
 from merkit.provenance import timestamp, versions
-from merkit.training.config import DataConfig, ExperimentConfig
+from merkit.training.config import DataConfig, build_experiment
 from merkit.training.data import TrainingData
-from merkit.training.recipe import Recipe
 
 
 @dataclass
@@ -99,12 +98,15 @@ def evaluate_folds(
             f"{files[subjects[0]]}: the checkpoints predict {', '.join(meta.class_names)}, "
             f"{dataset.name} ({dataset.taxonomy}) has {', '.join(dataset.class_names)}"
         )
-    experiment = ExperimentConfig(
-        data=data,
-        prepare=meta.prepare_config,
-        recipe=Recipe(model=meta.model, model_kwargs=dict(meta.model_kwargs)),
-        workers=workers,
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
+    experiment = build_experiment(
+        overrides={
+            "data": dataclasses.asdict(data),
+            "prepare": meta.prepare,
+            "recipe.model": meta.model,
+            "recipe.model_kwargs": dict(meta.model_kwargs),
+            "workers": workers,
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+        }
     )
     config = {
         "data": dataclasses.asdict(data),
