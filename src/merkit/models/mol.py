@@ -64,6 +64,12 @@ Where the sheet is silent or merkit differs, the choice is merkit's:
 - the correlation is computed from all position pairs' dot products (the same numbers as the
   authors' CUDA/C++ sampler);
 - the engine exempts biases and norms from weight decay (the authors decay every parameter);
+- every training batch is full: merkit's batch stream runs across epoch ends (an epoch is
+  ceil(N / batch) full batches, the last filled from the next shuffled pass), where the
+  authors' DataLoader (`train.py`, batch 32, shuffled) ends each pass with a smaller batch;
+- the landmark loss divides by the inter-pupil distance clamped at 1 px, so that a clip without
+  landmarks (all zero) adds a finite loss; the authors divide by the raw distance
+  (`utils/pupil_distance.py:3-16`);
 - `flow_width` scales FlowNetC's channels and `dim` the F5C width, for CPU-sized recipes
   (1 and 128: the authors').
 
