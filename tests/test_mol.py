@@ -10,16 +10,15 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models import create_model
+from merkit.models.flownetc import FlowNetC, correlation
 from merkit.models.mol import (
     ChannelCorrespondenceConv,
     Classifier3d,
     ConvStack,
-    FlowNetC,
     GlobalAxisMixer,
     LandmarkHead,
     circular_conv,
     conv_stack_size,
-    correlation,
     flow_loss,
     landmark_loss,
     pupil_distance,
