@@ -23,9 +23,9 @@ of consecutive frames (t, t + 1) goes through:
    MaxPool3d 2 -> dropout 0.5 -> FC 256 -> ReLU -> dropout 0.5 -> FC K;
 5. the landmark head on the frame t + 1 features: Conv 128 -> 32, k3 -> ReLU -> FC 512 -> ReLU ->
    FC 136 (68 x, y pairs, pixels of the crop);
-6. the flow head (`FlowNetC`): FlowNetC with BatchNorm (conv = conv without bias + BN +
-   LeakyReLU 0.1) on the two frames: siamese conv1-3, a correlation layer (`correlation`, plain
-   PyTorch: kernel 1, 21 x 21 displacements of dilation 2 -> 441 channels, / channels, LeakyReLU
+6. the flow head (`merkit.models.flownetc`): FlowNetC with BatchNorm (conv = conv without bias +
+   BN + LeakyReLU 0.1) on the two frames: siamese conv1-3, a correlation layer (plain PyTorch:
+   kernel 1, 21 x 21 displacements of dilation 2 -> 441 channels, / channels, LeakyReLU
    0.1), [redirected frame-t features, correlation, both F5C features] -> conv3_1 .. conv6_1 ->
    a refinement decoder to full resolution; only the full-resolution flow is returned.
 
