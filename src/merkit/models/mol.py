@@ -309,7 +309,6 @@ class MOL(nn.Module):
         self.landmark_head = LandmarkHead(cfg.dim, side)
         self.flow_head = FlowNetC(cfg.dim, cfg.flow_width, cfg.patch, cfg.dilation)
         self._aux: torch.Tensor | None = None
-        self.head_losses: dict[str, torch.Tensor] = {}
 
     def _spare(self, x: torch.Tensor) -> int:
         """How many pixels the frames exceed the crop by (a ValueError if they are smaller)."""
@@ -392,13 +391,9 @@ class MOL(nn.Module):
             return self.classify(*self.pair_features(self.frames_of(x, None)))
         logits, flow, marks, offsets = self.forward_heads(x)
         flow_target, mark_target = self.targets(x, offsets)
-        losses = {
-            "flow": flow_loss(flow, flow_target),
-            "landmarks": landmark_loss(marks, mark_target),
-        }
-        self.head_losses = {k: v.detach() for k, v in losses.items()}
         cfg = self.config
-        self._aux = cfg.flow_weight * losses["flow"] + cfg.landmark_weight * losses["landmarks"]
+        flow_term = cfg.flow_weight * flow_loss(flow, flow_target)
+        self._aux = flow_term + cfg.landmark_weight * landmark_loss(marks, mark_target)
         return logits
 
     def aux_loss(self) -> torch.Tensor | None:
