@@ -46,7 +46,7 @@ from merkit.data.base import SampleSet
 from merkit.data.registry import load_dataset
 from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE, Sample
 from merkit.errors import AnnotationError, ConfigError, DataLayoutError, MerkitError
-from merkit.preprocess.frames import read_sample_frames, read_video
+from merkit.preprocess.frames import ClipFrames, read_video
 from merkit.preprocess.pipeline import PrepareConfig, Prepared, prepare
 
 ROW2 = f"{CASME2_XLSX} row 2"  # the first data row (EP02_01f: onset 46, apex 48, offset 50)
@@ -473,7 +473,7 @@ def test_unreadable_folders_and_files_are_named(tmp_path: Path, monkeypatch) -> 
         with pytest.raises(
             DataLayoutError, match=f"{frame}: frame cannot be read \\(Permission denied\\)"
         ):
-            read_sample_frames(by_clip(load_dataset("casme2", root, "all"))["EP02_01f"], [48])
+            ClipFrames(by_clip(load_dataset("casme2", root, "all"))["EP02_01f"]).read([48])
 
 
 @pytest.mark.skipif(

@@ -145,6 +145,23 @@ def test_score_is_the_mean_of_step_probabilities_or_one_step() -> None:
         create_model("icip24", 3, 10, **TINY, score_step=3)
 
 
+def test_step_0_sees_frames_0_to_11_by_convolution_and_all_30_by_channel_attention() -> None:
+    """What the authors' scored step depends on (the module docstring's claim), by gradients."""
+    torch.manual_seed(0)
+    model = create_model("icip24", 3, 30, **TINY).double().eval()
+    x = torch.rand(1, 30, 16, 16, dtype=torch.double, requires_grad=True)
+
+    def frames_reached() -> list[int]:
+        x.grad = None
+        model.step_logits(x)[0, 0].sum().backward()
+        return x.grad.abs().sum((0, 2, 3)).nonzero().flatten().tolist()
+
+    assert frames_reached() == list(range(30))
+    gate = model.attention.channel_map
+    model.attention.channel_map = lambda v: gate(v).detach()  # no path through the pooling
+    assert frames_reached() == list(range(12))
+
+
 def test_paper_recipes_are_the_authors() -> None:
     paper = default_recipe("icip24", "paper")
     assert (paper.optimizer, paper.lr, paper.eps) == ("adam", 1e-3, 1e-7)

@@ -125,7 +125,7 @@ def test_casme2_five_class_with_estimated_apex(tmp_path: Path) -> None:
     assert data.apex_counts() == {APEX_ANNOTATED: 4, APEX_MIDDLE: 1}
     first = data[0]
     assert first.frame_numbers == (46, 47, 48, 49, 50)
-    assert first.frame_path(48).name == "img48.jpg"
+    assert first.frames[first.frame_numbers.index(48)].name == "img48.jpg"
     assert first.path == tmp_path / "CASME2_RAW_selected" / "sub01" / "EP02_01f"
     assert (first.emotion, first.action_units, first.meta["fps"]) == ("happiness", "12", "200")
     assert data[4].frame_numbers == (97, 98, 99, 100, 101, 102, 103)
@@ -202,7 +202,7 @@ def test_samm_preamble_padding_and_subjects(tmp_path: Path) -> None:
     assert data[0].frames[0].name == "006_05562.jpg"
     assert data[0].frame_numbers == (5562, 5563, 5564, 5565, 5566)
     assert data[1].frames[0].name == "006_0217.jpg"
-    assert data[1].frame_path(219).name == "006_0219.jpg"
+    assert data[1].frames[data[1].frame_numbers.index(219)].name == "006_0219.jpg"
     assert data[0].meta["micro"] == "Micro - 1/2"
 
 

@@ -64,15 +64,16 @@ def test_ststnet_published_predictions(megc2019_root) -> None:
 
 
 def test_weighted_recall_and_f1_weight_classes_by_support() -> None:
-    from merkit.evaluation.metrics import accuracy, classification_metrics, war, wf1
+    from merkit.evaluation.metrics import accuracy, classification_metrics
 
     y_true = [0, 0, 0, 0, 1, 1, 2]
     y_pred = [0, 0, 0, 1, 1, 0, 2]
     # per class: recall 3/4, 1/2, 1; F1 6/8... computed by hand: F1_0 = 2*3/(4+4) = 0.75,
     # F1_1 = 2*1/(2+2) = 0.5, F1_2 = 1
-    assert war(y_true, y_pred, 3) == pytest.approx((4 * 0.75 + 2 * 0.5 + 1 * 1) / 7)
-    assert war(y_true, y_pred, 3) == pytest.approx(accuracy(y_true, y_pred))
-    assert wf1(y_true, y_pred, 3) == pytest.approx((4 * 0.75 + 2 * 0.5 + 1 * 1.0) / 7)
+    weighted = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert weighted["war"] == pytest.approx((4 * 0.75 + 2 * 0.5 + 1 * 1) / 7)
+    assert weighted["war"] == pytest.approx(accuracy(y_true, y_pred))
+    assert weighted["wf1"] == pytest.approx((4 * 0.75 + 2 * 0.5 + 1 * 1.0) / 7)
     m = classification_metrics([0, 0, 0, 1], [0, 0, 1, 1], ["a", "b"])
     # F1_a = 2*2/(3+2) = 0.8 (support 3), F1_b = 2*1/(1+2) = 2/3 (support 1)
     assert m["wf1"] == pytest.approx((3 * 0.8 + 1 * 2 / 3) / 4)

@@ -13,7 +13,7 @@ from merkit.data.files import frame_number, list_frames
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
 from merkit.preprocess import frames as frames_mod
-from merkit.preprocess.frames import ClipFrames, read_sample_frames, read_video
+from merkit.preprocess.frames import ClipFrames, read_video
 
 
 def _sample(path: Path, frames: tuple[Path, ...] = (), numbers: tuple[int, ...] = ()) -> Sample:
@@ -46,8 +46,8 @@ def test_sample_frames_read_gray_and_colour_by_number(tmp_path: Path) -> None:
     for number in (5, 6, 7):
         _write(tmp_path / f"img{number}.png", _gradient(10 * number))
     sample = _sample(tmp_path)  # no frame list: the folder is listed
-    color = read_sample_frames(sample, [7, 5], color=True)
-    gray = read_sample_frames(sample)
+    color = ClipFrames(sample, color=True).read([7, 5])
+    gray = ClipFrames(sample).read()
     assert color.shape == (2, 12, 16, 3) and gray.shape == (3, 12, 16)
     assert color[0, 0, 3].tolist() == [15, 70, 70]  # RGB order, frame 7 first
     assert gray[0, 0, 0] == round(0.587 * 50 + 0.114 * 50)
@@ -59,20 +59,20 @@ def test_corrupt_frame_error_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     sample = _sample(tmp_path, (good, bad), (1, 2))
     with pytest.raises(DataLayoutError, match="img2.jpg.*cannot be decoded"):
-        read_sample_frames(sample)
+        ClipFrames(sample).read()
 
 
 def test_frames_of_different_sizes_are_rejected(tmp_path: Path) -> None:
     _write(tmp_path / "img1.png", _gradient(1))
     _write(tmp_path / "img2.png", _gradient(2, size=(10, 16)))
     with pytest.raises(DataLayoutError, match=r"img2.png: frame size 16x10 differs from 16x12"):
-        read_sample_frames(_sample(tmp_path))
+        ClipFrames(_sample(tmp_path)).read()
 
 
 def test_missing_frame_number_is_named(tmp_path: Path) -> None:
     _write(tmp_path / "img1.png", _gradient(1))
     with pytest.raises(DataLayoutError, match="no frame numbered 4"):
-        read_sample_frames(_sample(tmp_path), [4])
+        ClipFrames(_sample(tmp_path)).read([4])
 
 
 def _write_video(path: Path, count: int = 6) -> list[np.ndarray]:

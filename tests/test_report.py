@@ -11,7 +11,7 @@ from merkit.cli import main
 from merkit.errors import AnnotationError, ConfigError
 from merkit.evaluation.comparison import write_comparison
 from merkit.evaluation.document import to_markdown
-from merkit.evaluation.predictions import Predictions, read_probabilities, write_predictions
+from merkit.evaluation.predictions import Predictions, read_predictions, write_predictions
 from merkit.evaluation.report import render_run, run_document, run_metrics, seed_statistics
 from merkit.evaluation.run_folder import RunFolder
 from merkit.evaluation.run_meta import RunMeta
@@ -19,7 +19,9 @@ from merkit.evaluation.run_meta import RunMeta
 CLASSES = ["negative", "positive", "surprise"]
 
 
-def table(true: list[str], predicted: list[str]) -> Predictions:
+def table(
+    true: list[str], predicted: list[str], probabilities: np.ndarray | None = None
+) -> Predictions:
     n = len(true)
     return Predictions(
         dataset=["casme2"] * (n // 2) + ["samm"] * (n - n // 2),
@@ -27,6 +29,8 @@ def table(true: list[str], predicted: list[str]) -> Predictions:
         sample=[f"clip{i}" for i in range(n)],
         true=true,
         predicted=predicted,
+        probabilities=probabilities,
+        probability_classes=tuple(CLASSES) if probabilities is not None else (),
     )
 
 
@@ -101,7 +105,7 @@ def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: boo
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(meta))
     probs = np.full((len(TRUE), 3), 1 / 3)
-    write_predictions(run / "predictions.csv", table(TRUE, PRED).with_probabilities(probs, CLASSES))
+    write_predictions(run / "predictions.csv", table(TRUE, PRED, probs))
     for seed, predicted in (seeds or {}).items():
         write_predictions(run / f"predictions_seed{seed}.csv", table(TRUE, predicted))
 
@@ -146,16 +150,16 @@ def test_render_markdown_needs_no_optional_metadata() -> None:
     assert "| overall | 6 |" in text and "git commit**: unknown" in text
 
 
-def test_read_probabilities(tmp_path: Path) -> None:
+def test_probabilities_read_back_from_a_predictions_file(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     write_predictions(path, table(TRUE, PRED))
-    assert read_probabilities(path, CLASSES) is None
+    assert read_predictions(path).probabilities_for(CLASSES) is None
     probs = np.eye(3)[[0, 1, 1, 2, 0, 0]]
-    write_predictions(path, table(TRUE, PRED).with_probabilities(probs, CLASSES))
-    assert np.array_equal(read_probabilities(path, CLASSES), probs)
+    write_predictions(path, table(TRUE, PRED, probs))
+    assert np.array_equal(read_predictions(path).probabilities_for(CLASSES), probs)
     path.write_text(path.read_text().replace("1.000000", "x", 1))
     with pytest.raises(AnnotationError, match="not a number"):
-        read_probabilities(path, CLASSES)
+        read_predictions(path)
 
 
 def test_render_run_rejects_non_run_folder_and_unfinished_run(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import yaml
 from flowdata import CentroidEngine, write_flow_dataset
 from merkit.errors import ConfigError
 from merkit.evaluation.metrics import pooled_metrics
-from merkit.evaluation.predictions import read_predictions, read_probabilities
+from merkit.evaluation.predictions import read_predictions
 from merkit.evaluation.splitters import SubjectLeakageWarning
 from merkit.io import write_yaml_atomic
 from merkit.models import registry as model_registry
@@ -30,6 +30,11 @@ CLASSES = ["negative", "positive", "surprise"]
 @pytest.fixture
 def flow_root(tmp_path: Path) -> Path:
     return write_flow_dataset(tmp_path / "megc")
+
+
+def probabilities(path: Path) -> np.ndarray:
+    """A run's saved probabilities, in CLASSES order."""
+    return read_predictions(path).probabilities_for(CLASSES)
 
 
 def make_config(root: Path, **overrides) -> ExperimentConfig:
@@ -69,7 +74,7 @@ def test_run_folder_holds_every_output(flow_root: Path, tmp_path: Path) -> None:
     ]
     table = read_predictions(out / "predictions.csv")
     assert len(table) == 24 and table.subject[0] == "sub01"
-    probs = read_probabilities(out / "predictions.csv", CLASSES)
+    probs = probabilities(out / "predictions.csv")
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
     t, p = table.encode(CLASSES)
@@ -209,10 +214,8 @@ def test_multi_seed_reports_each_seed_and_mean_std(flow_root: Path, tmp_path: Pa
     assert stats["overall"]["uf1"]["mean"] == pytest.approx(np.mean(uf1s))
     assert stats["overall"]["uf1"]["std"] == pytest.approx(np.std(uf1s, ddof=1))
     # predictions.csv: probabilities averaged over the seeds
-    mean = np.mean(
-        [read_probabilities(out / f"predictions_seed{s}.csv", CLASSES) for s in (0, 1, 2)], axis=0
-    )
-    assert np.allclose(read_probabilities(out / "predictions.csv", CLASSES), mean, atol=2e-6)
+    mean = np.mean([probabilities(out / f"predictions_seed{s}.csv") for s in (0, 1, 2)], axis=0)
+    assert np.allclose(probabilities(out / "predictions.csv"), mean, atol=2e-6)
     assert "mean ± std" in (out / "report.md").read_text()
 
 
@@ -225,7 +228,7 @@ def test_extra_recipes_average_probabilities(flow_root: Path, tmp_path: Path) ->
     config = make_config(flow_root, extra_recipes=[{"model": "ststnet", "epochs": 1}])
     out = tmp_path / "run"
     run_experiment(config, out, engine=Fixed(), progress=False)
-    probs = read_probabilities(out / "predictions.csv", CLASSES)
+    probs = probabilities(out / "predictions.csv")
     assert np.allclose(probs, [0.3, 0.4, 0.3])
     assert set(read_predictions(out / "predictions.csv").predicted) == {"positive"}
 

@@ -24,11 +24,16 @@ def run_cli(args: list[str]) -> int:
 
 
 def test_predictions_round_trip(tmp_path: Path) -> None:
-    table = Predictions(
-        ["samm", "smic"], ["006", "s01"], ["006_1_2", "s01_ne_01"], ["0", "2"], ["0", "1"]
-    )
     probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.6, 0.3]])
-    table = table.with_probabilities(probs, ["negative", "positive", "surprise"])
+    table = Predictions(
+        ["samm", "smic"],
+        ["006", "s01"],
+        ["006_1_2", "s01_ne_01"],
+        ["0", "2"],
+        ["0", "1"],
+        probs,
+        ("negative", "positive", "surprise"),
+    )
     write_predictions(tmp_path / "p.csv", table)
     back = read_predictions(tmp_path / "p.csv")
     assert back == table

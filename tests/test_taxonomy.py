@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from merkit.data.taxonomy import get_taxonomy, taxonomy_names
+from merkit.data.taxonomy import FAMILIES, Family, get_taxonomy, taxonomy_names
 from merkit.errors import ConfigError, LabelError
 
 
@@ -55,3 +55,11 @@ def test_unknown_taxonomy_and_family() -> None:
         get_taxonomy("smic", "5class")
     with pytest.raises(ConfigError, match="unknown dataset family"):
         get_taxonomy("ckplus")
+
+
+def test_a_family_is_one_record() -> None:
+    assert list(FAMILIES) == ["casme2", "samm", "smic", "casme3", "mmew"]
+    assert taxonomy_names("casme2") == ["all", "5class", "3class"]
+    assert get_taxonomy("casme3", "all").normalise(" Sadness ") == "sad"  # its alias
+    with pytest.raises(ValueError, match="family 'toy': megc3 names 'joy', not a native word"):
+        Family("toy", native=("glee",), aliases={}, megc3={"joy": "positive"})

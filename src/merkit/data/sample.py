@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,15 +49,3 @@ class Sample:
     def uid(self) -> str:
         """Sample identity that is unique across datasets."""
         return f"{self.dataset}/{self.subject}/{self.clip}"
-
-    def frame_path(self, number: int) -> Path:
-        """The file of the frame whose annotated number is `number`."""
-        try:
-            return self.frames[self.frame_numbers.index(number)]
-        except ValueError:
-            raise KeyError(f"{self.uid}: no frame numbered {number}") from None
-
-
-def subjects_of(samples: Sequence[Sample]) -> list[str]:
-    """Subject keys in first-seen order."""
-    return list(dict.fromkeys(s.subject_key for s in samples))

@@ -3,6 +3,9 @@
 A taxonomy maps a dataset's (lower-cased) emotion word to a class name, or to None when the
 protocol drops that emotion (e.g. CASME II "others" in the MEGC2019 3-class task). A word the
 taxonomy does not know is an annotation error, reported with the row it came from.
+
+What a dataset family's words are and how each class set reads them is one `Family` record in
+`FAMILIES`: adding a family is adding its record (and its loader in `merkit.data.loaders`).
 """
 
 from __future__ import annotations
@@ -13,63 +16,109 @@ from merkit.errors import ConfigError, LabelError
 
 MEGC3_CLASSES = ("negative", "positive", "surprise")
 
-# Each dataset's own emotion words, in the order the dataset papers list them.
-NATIVE_EMOTIONS: dict[str, tuple[str, ...]] = {
-    "casme2": ("happiness", "surprise", "disgust", "repression", "others", "fear", "sadness"),
-    "samm": ("anger", "contempt", "disgust", "fear", "sadness", "happiness", "surprise", "other"),
-    "smic": ("negative", "positive", "surprise"),
-    "casme3": ("happy", "disgust", "fear", "anger", "sad", "surprise", "others"),
-    "mmew": ("happiness", "anger", "surprise", "disgust", "fear", "sadness", "others"),
-}
 
-# Spellings seen in the releases, folded onto the native word before mapping.
-ALIASES: dict[str, dict[str, str]] = {
-    "casme2": {"happy": "happiness", "other": "others", "sad": "sadness"},
-    "samm": {"others": "other", "happy": "happiness", "sad": "sadness"},
-    "smic": {"ne": "negative", "po": "positive", "sur": "surprise", "su": "surprise"},
-    "casme3": {"happiness": "happy", "sadness": "sad", "other": "others"},
-    "mmew": {"happy": "happiness", "sad": "sadness", "other": "others"},
-}
+@dataclass(frozen=True)
+class Family:
+    """Everything merkit knows about one dataset family's emotion words, in one record."""
 
-FIVE_CLASS: dict[str, tuple[str, ...]] = {
-    "casme2": ("happiness", "repression", "disgust", "surprise", "others"),
-    "samm": ("anger", "contempt", "happiness", "surprise", "other"),
-}
+    name: str
+    native: tuple[str, ...]  # the dataset's own words, in the order its paper lists them
+    aliases: dict[str, str]  # spellings seen in the releases -> the native word
+    megc3: dict[str, str]  # native word -> MEGC2019 3-class name; every other word is dropped
+    five_class: tuple[str, ...] | None = None  # the field's common 5-class set, if it has one
 
-# MEGC2019 composite: negative / positive / surprise; every other word is dropped.
-MEGC3_MAP: dict[str, dict[str, str]] = {
-    "casme2": {
-        "disgust": "negative",
-        "repression": "negative",
-        "happiness": "positive",
-        "surprise": "surprise",
-    },
-    "samm": {
-        "anger": "negative",
-        "contempt": "negative",
-        "disgust": "negative",
-        "fear": "negative",
-        "sadness": "negative",
-        "happiness": "positive",
-        "surprise": "surprise",
-    },
-    "smic": {"negative": "negative", "positive": "positive", "surprise": "surprise"},
-    "casme3": {
-        "anger": "negative",
-        "disgust": "negative",
-        "fear": "negative",
-        "sad": "negative",
-        "happy": "positive",
-        "surprise": "surprise",
-    },
-    "mmew": {
-        "anger": "negative",
-        "disgust": "negative",
-        "fear": "negative",
-        "sadness": "negative",
-        "happiness": "positive",
-        "surprise": "surprise",
-    },
+    def __post_init__(self) -> None:
+        # A word outside `native` would never be mapped: refuse the record, not a later row.
+        words = {
+            "aliases": set(self.aliases.values()),
+            "megc3": set(self.megc3),
+            "five_class": set(self.five_class or ()),
+        }
+        for part, used in words.items():
+            stray = sorted(used - set(self.native))
+            if stray:
+                raise ValueError(
+                    f"family {self.name!r}: {part} names {stray[0]!r}, not a native word"
+                )
+        if not set(self.megc3.values()) <= set(MEGC3_CLASSES):
+            raise ValueError(
+                f"family {self.name!r}: megc3 maps onto a class outside {MEGC3_CLASSES}"
+            )
+
+
+# One record per family: a new dataset family is one more entry here.
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "casme2",
+            native=("happiness", "surprise", "disgust", "repression", "others", "fear", "sadness"),
+            aliases={"happy": "happiness", "other": "others", "sad": "sadness"},
+            megc3={
+                "disgust": "negative",
+                "repression": "negative",
+                "happiness": "positive",
+                "surprise": "surprise",
+            },
+            five_class=("happiness", "repression", "disgust", "surprise", "others"),
+        ),
+        Family(
+            "samm",
+            native=(
+                "anger",
+                "contempt",
+                "disgust",
+                "fear",
+                "sadness",
+                "happiness",
+                "surprise",
+                "other",
+            ),
+            aliases={"others": "other", "happy": "happiness", "sad": "sadness"},
+            megc3={
+                "anger": "negative",
+                "contempt": "negative",
+                "disgust": "negative",
+                "fear": "negative",
+                "sadness": "negative",
+                "happiness": "positive",
+                "surprise": "surprise",
+            },
+            five_class=("anger", "contempt", "happiness", "surprise", "other"),
+        ),
+        Family(
+            "smic",
+            native=("negative", "positive", "surprise"),
+            aliases={"ne": "negative", "po": "positive", "sur": "surprise", "su": "surprise"},
+            megc3={"negative": "negative", "positive": "positive", "surprise": "surprise"},
+        ),
+        Family(
+            "casme3",
+            native=("happy", "disgust", "fear", "anger", "sad", "surprise", "others"),
+            aliases={"happiness": "happy", "sadness": "sad", "other": "others"},
+            megc3={
+                "anger": "negative",
+                "disgust": "negative",
+                "fear": "negative",
+                "sad": "negative",
+                "happy": "positive",
+                "surprise": "surprise",
+            },
+        ),
+        Family(
+            "mmew",
+            native=("happiness", "anger", "surprise", "disgust", "fear", "sadness", "others"),
+            aliases={"happy": "happiness", "sad": "sadness", "other": "others"},
+            megc3={
+                "anger": "negative",
+                "disgust": "negative",
+                "fear": "negative",
+                "sadness": "negative",
+                "happiness": "positive",
+                "surprise": "surprise",
+            },
+        ),
+    )
 }
 
 
@@ -78,14 +127,14 @@ class Taxonomy:
     """A class set for one dataset family plus the word -> class mapping that feeds it."""
 
     name: str
-    family: str  # "casme2", "samm", "smic", "casme3", "mmew"
+    family: Family
     classes: tuple[str, ...]
     mapping: dict[str, str | None]
 
     def normalise(self, word: object) -> str:
         """The dataset's canonical spelling of an emotion word (lower case, aliases folded)."""
         text = str(word).strip().lower()
-        return ALIASES.get(self.family, {}).get(text, text)
+        return self.family.aliases.get(text, text)
 
     def class_of(self, word: object, where: str) -> str | None:
         """Class name for `word`, None if this taxonomy drops it; `where` names the row on error."""
@@ -101,30 +150,34 @@ class Taxonomy:
         return None if name is None else self.classes.index(name)
 
 
-def taxonomy_names(family: str) -> list[str]:
+def family(name: str) -> Family:
+    """The record of dataset family `name`."""
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown dataset family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def taxonomy_names(family_name: str) -> list[str]:
     """Taxonomies available for a dataset family."""
-    names = ["all"]
-    if family in FIVE_CLASS:
-        names.append("5class")
-    names.append("3class")
-    return names
+    five = ["5class"] if family(family_name).five_class else []
+    return ["all", *five, "3class"]
 
 
-def get_taxonomy(family: str, name: str = "all") -> Taxonomy:
-    """Build taxonomy `name` ("all", "5class", "3class") for dataset family `family`."""
-    if family not in NATIVE_EMOTIONS:
-        raise ConfigError(f"unknown dataset family {family!r}; known: {', '.join(NATIVE_EMOTIONS)}")
-    native = NATIVE_EMOTIONS[family]
+def get_taxonomy(family_name: str, name: str = "all") -> Taxonomy:
+    """Build taxonomy `name` ("all", "5class", "3class") for dataset family `family_name`."""
+    record = family(family_name)
+    native = record.native
     if name == "all":
-        return Taxonomy("all", family, native, {w: w for w in native})
+        return Taxonomy("all", record, native, {w: w for w in native})
     if name == "5class":
-        if family not in FIVE_CLASS:
-            raise ConfigError(f"no 5-class taxonomy for {family}; use 'all' or '3class'")
-        keep = FIVE_CLASS[family]
-        return Taxonomy("5class", family, keep, {w: (w if w in keep else None) for w in native})
+        keep = record.five_class
+        if keep is None:
+            raise ConfigError(f"no 5-class taxonomy for {family_name}; use 'all' or '3class'")
+        return Taxonomy("5class", record, keep, {w: (w if w in keep else None) for w in native})
     if name in ("3class", "megc3"):
-        table = MEGC3_MAP[family]
-        return Taxonomy("3class", family, MEGC3_CLASSES, {w: table.get(w) for w in native})
+        table = record.megc3
+        return Taxonomy("3class", record, MEGC3_CLASSES, {w: table.get(w) for w in native})
     raise ConfigError(
-        f"unknown taxonomy {name!r} for {family}; choose one of {', '.join(taxonomy_names(family))}"
+        f"unknown taxonomy {name!r} for {family_name}; choose one of "
+        f"{', '.join(taxonomy_names(family_name))}"
     )

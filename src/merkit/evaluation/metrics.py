@@ -61,18 +61,6 @@ def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = 
     return float(per_class_scores(cm)["recall"][_present(cm)].mean())
 
 
-def war(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> float:
-    """Weighted average recall: per-class recall weighted by support (equals the accuracy)."""
-    cm = confusion_matrix(y_true, y_pred, num_classes or _n_classes(y_true, y_pred))
-    return _weighted(cm, "recall")
-
-
-def wf1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> float:
-    """Weighted F1: per-class F1 weighted by support (dominated by the frequent classes)."""
-    cm = confusion_matrix(y_true, y_pred, num_classes or _n_classes(y_true, y_pred))
-    return _weighted(cm, "f1")
-
-
 def _weighted(cm: np.ndarray, key: str) -> float:
     scores = per_class_scores(cm)
     total = scores["support"].sum()

@@ -7,7 +7,6 @@ from any run, or from another code base's output converted to this format.
 from __future__ import annotations
 
 import csv
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,14 +55,6 @@ class Predictions:
         dataset, subject, sample = (list(column) for column in zip(*keys, strict=True))
         return cls(
             dataset, subject, sample, list(true), predicted, probabilities, tuple(class_names)
-        )
-
-    def with_probabilities(
-        self, probabilities: np.ndarray, class_names: Sequence[str]
-    ) -> Predictions:
-        """The same rows, keeping `probabilities` (one column per class of `class_names`)."""
-        return dataclasses.replace(
-            self, probabilities=probabilities, probability_classes=tuple(class_names)
         )
 
     def keys(self) -> list[Key]:
@@ -147,11 +138,6 @@ def _probabilities(path: Path, rows: list[dict[str, str]], columns: list[str]) -
         return np.asarray([[float(row[c]) for c in columns] for row in rows], np.float64)
     except (TypeError, ValueError):
         raise AnnotationError(f"{path}: a p_ probability cell is not a number") from None
-
-
-def read_probabilities(path: str | Path, class_names: Sequence[str]) -> np.ndarray | None:
-    """The `p_{class}` columns of a predictions CSV as (N, C) floats, None when absent."""
-    return read_predictions(path).probabilities_for(class_names)
 
 
 def matching_probabilities(

@@ -185,24 +185,6 @@ class CBAM(nn.Module):
         return self.spatial(self.channel(x))
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation channel gate (Hu et al. 2018)."""
-
-    def __init__(self, dim: int, reduction: int = 8, groups: int = 1) -> None:
-        super().__init__()
-        hidden = max(dim // reduction, 4)
-        self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(groups * dim, groups * hidden, 1, groups=groups),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(groups * hidden, groups * dim, 1, groups=groups),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-
 class ConvStream(nn.Module):
     """conv k x k -> activation -> (BatchNorm) -> max-pool: one shallow stream of the baselines."""
 

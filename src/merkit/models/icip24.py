@@ -28,9 +28,11 @@ he_normal (truncated normal, std sqrt(2 / fan_in)) on every conv and Dense, zero
 Dense and the GRU keep Keras' defaults (Glorot uniform; orthogonal recurrent weights).
 
 Prediction (merkit's choice): the mean over steps of the per-step class probabilities, returned
-as its log. Every step is trained on the clip's label, so each is a classifier of the clip seen
-so far, and the mean is the ensemble that objective sets up; the authors score time step 0 only
-(`ME_model.py:34`), which has seen only the first pooled frames (the first 4 of 30).
+as its log. Every step is trained on the clip's label, so each is a classifier of the clip, and
+the mean is the ensemble that objective sets up; the authors score time step 0 only
+(`ME_model.py:34`). Step 0 does not see only the clip's start: through the convolutions (both
+stages and the spatial-attention conv) it depends on frames 0-11 of 30, and through the channel
+attention's pooling over the whole volume on all 30; what it lacks is the GRU's later steps.
 `score_step=0` gives theirs (the `paper` recipes use it).
 
 Where the sheet is silent or merkit differs, the choice is merkit's:
@@ -41,7 +43,10 @@ Where the sheet is silent or merkit differs, the choice is merkit's:
 - the Dense input size is fixed by `size` (frame side), so a model is built for one frame size;
 - the frames are those `prepare` resamples evenly from onset to offset; the authors read frames
   0..29 of each video (0..9 for SMIC);
-- torch's Adam adds eps after the bias correction, Keras' before (`recipe.eps` = 1e-7 as theirs).
+- torch's Adam adds eps after the bias correction, Keras' before (`recipe.eps` = 1e-7 as theirs);
+- every training batch is full: merkit's batch stream runs across epoch ends (an epoch is
+  ceil(N / 8) batches of 8, the last filled from the next shuffled pass), where Keras' `fit`
+  ends each epoch with a smaller batch.
 The released script tiles labels to 4 steps against 8 (T=30) or 3 (T=10) outputs and cannot run
 as released; the intent, every step carrying the label, is what is implemented.
 

@@ -23,9 +23,9 @@ of consecutive frames (t, t + 1) goes through:
    MaxPool3d 2 -> dropout 0.5 -> FC 256 -> ReLU -> dropout 0.5 -> FC K;
 5. the landmark head on the frame t + 1 features: Conv 128 -> 32, k3 -> ReLU -> FC 512 -> ReLU ->
    FC 136 (68 x, y pairs, pixels of the crop);
-6. the flow head (`FlowNetC`): FlowNetC with BatchNorm (conv = conv without bias + BN +
-   LeakyReLU 0.1) on the two frames: siamese conv1-3, a correlation layer (`correlation`, plain
-   PyTorch: kernel 1, 21 x 21 displacements of dilation 2 -> 441 channels, / channels, LeakyReLU
+6. the flow head (`merkit.models.flownetc`): FlowNetC with BatchNorm (conv = conv without bias +
+   BN + LeakyReLU 0.1) on the two frames: siamese conv1-3, a correlation layer (plain PyTorch:
+   kernel 1, 21 x 21 displacements of dilation 2 -> 441 channels, / channels, LeakyReLU
    0.1), [redirected frame-t features, correlation, both F5C features] -> conv3_1 .. conv6_1 ->
    a refinement decoder to full resolution; only the full-resolution flow is returned.
 
@@ -64,6 +64,12 @@ Where the sheet is silent or merkit differs, the choice is merkit's:
 - the correlation is computed from all position pairs' dot products (the same numbers as the
   authors' CUDA/C++ sampler);
 - the engine exempts biases and norms from weight decay (the authors decay every parameter);
+- every training batch is full: merkit's batch stream runs across epoch ends (an epoch is
+  ceil(N / batch) full batches, the last filled from the next shuffled pass), where the
+  authors' DataLoader (`train.py`, batch 32, shuffled) ends each pass with a smaller batch;
+- the landmark loss divides by the inter-pupil distance clamped at 1 px, so that a clip without
+  landmarks (all zero) adds a finite loss; the authors divide by the raw distance
+  (`utils/pupil_distance.py:3-16`);
 - `flow_width` scales FlowNetC's channels and `dim` the F5C width, for CPU-sized recipes
   (1 and 128: the authors').
 
@@ -75,13 +81,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from merkit.errors import ConfigError
+from merkit.models.flownetc import FlowNetC
 from merkit.models.layers import frames_in, unstack_frames
 from merkit.models.registry import InputSpec, Preset, register_model
 from merkit.preprocess.targets import LANDMARK_VALUES, LANDMARKS, PACKED_CHANNELS
@@ -257,128 +263,6 @@ class LandmarkHead(nn.Sequential):
         )
 
 
-def correlation(
-    first: torch.Tensor, second: torch.Tensor, patch: int, dilation: int
-) -> torch.Tensor:
-    """FlowNetC's correlation with kernel 1: (B, patch^2, H, W), channel i * patch + j holding
-    sum_c first[c, y, x] * second[c, y + (i - r) * dilation, x + (j - r) * dilation] (zero
-    outside the map, r = patch // 2), as `spatial_correlation_sampler` computes it.
-
-    Computed as every position's dot product with every other (one matrix product; the maps
-    are small) from which each position's patch^2 displacements are read.
-    """
-    b, _, h, w = first.shape
-    products = first.flatten(2).transpose(1, 2) @ second.flatten(2)  # (B, P, P)
-    index, inside = _displacements(h, w, patch, dilation, first.device)
-    picked = products.gather(2, index.expand(b, -1, -1)) * inside  # (B, P, patch^2)
-    return picked.transpose(1, 2).reshape(b, patch * patch, h, w)
-
-
-@lru_cache(maxsize=8)
-def _displacements(
-    h: int, w: int, patch: int, dilation: int, device: torch.device
-) -> tuple[torch.Tensor, ...]:
-    """(P, patch^2) flat index of every position's displaced partner, and whether it is inside,
-    on `device` (cached per device)."""
-    steps = (torch.arange(patch, device=device) - patch // 2) * dilation
-    rows, cols = torch.meshgrid(
-        torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
-    )
-    ty = rows.reshape(-1, 1, 1) + steps.view(1, -1, 1)  # (P, patch, 1)
-    tx = cols.reshape(-1, 1, 1) + steps.view(1, 1, -1)  # (P, 1, patch)
-    inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
-    index = ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)
-    return index.reshape(h * w, -1), inside.reshape(h * w, -1).float()
-
-
-def _conv(in_chans: int, out_chans: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    """FlowNetC's conv with BatchNorm: conv (no bias, padding (k-1)//2) -> BN -> LeakyReLU 0.1."""
-    return nn.Sequential(
-        nn.Conv2d(in_chans, out_chans, kernel, stride, (kernel - 1) // 2, bias=False),
-        nn.BatchNorm2d(out_chans),
-        nn.LeakyReLU(0.1),
-    )
-
-
-def _deconv(in_chans: int, out_chans: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_chans, out_chans, 4, 2, 1, bias=False), nn.LeakyReLU(0.1)
-    )
-
-
-def _crop_like(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return x[:, :, : target.shape[2], : target.shape[3]]
-
-
-class FlowNetC(nn.Module):
-    """The flow head: FlowNetC (BatchNorm variant) fed the two frames and both F5C features.
-
-    Channels are the authors' times `width`; `forward` returns the (B, 2, crop, crop) flow.
-    """
-
-    def __init__(self, dim: int, width: float, patch: int, dilation: int) -> None:
-        super().__init__()
-
-        def c(n: int) -> int:
-            return max(1, round(n * width))
-
-        self.patch, self.dilation = patch, dilation
-        self.conv1 = _conv(1, c(64), 6, 2)
-        self.conv2 = _conv(c(64), c(128), 4, 2)
-        self.conv3 = _conv(c(128), c(256), 2, 2)
-        self.conv_redir = _conv(c(256), c(32), 1)
-        self.conv3_1 = _conv(c(32) + patch * patch + 2 * dim, c(256))
-        self.conv4, self.conv4_1 = _conv(c(256), c(512), stride=2), _conv(c(512), c(512))
-        self.conv5, self.conv5_1 = _conv(c(512), c(512), stride=2), _conv(c(512), c(512))
-        self.conv6, self.conv6_1 = _conv(c(512), c(1024), stride=2), _conv(c(1024), c(1024))
-        # Decoder, coarse to fine: each level concatenates [skip, deconv, upsampled flow] with
-        # the skips conv5, conv4, conv3_1, conv2, conv1 and frame t.
-        skips = [c(512), c(512), c(256), c(128), c(64), 1]
-        outs = [c(512), c(256), c(128), c(128), c(64), c(32)]
-        concat = c(1024)
-        self.predict, self.deconvs = nn.ModuleList(), nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for skip, out in zip(skips, outs, strict=True):
-            self.predict.append(nn.Conv2d(concat, 2, 3, 1, 1, bias=False))
-            self.deconvs.append(_deconv(concat, out))
-            self.upsample.append(nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False))
-            concat = skip + out + 2
-        self.predict_full = nn.Conv2d(concat, 2, 3, 1, 1, bias=False)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, 0.1)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(
-        self, frame1: torch.Tensor, frame2: torch.Tensor, features: torch.Tensor
-    ) -> torch.Tensor:
-        conv1a = self.conv1(frame1)
-        conv2a = self.conv2(conv1a)
-        conv3a = self.conv3(conv2a)
-        conv3b = self.conv3(self.conv2(self.conv1(frame2)))
-        corr = correlation(conv3a, conv3b, self.patch, self.dilation) / conv3a.shape[1]
-        x = torch.cat([self.conv_redir(conv3a), F.leaky_relu(corr, 0.1), features], dim=1)
-        conv3 = self.conv3_1(x)
-        conv4 = self.conv4_1(self.conv4(conv3))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        x = self.conv6_1(self.conv6(conv5))
-        levels = zip(
-            (conv5, conv4, conv3, conv2a, conv1a, frame1),
-            self.predict,
-            self.deconvs,
-            self.upsample,
-            strict=True,
-        )
-        for skip, predict, deconv, upsample in levels:
-            flow = _crop_like(upsample(predict(x)), skip)
-            x = torch.cat([skip, _crop_like(deconv(x), skip), flow], dim=1)
-        return self.predict_full(x)
-
-
 def pupil_distance(points: torch.Tensor) -> torch.Tensor:
     """(...,) distance between the eye centres (means of points 36-41, 42-47) of (..., 68, 2)."""
     return (points[..., LEFT_EYE, :].mean(-2) - points[..., RIGHT_EYE, :].mean(-2)).norm(dim=-1)
@@ -425,7 +309,6 @@ class MOL(nn.Module):
         self.landmark_head = LandmarkHead(cfg.dim, side)
         self.flow_head = FlowNetC(cfg.dim, cfg.flow_width, cfg.patch, cfg.dilation)
         self._aux: torch.Tensor | None = None
-        self.head_losses: dict[str, torch.Tensor] = {}
 
     def _spare(self, x: torch.Tensor) -> int:
         """How many pixels the frames exceed the crop by (a ValueError if they are smaller)."""
@@ -508,13 +391,9 @@ class MOL(nn.Module):
             return self.classify(*self.pair_features(self.frames_of(x, None)))
         logits, flow, marks, offsets = self.forward_heads(x)
         flow_target, mark_target = self.targets(x, offsets)
-        losses = {
-            "flow": flow_loss(flow, flow_target),
-            "landmarks": landmark_loss(marks, mark_target),
-        }
-        self.head_losses = {k: v.detach() for k, v in losses.items()}
         cfg = self.config
-        self._aux = cfg.flow_weight * losses["flow"] + cfg.landmark_weight * losses["landmarks"]
+        flow_term = cfg.flow_weight * flow_loss(flow, flow_target)
+        self._aux = flow_term + cfg.landmark_weight * landmark_loss(marks, mark_target)
         return logits
 
     def aux_loss(self) -> torch.Tensor | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 
@@ -31,12 +29,3 @@ def read_flow_map(sample: Sample) -> np.ndarray:
         )
     rgb = image[:, :, ::-1].astype(np.float32) / 255.0
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
-
-
-def read_flow_maps(samples: Sequence[Sample]) -> np.ndarray:
-    """Stack the maps of `samples` into one float32 array (N, 3, H, W)."""
-    maps = [read_flow_map(s) for s in samples]
-    shapes = {m.shape for m in maps}
-    if len(shapes) > 1:
-        raise DataLayoutError(f"flow maps differ in size: {sorted(shapes)}")
-    return np.stack(maps) if maps else np.zeros((0, 3, 28, 28), np.float32)

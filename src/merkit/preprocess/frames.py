@@ -195,10 +195,3 @@ class ClipFrames:
 
     def _in_video(self, number: int) -> bool:
         return self._video is not None and 0 <= number < len(self._video)
-
-
-def read_sample_frames(
-    sample: Sample, numbers: Sequence[int] | None = None, color: bool = False
-) -> np.ndarray:
-    """Frames of `sample` as (T, H, W[, 3]) uint8: all of them, or those numbered `numbers`."""
-    return ClipFrames(sample, color).read(numbers)

@@ -1,25 +1,23 @@
-"""The leakage audit experiment: how much do the field's two common leaks inflate one recipe?
+"""The leakage audit experiment: how much do the field's common leaks inflate one recipe?
 
-One recipe is trained two ways on the same prepared data (LOSO and a sample-level k-fold) and
-scored the ways the field's papers scored (`merkit.evaluation.practices`):
+One recipe is trained two ways on the same prepared data and scored the ways the field's papers
+scored:
 
-- `loso`: leave-one-subject-out with a fixed schedule, last epoch, pooled (the honest figure);
-- `oracle`: the SAME LOSO training, but each fold keeps the epoch that maximises accuracy on its
-  own test subject (HTNet, EMR and most published MER code): it peeks at the test subject;
-- `subject-mean`: the LOSO last epoch, figures per subject averaged over subjects (ICIP 2024's
-  averaging alone: not comparable with pooled figures);
-- `subject-best`: per subject its best epoch, averaged over subjects (ICIP 2024's scoring);
-- `kfold`: CABM-FMER's sample-level stratified k-fold, where a subject sits in train and test.
+- the LOSO folds (fixed schedule, every epoch's test probabilities kept) are scored by every
+  practice registered in `merkit.evaluation.practices` (honest `loso`, the peeking `oracle`,
+  ICIP 2024's per-subject averages `subject-mean` and `subject-best`), in registration order;
+- `kfold`: CABM-FMER's sample-level stratified k-fold, where a subject sits in train and test, is
+  a protocol of its own (its own folds), scored on its pooled last-epoch predictions.
 
 The inflation of a leaking figure is its difference from `loso`. Work is saved as it finishes
-(LOSO per-epoch probabilities per fold, k-fold predictions per fold, each protocol's pooled
-predictions), so rerunning the same audit into the same folder skips what is done.
+(LOSO per-epoch probabilities per fold, k-fold predictions per fold, each pooled figure's
+predictions, the epochs a leaking pooled practice chose), so rerunning the same audit into the
+same folder skips what is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -33,7 +31,7 @@ from merkit.evaluation.audit_report import audit_document
 from merkit.evaluation.document import to_html as document_html
 from merkit.evaluation.document import to_markdown as document_markdown
 from merkit.evaluation.overlap import OverlapReport, subject_overlap
-from merkit.evaluation.practices import subject_best, subject_mean
+from merkit.evaluation.practices import PRACTICES, FoldCurves, Practice
 from merkit.evaluation.predictions import matching_probabilities, write_predictions
 from merkit.evaluation.report import SUMMARY_KEYS, headline_figures, run_metrics
 from merkit.evaluation.run_folder import claim_folder
@@ -68,25 +66,8 @@ AUDIT_FILE = "audit.json"
 AUDIT_MD = "audit.md"
 AUDIT_HTML = "audit.html"
 IDENTITY_FILE = "audit_config.yaml"
-FIGURES = ("loso", "oracle", "kfold")  # the audit's figures from pooled predictions
-PRACTICES = ("subject-mean", "subject-best")  # figures averaged over subjects, from the curves
-LABELS = {
-    "loso": "LOSO, fixed schedule, last epoch, pooled (honest)",
-    "oracle": "LOSO, best epoch chosen on each test subject, pooled (LEAKS: HTNet's, EMR's)",
-    "subject-mean": "LOSO, last epoch, figures averaged over subjects (ICIP 2024's averaging)",
-    "subject-best": (
-        "LOSO, each subject's best epoch, figures averaged over subjects "
-        "(LEAKS: ICIP 2024's scoring)"
-    ),
-    "kfold": "sample-level stratified k-fold, pooled (LEAKS: subjects overlap; CABM-FMER's)",
-}
-LEAKING = {
-    "loso": False,
-    "oracle": True,
-    "subject-mean": False,
-    "subject-best": True,
-    "kfold": True,
-}
+KFOLD = "kfold"
+KFOLD_LABEL = "sample-level stratified k-fold, pooled (LEAKS: subjects overlap; CABM-FMER's)"
 CURVE_FOLDERS = ("loso_epochs", "kfold_epochs")  # each fold's (epochs, n_test, K) curve
 
 
@@ -113,12 +94,6 @@ def _pooled_path(out_dir: Path, figure: str) -> Path:
 
 def _save_pooled(path: Path, probs: np.ndarray, data: TrainingData) -> None:
     write_predictions(path, data.predictions(probs))
-
-
-def oracle_epoch(curve: np.ndarray, y_test: np.ndarray) -> int:
-    """The epoch whose test accuracy is highest (first on ties): the peeking choice."""
-    accuracy = (curve.argmax(axis=-1) == y_test[None, :]).mean(axis=1)
-    return int(np.argmax(accuracy))
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -188,7 +163,8 @@ def run_audit(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the three protocols of the audit into `out_dir`; write and return audit.json's content.
+    """Run the audit (LOSO scored by every practice, and the k-fold) into `out_dir`; write and
+    return audit.json's content.
 
     The recipe's validation-subject selection is switched off: every figure uses the fixed
     schedule, so the only difference between `loso` and `oracle` is who picks the epoch.
@@ -217,7 +193,8 @@ def run_audit(
     }
 
     def clear() -> None:
-        for name in (*FIGURES, *CURVE_FOLDERS):
+        pooled = [name for name, practice in PRACTICES.items() if practice.pooled]
+        for name in (*pooled, KFOLD, *CURVE_FOLDERS):
             shutil.rmtree(out_dir / name, ignore_errors=True)
 
     def changed() -> list[str]:
@@ -225,12 +202,12 @@ def run_audit(
 
     claim_folder(out_dir, IDENTITY_FILE, "audit", changed, clear, overwrite=overwrite)
     write_yaml_atomic(out_dir / IDENTITY_FILE, identity)
-    loso, kfold = LeaveOneSubjectOut(), SampleKFold(n_splits=k, seed=seed)
+    splitters = LeaveOneSubjectOut(), SampleKFold(n_splits=k, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubjectLeakageWarning)  # the CLI says it once
-        kfold_overlap = subject_overlap(data.samples, kfold)
-        probs = _figure_probabilities(engine, config, data, loso, kfold, seed, out_dir, progress)
-    result = _result(config, data, probs, kfold_overlap, k)
+        kfold_overlap = subject_overlap(data.samples, splitters[1])
+        protocols = _protocols(engine, config, data, splitters, seed, k, out_dir, progress)
+    result = _result(config, data, protocols, kfold_overlap, k)
     document = audit_document(result)
     write_json_atomic(out_dir / AUDIT_FILE, result)
     write_text_atomic(out_dir / AUDIT_MD, document_markdown(document))
@@ -238,53 +215,82 @@ def run_audit(
     return result
 
 
-def _figure_probabilities(
+def _protocols(
     engine: Engine,
     config: ExperimentConfig,
     data: TrainingData,
-    loso: Splitter,
-    kfold: Splitter,
+    splitters: tuple[Splitter, Splitter],
     seed: int,
+    k: int,
     out_dir: Path,
     progress: bool,
-) -> dict[str, Any]:
-    """Pooled probabilities of each figure (and the oracle's chosen epochs)."""
-    keys, classes = data.keys(), data.class_names
-    pooled = {f: matching_probabilities(_pooled_path(out_dir, f), keys, classes) for f in FIGURES}
-    epochs_path = out_dir / "oracle" / "epochs.json"
-    loso_tasks = fold_tasks(data, loso, seed)  # saved curves load; the practices need them
-    kfold_tasks = fold_tasks(data, kfold, seed) if pooled["kfold"] is None else []
-    n = len(data.samples), data.num_classes
+) -> dict[str, dict[str, Any]]:
+    """audit.json's protocols: every registered practice on the LOSO curves, then the k-fold."""
+    loso, kfold = splitters
+    kfold_probs = matching_probabilities(
+        _pooled_path(out_dir, KFOLD), data.keys(), data.class_names
+    )
+    loso_tasks = fold_tasks(data, loso, seed)  # saved curves load; every practice needs them
+    kfold_tasks = fold_tasks(data, kfold, seed) if kfold_probs is None else []
     with RunProgress(progress, len(loso_tasks) + len(kfold_tasks)).running() as bar:
         curves = _train_folds(engine, config, data, loso_tasks, out_dir / "loso_epochs", bar)
-        subject_curves = {t.name: curves[t.name] for t in loso_tasks}
-        subject_labels = {t.name: data.y[t.test] for t in loso_tasks}
-        subject_db = {t.name: data.samples[t.test[0]].dataset for t in loso_tasks}
-        k = data.num_classes
-        practices = {
-            "subject-mean": subject_mean(subject_curves, subject_labels, subject_db, k),
-            "subject-best": subject_best(subject_curves, subject_labels, subject_db, k),
-        }
-        if any(pooled[p] is None for p in ("loso", "oracle")) or not epochs_path.is_file():
-            last, best = np.zeros(n), np.zeros(n)
-            chosen = {}
-            for task in loso_tasks:
-                curve = curves[task.name]
-                chosen[task.name] = oracle_epoch(curve, data.y[task.test]) + 1
-                last[task.test], best[task.test] = curve[-1], curve[chosen[task.name] - 1]
-            _save_pooled(_pooled_path(out_dir, "loso"), last, data)
-            _save_pooled(_pooled_path(out_dir, "oracle"), best, data)
-            write_json_atomic(epochs_path, chosen)
-            pooled["loso"], pooled["oracle"] = last, best
         if kfold_tasks:
-            curves = _train_folds(engine, config, data, kfold_tasks, out_dir / "kfold_epochs", bar)
-            probs = np.zeros(n)
-            for task in kfold_tasks:
-                probs[task.test] = curves[task.name][-1]
-            _save_pooled(_pooled_path(out_dir, "kfold"), probs, data)
-            pooled["kfold"] = probs
-    chosen = json.loads(epochs_path.read_text(encoding="utf-8"))
-    return {**pooled, "oracle_epochs": chosen, "practices": practices}
+            last = _train_folds(engine, config, data, kfold_tasks, out_dir / "kfold_epochs", bar)
+            kfold_probs = _pooled(
+                kfold_tasks, {t.name: last[t.name][-1] for t in kfold_tasks}, data
+            )
+            _save_pooled(_pooled_path(out_dir, KFOLD), kfold_probs, data)
+    folds = FoldCurves(
+        {t.name: curves[t.name] for t in loso_tasks},
+        {t.name: data.y[t.test] for t in loso_tasks},
+        {t.name: data.samples[t.test[0]].dataset for t in loso_tasks},
+        data.num_classes,
+    )
+    protocols = {
+        name: _practice_row(practice, folds, loso_tasks, data, out_dir)
+        for name, practice in PRACTICES.items()
+    }
+    label = KFOLD_LABEL.replace("k-fold", f"{k}-fold")
+    protocols[KFOLD] = {"label": label, "leaking": True, **_pooled_figures(kfold_probs, data)}
+    return protocols
+
+
+def _pooled(
+    tasks: Sequence[FoldTask], probs: dict[str, np.ndarray], data: TrainingData
+) -> np.ndarray:
+    """(n, K) probabilities of all samples from each fold's (n_test, K) test probabilities."""
+    pooled = np.zeros((len(data.samples), data.num_classes))
+    for task in tasks:
+        pooled[task.test] = probs[task.name]
+    return pooled
+
+
+def _pooled_figures(probs: np.ndarray, data: TrainingData) -> dict[str, Any]:
+    return headline_figures(run_metrics(data.predictions(probs), data.class_names))
+
+
+def _practice_row(
+    practice: Practice,
+    folds: FoldCurves,
+    tasks: Sequence[FoldTask],
+    data: TrainingData,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """A practice's row of audit.json; a pooled one's predictions (and, when it chose its epochs
+    on the test subject, those epochs, counted from 1) are saved in its folder too."""
+    row: dict[str, Any] = {"label": practice.label, "leaking": practice.leaking}
+    if not practice.pooled:
+        return {**row, **practice.averaged(folds)}
+    chosen = practice.chosen_epochs(folds)
+    probs = _pooled(tasks, {fold: folds.curves[fold][e] for fold, e in chosen.items()}, data)
+    _save_pooled(_pooled_path(out_dir, practice.name), probs, data)
+    row.update(_pooled_figures(probs, data))
+    if practice.leaking:
+        epochs = {fold: e + 1 for fold, e in chosen.items()}
+        write_json_atomic(out_dir / practice.name / "epochs.json", epochs)
+        row["chosen_epochs"] = epochs
+        row["mean_chosen_epoch"] = float(np.mean(list(epochs.values()))) if epochs else 0.0
+    return row
 
 
 # ---- figures ---------------------------------------------------------------------------------
@@ -329,21 +335,10 @@ def _leakage_section(report: OverlapReport) -> dict[str, Any]:
 def _result(
     config: ExperimentConfig,
     data: TrainingData,
-    probs: dict[str, Any],
+    protocols: dict[str, dict[str, Any]],
     kfold_overlap: OverlapReport,
     k: int,
 ) -> dict[str, Any]:
-    protocols = {}
-    for name in LABELS:  # the order of the report's rows
-        if name in PRACTICES:
-            figures = probs["practices"][name]
-        else:
-            figures = headline_figures(run_metrics(data.predictions(probs[name]), data.class_names))
-        protocols[name] = {"label": LABELS[name], "leaking": LEAKING[name], **figures}
-    protocols["kfold"]["label"] = LABELS["kfold"].replace("k-fold", f"{k}-fold")
-    epochs = list(probs["oracle_epochs"].values())
-    protocols["oracle"]["chosen_epochs"] = probs["oracle_epochs"]
-    protocols["oracle"]["mean_chosen_epoch"] = float(np.mean(epochs)) if epochs else 0.0
     return {
         "data": _data_section(data),
         "model": config.recipe.model,
