@@ -67,7 +67,7 @@ def untrained_checkpoint(
     return net, meta
 
 
-def no_model(model: str) -> None:
+def no_model(model: str, device: str = "cpu") -> None:
     """Stand-in for the pool workers' model loading."""
 
 

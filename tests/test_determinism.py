@@ -73,6 +73,7 @@ def test_same_seed_gives_bit_identical_predictions(model: str, flow_root: Path, 
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
     meta = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert meta["determinism"] == {
+        "device": "cpu, fp32",
         "executor": "local",
         "workers": 1,
         "torch_threads_per_worker": 1,

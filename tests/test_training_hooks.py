@@ -84,7 +84,7 @@ def test_the_criterion_hook_replaces_the_cross_entropy(counting: None) -> None:
         _recipe(), plan_members(_recipe(), [(np.arange(24), np.arange(0))], 0, None), x, y, 3
     )
     idx = torch.arange(8)[None]
-    batch = trainer._inputs(idx, [torch.Generator().manual_seed(0)])
+    batch = trainer._inputs(idx, idx, [torch.Generator().manual_seed(0)])
     loss, per_copy, _ = trainer._loss(idx, *batch)
     seen = trainer.model.seen[-1]
     assert seen.shape == (8, 3) and torch.equal(seen, torch.eye(3)[y[:8]])  # one-hot, (B, K)

@@ -42,6 +42,9 @@ def audit(
     workers: options.Workers = None,
     cache: options.Cache = None,
     overwrite: options.Overwrite = False,
+    device: options.Device = None,
+    precision: options.Precision = None,
+    deterministic: options.Deterministic = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
@@ -59,6 +62,9 @@ def audit(
             "seeds": [seed] if seed is not None else None,
             "workers": workers,
             "cache_dir": str(cache) if cache is not None else None,
+            "device": device,
+            "precision": precision,
+            "deterministic": True if deterministic else None,
         },
     )
     say(

@@ -24,6 +24,7 @@ def evaluate(
     cache: options.Cache = None,
     workers: options.Workers = None,
     overwrite: options.Overwrite = False,
+    device: options.Device = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Score per-fold checkpoints under LOSO, each on the subject its fold left out."""
@@ -42,6 +43,7 @@ def evaluate(
         workers=workers or 1,
         overwrite=overwrite,
         progress=not quiet,
+        device=device or "auto",
     )
     title = f"{folds_dir.name} on {data}: {result.n_subjects} subjects, each by its own fold"
     print_table(metrics_table(result.metrics, title))

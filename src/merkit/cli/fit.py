@@ -29,6 +29,9 @@ def fit(
     apex_policy: options.ApexPolicy = None,
     cache: options.Cache = None,
     workers: options.Workers = None,
+    device: options.Device = None,
+    precision: options.Precision = None,
+    deterministic: options.Deterministic = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Train a final model (default: recommended) on ALL samples of a dataset and save a
@@ -52,6 +55,9 @@ def fit(
             "seeds": [seed],
             "workers": workers,
             "cache_dir": str(cache) if cache is not None else None,
+            "device": device,
+            "precision": precision,
+            "deterministic": True if deterministic else None,
         },
     )
     bar, task = progress_bar(), None

@@ -61,3 +61,28 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
 JsonFile = Annotated[
     Path | None, typer.Option("--json", help="Also write the result to this JSON file.")
 ]
+Device = Annotated[
+    str | None,
+    typer.Option(
+        help="Where models run: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, "
+        "cuda:N or mps."
+    ),
+]
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32 (default), bf16 or fp16: mixed precision by autocast (fp16 also scales the "
+        "loss); see docs/gpu.md for when it pays."
+    ),
+]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="On a GPU, deterministic cuDNN/cuBLAS kernels (slower); the CPU always is.",
+    ),
+]
+GpusPerJob = Annotated[
+    float | None,
+    typer.Option(help="With --executor ray on a GPU: GPUs per training job (0.25 shares one)."),
+]

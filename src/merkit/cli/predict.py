@@ -47,13 +47,17 @@ def predict(
     workers: Annotated[
         int, typer.Option(help="Processes predicting inputs (each prepares its own clip).")
     ] = 1,
+    device: options.Device = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Spot, time and classify the micro-expression in each video or frame folder."""
     import torch
 
     from merkit.inference.predictor import predict_many
+    from merkit.training.devices import resolve_device
 
+    device = device or "auto"
+    resolve_device(device)  # a device this machine lacks: refused before any clip is read
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
     if out is not None:
@@ -73,7 +77,12 @@ def predict(
     with progress_bar() as bar:
         task = bar.add_task("predicting", total=len(inputs), visible=not quiet and len(inputs) > 1)
         outcomes = predict_many(
-            model, inputs, workers=workers, on_done=lambda: bar.advance(task), **options
+            model,
+            inputs,
+            workers=workers,
+            on_done=lambda: bar.advance(task),
+            device=device,
+            **options,
         )
     results, failed = [], 0
     for path, outcome in zip(inputs, outcomes, strict=True):

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from merkit.cli import options
 from merkit.cli.app import app, console
 from merkit.errors import ConfigError
 
@@ -42,6 +43,7 @@ def serve(
     ] = LOCAL,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     max_upload_mb: Annotated[float, typer.Option(help="Largest clip accepted, in MB.")] = 200.0,
+    device: options.Device = None,
 ) -> None:
     """Start the local web page: drop clips to see when and what, browse and compare runs."""
     try:
@@ -63,8 +65,16 @@ def serve(
     check_port(host, port)
     import torch
 
+    from merkit.training.devices import resolve_device
+
+    resolve_device(device or "auto")  # a device this machine lacks: refused before starting
     torch.set_num_threads(1)  # one small map per clip, as in `merkit predict`
-    config = ServeConfig(runs=runs, models=tuple(model or ()), max_upload_mb=max_upload_mb)
+    config = ServeConfig(
+        runs=runs,
+        models=tuple(model or ()),
+        max_upload_mb=max_upload_mb,
+        device=device or "auto",
+    )
     web = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     count = len(web.state.catalog.models())

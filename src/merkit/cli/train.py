@@ -65,6 +65,10 @@ def train(
         bool, typer.Option("--allow-leakage", help="Allow a protocol that leaks subjects.")
     ] = False,
     overwrite: options.Overwrite = False,
+    device: options.Device = None,
+    precision: options.Precision = None,
+    gpus_per_job: options.GpusPerJob = None,
+    deterministic: options.Deterministic = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Train and evaluate a model (default: recommended) under a protocol; write predictions,
@@ -89,6 +93,10 @@ def train(
             "seeds": parse_seeds(seeds),
             "workers": workers,
             "cache_dir": str(cache) if cache is not None else None,
+            "device": device,
+            "precision": precision,
+            "deterministic": True if deterministic else None,
+            "gpus_per_job": gpus_per_job,
             "executor": executor,
             "executor_workers": jobs,
             "ray_address": ray_address,

@@ -179,6 +179,7 @@ def metadata_items(meta: RunMeta) -> list[tuple[str, str]]:
         ("model", meta.model_label),
         *(_weights_items(weights) if weights else _recipe_items(recipe, meta.config)),
         ("started / finished", f"{_known(run.started_at)} / {_known(run.finished_at)}"),
+        ("computed on", _known(meta.determinism.get("device"))),
         ("versions", versions or "?"),
         ("git commit", meta.git_commit or "unknown"),
     ]

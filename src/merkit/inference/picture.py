@@ -66,7 +66,7 @@ def spatial_attention(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     resized = [
         nn.functional.interpolate(m[:1, :1], size=(side, side), mode="bilinear") for m in maps
     ]
-    return torch.cat(resized).mean(0)[0].numpy()
+    return torch.cat(resized).mean(0)[0].cpu().numpy()
 
 
 def input_saliency(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
@@ -75,12 +75,13 @@ def input_saliency(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray
     model.zero_grad(set_to_none=True)
     model(x)[0, target].backward()
     grad = x.grad.abs()[0]  # type: ignore[union-attr]
-    return grad.reshape(-1, *grad.shape[-2:]).amax(0).numpy()
+    return grad.reshape(-1, *grad.shape[-2:]).amax(0).cpu().numpy()
 
 
 def attention_map(model: nn.Module, x: np.ndarray, target: int) -> tuple[np.ndarray, str]:
     """A 0..1 map of where the model looked for one model input `x` (C, H, W)."""
-    batch = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None]
+    device = next(model.parameters(), torch.zeros(0)).device
+    batch = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None].to(device)
     found = spatial_attention(model, batch)
     if found is not None:
         return _normalise(found), SPATIAL_ATTENTION

@@ -40,6 +40,7 @@ from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames
 from merkit.preprocess.spotting import default_window, get_method
 from merkit.training.augment import hflip_flow
+from merkit.training.devices import resolve_device
 from merkit.workers import WorkerPool
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
@@ -57,26 +58,29 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """A checkpoint's PyTorch model."""
+    """A checkpoint's PyTorch model, on `device` (a checkpoint loads on any device)."""
 
-    def __init__(self, model: nn.Module, meta: CheckpointMeta) -> None:
-        self.model, self.meta = model.eval(), meta
+    def __init__(self, model: nn.Module, meta: CheckpointMeta, device: str = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.model, self.meta = model.to(self.device).eval(), meta
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
         with torch.no_grad():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-        return logits.softmax(-1).numpy()
+            logits = self.model(batch)
+        return logits.float().softmax(-1).cpu().numpy()
 
     def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None:
         return attention_map(self.model, x, target)
 
 
-def load_backend(path: str | Path) -> Backend:
-    """An exported `.onnx` model (onnxruntime) or a `.pt` checkpoint (PyTorch)."""
+def load_backend(path: str | Path, device: str = "cpu") -> Backend:
+    """An exported `.onnx` model (onnxruntime, on the CPU) or a `.pt` checkpoint (PyTorch, on
+    `device`)."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return OnnxBackend(path)
-    return TorchBackend(*load_checkpoint(path))
+    return TorchBackend(*load_checkpoint(path), device)
 
 
 @dataclass
@@ -207,9 +211,10 @@ class Predictor:
         self.config = self.meta.prepare_config
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
-        """From a `.pt` checkpoint written by `merkit fit` or an `.onnx` from `merkit export`."""
-        return cls(load_backend(path), path)
+    def load(cls, path: str | Path, device: str = "cpu") -> Predictor:
+        """From a `.pt` checkpoint written by `merkit fit` (run on `device`) or an `.onnx` from
+        `merkit export`."""
+        return cls(load_backend(path, device), path)
 
     def predict(
         self,
@@ -369,9 +374,9 @@ class Predictor:
 _WORKER: Predictor | None = None
 
 
-def _init_worker(model: str) -> None:
+def _init_worker(model: str, device: str) -> None:
     global _WORKER
-    _WORKER = Predictor.load(model)
+    _WORKER = Predictor.load(model, device)
 
 
 def _predict_safely(
@@ -397,23 +402,24 @@ def predict_many(
     inputs: Sequence[str | Path],
     workers: int = 1,
     on_done: Callable[[], None] | None = None,
+    device: str = "cpu",
     **options: Any,
 ) -> list[dict[str, Any] | str]:
     """Results (or error sentences) in input order; `workers` > 1 runs a process pool, which
     Ctrl-C stops after the videos in progress (the others are dropped)."""
     paths = [Path(p) for p in inputs]
     if workers <= 1 or len(paths) <= 1:
-        predictor = Predictor.load(model)
+        predictor = Predictor.load(model, device)
         outcomes = []
         for path in paths:
             outcomes.append(_predict_safely(predictor, path, options))
             if on_done is not None:
                 on_done()
         return outcomes
-    Predictor.load(model)  # fail once, here, on a bad model file rather than in every worker
+    Predictor.load(model, device)  # fail once, here, on a bad model file, not in every worker
     outcomes: list[dict[str, Any] | str] = [""] * len(paths)
     pool = WorkerPool(
-        min(workers, len(paths)), threads=1, initializer=_init_worker, initargs=(str(model),)
+        min(workers, len(paths)), threads=1, initializer=_init_worker, initargs=(str(model), device)
     )
     with pool:
         tasks = [(path, options) for path in paths]

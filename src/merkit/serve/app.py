@@ -55,6 +55,7 @@ class ServeConfig:
     max_upload_mb: float = 200.0
     upload_dir: Path | None = None  # where upload folders are made (None: the system's temp)
     keep_jobs: int = 20  # finished clips kept for the page
+    device: str = "cpu"  # where the models run (merkit.training.devices)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -85,7 +86,7 @@ def _error_page(status: int, message: str) -> HTMLResponse:
 def create_app(config: ServeConfig) -> FastAPI:
     """The app; its job worker starts now and stops (removing pending uploads) at shutdown."""
     catalog = Catalog(config.runs, config.models)
-    predictors = Predictors()
+    predictors = Predictors(config.device)
     jobs = JobQueue(keep=config.keep_jobs)
 
     @asynccontextmanager

@@ -45,9 +45,10 @@ class ModelError(MerkitError):
 
 
 class Predictors:
-    """Loaded models by id, each loaded once, on first use."""
+    """Loaded models by id, each loaded once, on first use, onto `device`."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
         self._loaded: dict[str, Predictor] = {}
         self._lock = threading.Lock()
 
@@ -55,7 +56,7 @@ class Predictors:
         with self._lock:
             if entry.id not in self._loaded:
                 try:
-                    self._loaded[entry.id] = Predictor.load(entry.path)
+                    self._loaded[entry.id] = Predictor.load(entry.path, self.device)
                 except MerkitError as exc:
                     raise ModelError(f"model {entry.label} does not load: {exc}") from None
                 except Exception as exc:  # a foreign file that torch or onnx chokes on

@@ -49,8 +49,18 @@ class AugmentParams:
 
     @classmethod
     def cat(cls, parts: list[AugmentParams]) -> AugmentParams:
-        keys = ("flip", "shift", "angle", "noise", "scale", "gain", "erase")
-        return cls(*(torch.cat([getattr(p, k) for p in parts]) for k in keys))
+        return cls(*(torch.cat([getattr(p, k) for p in parts]) for k in _PARAM_KEYS))
+
+    def to(self, device: torch.device) -> AugmentParams:
+        """The draws on `device` (they are drawn on the CPU, from the jobs' generators, so a
+        seed gives the same augmentation on every device)."""
+        if device.type == "cpu":
+            return self
+        moved = (getattr(self, k).to(device, non_blocking=True) for k in _PARAM_KEYS)
+        return AugmentParams(*moved)
+
+
+_PARAM_KEYS = ("flip", "shift", "angle", "noise", "scale", "gain", "erase")
 
 
 def sample_params(
@@ -121,8 +131,8 @@ def _rescale_and_erase(
     x = level + gain.to(x.dtype)[..., None, None] * (x - level)
     if clamp:
         x = x.clamp(0.0, 1.0)
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
     top, left, ph, pw = (erase[:, i].view(n, 1, 1) for i in range(4))
     inside = (rows >= top) & (rows < top + ph) & (cols >= left) & (cols < left + pw)
     return torch.where(inside[:, None], level, x)
@@ -136,7 +146,7 @@ def _affine(
     n, _, h, w = x.shape
     rad = angle * (math.pi / 180)
     cos, sin = torch.cos(rad) / scale, torch.sin(rad) / scale  # a zoom-in samples a smaller area
-    theta = torch.zeros(n, 2, 3, dtype=x.dtype)
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     theta[:, 0, 2] = -2 * shift[:, 0] / w  # sampling grid moves opposite to the content
     theta[:, 1, 2] = -2 * shift[:, 1] / h

@@ -21,6 +21,7 @@ from torch import nn
 from merkit.evaluation.splitters import Fold
 from merkit.models.blocks import ProbabilityAverage
 from merkit.training.base import Output, Progress, check_output, engine_for
+from merkit.training.devices import CPU, Placement
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
 from merkit.training.validation import member_recipes
@@ -82,6 +83,7 @@ class AverageEngine:
         groups: np.ndarray | Sequence[str] | None = None,
         progress: Progress | None = None,
         output: Output = "probs",
+        placement: Placement = CPU,
     ) -> list[np.ndarray] | list[FoldResult]:
         """Per fold, the mean over members of what each member's engine gives for `output`
         ("history": curves named "<member> <curve>")."""
@@ -91,7 +93,12 @@ class AverageEngine:
         parts = []
         for member in members:
             engine = engine_for(member)
-            kwargs = {"groups": groups, "progress": counter, "output": output}
+            kwargs = {
+                "groups": groups,
+                "progress": counter,
+                "output": output,
+                "placement": placement,
+            }
             parts.append(engine.fit_predict(member, x, y, folds, num_classes, seed, **kwargs))
             counter.next_member()
         return merge_members(members, parts, output)
@@ -105,11 +112,15 @@ class AverageEngine:
         seed: int = 0,
         *,
         progress: Progress | None = None,
+        placement: Placement = CPU,
     ) -> nn.Module:
         """Every member fitted on all samples, as one probability-averaging module."""
         counter = _MemberProgress(progress)
         fitted = []
         for member in member_recipes(recipe):
-            fitted.append(engine_for(member).fit(member, x, y, num_classes, seed, progress=counter))
+            engine = engine_for(member)
+            fitted.append(
+                engine.fit(member, x, y, num_classes, seed, progress=counter, placement=placement)
+            )
             counter.next_member()
         return ProbabilityAverage(fitted).eval()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from merkit.evaluation.splitters import Fold
+from merkit.training.devices import CPU, Placement
 from merkit.training.results import FoldResult
 
 if TYPE_CHECKING:
@@ -52,8 +53,10 @@ class Engine(Protocol):
     of every sample, may only be used to carve validation subjects out of them), and should
     report progress as `progress(done, total)`. An engine that records no curves may answer
     "history" with bare probability arrays; one without epochs answers "epochs" with a single
-    one. Results must depend on `seed` and the fold, not on which other folds share the call,
-    so that a resumed run equals an uninterrupted one.
+    one. `placement` says on which device and in what precision to compute
+    (`merkit.training.devices`); an engine that runs only on the CPU may ignore it. Results must
+    depend on `seed` and the fold, not on which other folds share the call, so that a resumed run
+    equals an uninterrupted one.
     """
 
     # The two signatures, written compactly: `merkit.training.engine` spells them out in full.
@@ -62,11 +65,12 @@ class Engine(Protocol):
         self, recipe: Recipe, x: np.ndarray, y: np.ndarray, folds: Sequence[Fold],
         num_classes: int, seed: int = 0, *, groups: np.ndarray | None = None,
         progress: Progress | None = None, output: Output = "probs",
+        placement: Placement = CPU,
     ) -> Sequence[np.ndarray] | Sequence[FoldResult]: ...
 
     def fit(
         self, recipe: Recipe, x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, *,
-        progress: Progress | None = None,
+        progress: Progress | None = None, placement: Placement = CPU,
     ) -> Any: ...
     # fmt: on
 

@@ -38,6 +38,7 @@ from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_descriptor
 from merkit.models.svm import FeatureSVM, SVMHead
 from merkit.training.base import Output, Progress, check_output
+from merkit.training.devices import CPU, Placement
 from merkit.training.recipe import Recipe, default_recipe
 from merkit.training.results import FoldResult
 
@@ -116,10 +117,13 @@ class ClassicEngine:
         groups: np.ndarray | Sequence[str] | None = None,
         progress: Progress | None = None,
         output: Output = "probs",
+        placement: Placement = CPU,
     ) -> list[np.ndarray] | list[FoldResult]:
         """Per fold, the test samples' probabilities ("probs"), the same as a `FoldResult`
         without curves ("history"), or as a single "epoch" (1, n_test, K) ("epochs": a model
-        without epochs has no epoch to choose, so the audit's oracle equals its LOSO)."""
+        without epochs has no epoch to choose, so the audit's oracle equals its LOSO).
+        Features and SVMs are computed on the CPU whatever the `placement` (a solve, not a
+        training loop: a GPU would not shorten it)."""
         check_output(output)
         model = build(recipe, num_classes, x)
         features = extract_features(model.features, x)
@@ -146,8 +150,9 @@ class ClassicEngine:
         seed: int = 0,
         *,
         progress: Progress | None = None,
+        placement: Placement = CPU,
     ) -> nn.Module:
-        """The model fitted on all samples, in eval mode."""
+        """The model fitted on all samples, in eval mode (on the CPU, as `fit_predict`)."""
         model = build(recipe, num_classes, x)
         features = extract_features(model.features, x)
         fit_head(model.head, features, np.asarray(y), seed, recipe.class_weighted)

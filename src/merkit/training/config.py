@@ -23,12 +23,22 @@ from merkit.errors import ConfigError
 from merkit.io import plain, read_yaml
 from merkit.models.registry import get_descriptor
 from merkit.preprocess.config import PrepareConfig
+from merkit.training.devices import Placement
 from merkit.training.recipe import DEFAULT_MODEL, Recipe, default_recipe
 from merkit.training.validation import validate_experiment
 
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
-RUNTIME_KEYS = ("workers", "cache_dir", "executor", "executor_workers", "ray_address")
+RUNTIME_KEYS = (
+    "workers",
+    "cache_dir",
+    "executor",
+    "executor_workers",
+    "ray_address",
+    "device",
+    "deterministic",
+    "gpus_per_job",
+)
 
 
 @dataclass
@@ -70,6 +80,15 @@ class ExperimentConfig:
     executor: str = "local"  # where training jobs run: local, processes or ray
     executor_workers: int = 0  # parallel training jobs; 0: one per core (local: always 1)
     ray_address: str | None = None  # "auto" or a cluster address; None: start a local Ray
+    device: str = "auto"  # auto (CUDA when there is one, else CPU), cpu, cuda, cuda:N, mps
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; fp16 scales the loss)
+    deterministic: bool = False  # on a GPU, deterministic kernels (always on the CPU)
+    gpus_per_job: float = 1.0  # with executor ray on a GPU: GPUs per job (fractions share one)
+
+    @property
+    def placement(self) -> Placement:
+        """Where and how the engines compute (the device is resolved where the work runs)."""
+        return Placement(self.device, self.precision, self.deterministic)
 
     @property
     def recipes(self) -> list[Recipe]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from merkit.errors import ConfigError
@@ -31,6 +32,32 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("fp32", "bf16", "fp16")
 # cuBLAS needs a fixed workspace for reproducible results (PyTorch's reproducibility notes).
 CUBLAS_WORKSPACE = ":4096:8"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how an engine computes: the device's name (resolved where the work runs, so a
+    worker process can be given its own GPU), the precision, and GPU determinism."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    deterministic: bool = False
+
+    def on(self, device: str) -> Placement:
+        return Placement(device, self.precision, self.deterministic)
+
+
+CPU = Placement()
+
+
+def as_float(batch: Any) -> Any:
+    """A batch of prepared arrays as float32: uint8 frames are intensities x 255, float16 and
+    float32 arrays keep their values."""
+    import torch
+
+    if batch.dtype == torch.uint8:
+        return batch.float().div_(255)
+    return batch.float()
 
 
 def check_device_text(text: str) -> str:
@@ -91,6 +118,20 @@ def resolve_device(text: str) -> Any:
             f"--device mps: this machine has no MPS device (available: {available()})"
         )
     return device
+
+
+def describe(device: Any, precision: str = "fp32", deterministic: bool = False) -> str:
+    """How a run computed, as its metadata and report say it: "cpu, fp32", or
+    "cuda:0 (NVIDIA H100 80GB HBM3), bf16, deterministic kernels"."""
+    import torch
+
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    parts = [name, precision]
+    if device.type != "cpu" and deterministic:
+        parts.append("deterministic kernels")
+    return ", ".join(parts)
 
 
 def autocast_dtype(precision: str) -> Any:

@@ -39,6 +39,7 @@ from merkit.models import get_descriptor
 from merkit.models.blocks import ProbabilityAverage
 from merkit.models.inputs import PROBE_CLASSES, activation_floats
 from merkit.training.base import Output, Progress, check_output
+from merkit.training.devices import CPU, Placement, determinism, resolve_device
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, mean_history
 from merkit.training.trainer import (
@@ -46,7 +47,6 @@ from merkit.training.trainer import (
     Counter,
     FoldMember,
     Trained,
-    deterministic,
     epochs_run,
     steps_per_epoch,
     train_bucket,
@@ -69,20 +69,24 @@ def fit_predict(
     progress: Progress | None = None,
     workers: int = 1,
     output: Output = "probs",
+    placement: Placement = CPU,
 ) -> list[np.ndarray] | list[FoldResult]:
     """Per fold: "probs" (n_test, K) test probabilities; "history" a `FoldResult` of those and
     the fold's per-epoch curves (`train_loss`, `train_accuracy`, and `val_loss`,
-    `val_accuracy` with validation subjects), averaged over ensemble members; "epochs"
+    `val_accuracy` with validation subjects), averaged over seed members; "epochs"
     (epochs, n_test, K).
 
     `groups` (subject key per sample) is needed only when `recipe.val_subjects` > 0.
-    `workers` > 1 trains buckets of folds in that many single-threaded processes; the
-    probabilities do not depend on it (up to float rounding).
+    `workers` > 1 trains buckets of folds in that many single-threaded CPU processes; the
+    probabilities do not depend on it (up to float rounding). `placement`: device, precision
+    and GPU determinism (`merkit.training.devices`).
     """
     check_output(output)
     y = np.asarray(y, dtype=np.int64)
     record = output == "epochs"
-    results = _run(recipe, x, y, folds, num_classes, seed, groups, progress, record, workers)
+    results = _run(
+        recipe, x, y, folds, num_classes, seed, groups, progress, record, workers, placement
+    )
     if output == "history":
         return [FoldResult(curve[-1], history) for curve, history in results]
     return [curve if record else curve[-1] for curve, _ in results]
@@ -96,8 +100,10 @@ def fit(
     seed: int = 0,
     *,
     progress: Progress | None = None,
+    placement: Placement = CPU,
 ) -> nn.Module:
-    """Train on all samples; an ordinary model (or a probability-averaging ensemble of them)."""
+    """Train on all samples; an ordinary model (or a probability average of its seed members),
+    on `placement`'s device."""
     if recipe.val_subjects:
         raise ConfigError("fit() trains on all samples; set val_subjects to 0 for a final model")
     y = np.asarray(y, dtype=np.int64)
@@ -106,9 +112,9 @@ def fit(
     models: list[nn.Module] = []
     _check_inputs(recipe, x, y, [fold], num_classes)
     counter = Counter(progress, _job_epochs(recipe, jobs))
-    with deterministic():
+    with determinism(resolve_device(placement.device), placement.deterministic):
         for bucket in _buckets(recipe, jobs, x.shape):
-            trainer = BucketTrainer(recipe, bucket, x, y, num_classes)
+            trainer = BucketTrainer(recipe, bucket, x, y, num_classes, placement)
             trainer.train(counter)
             models.extend(trainer.single_models())
     if len(models) == 1:
@@ -140,21 +146,27 @@ def _run(
     progress: Progress | None,
     record: bool,
     workers: int,
+    placement: Placement,
 ) -> list[Trained]:
     """Per fold, its test-probability curve (epochs or 1, n_test, K) and its history, each the
-    mean over the fold's ensemble members."""
+    mean over the fold's seed members."""
     _check_inputs(recipe, x, y, folds, num_classes)
     jobs = plan_members(recipe, folds, seed, groups)
     counter = Counter(progress, _job_epochs(recipe, jobs))
-    workers = max(workers, 1)
+    device = resolve_device(placement.device)
+    placement = placement.on(str(device))
+    workers = max(workers, 1) if device.type == "cpu" else 1  # an accelerator: this process
     buckets = list(_buckets(recipe, jobs, x.shape, workers))
     try:
         if workers > 1 and len(buckets) > 1:
             results = _train_in_processes(
-                recipe, buckets, x, y, num_classes, record, workers, counter
+                recipe, buckets, x, y, num_classes, record, workers, counter, placement
             )
         else:
-            results = [train_bucket(recipe, b, x, y, num_classes, record, counter) for b in buckets]
+            results = [
+                train_bucket(recipe, b, x, y, num_classes, record, counter, placement)
+                for b in buckets
+            ]
     except TrainingDiverged as exc:
         if not isinstance(exc.fold, int) or groups is None:
             raise
@@ -194,9 +206,15 @@ class _ReportingCounter(Counter):
 
 
 def _train_in_worker(
-    recipe: Recipe, bucket: list[FoldMember], x: np.ndarray, y: np.ndarray, k: int, record: bool
+    recipe: Recipe,
+    bucket: list[FoldMember],
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    record: bool,
+    placement: Placement,
 ) -> list[Trained]:
-    return train_bucket(recipe, bucket, x, y, k, record, _ReportingCounter(None, 0))
+    return train_bucket(recipe, bucket, x, y, k, record, _ReportingCounter(None, 0), placement)
 
 
 def _train_in_processes(
@@ -208,10 +226,11 @@ def _train_in_processes(
     record: bool,
     workers: int,
     counter: Counter,
+    placement: Placement,
 ) -> list[list[Trained]]:
-    """Buckets spread over `workers` single-threaded processes (robust on a shared CPU)."""
+    """Buckets spread over `workers` single-threaded CPU processes (robust on a shared CPU)."""
     results: list[list[Trained]] = [[] for _ in buckets]
-    tasks = [(recipe, b, x, y, num_classes, record) for b in buckets]
+    tasks = [(recipe, b, x, y, num_classes, record, placement) for b in buckets]
     with WorkerPool(workers, threads=1) as pool:
         for index, future in pool.run(_train_in_worker, tasks, on_message=counter.add):
             results[index] = future.result()

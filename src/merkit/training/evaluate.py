@@ -27,6 +27,7 @@ from merkit.inference.predictor import TorchBackend
 from merkit.provenance import timestamp, versions
 from merkit.training.config import DataConfig, build_experiment
 from merkit.training.data import TrainingData
+from merkit.training.devices import describe, resolve_device
 
 
 @dataclass
@@ -75,9 +76,12 @@ def evaluate_folds(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> FoldEvaluation:
-    """Score `folds_dir`'s checkpoints on `data` under LOSO into the run folder `out`."""
+    """Score `folds_dir`'s checkpoints on `data` under LOSO into the run folder `out`, each
+    model run on `device`."""
     start = timestamp()
+    computed_on = describe(resolve_device(device))  # a missing device: refused before any work
     folds_dir = Path(folds_dir).resolve()
     files = fold_checkpoints(folds_dir)
     dataset = load_dataset(data.name, data.root, data.taxonomy, **data.options)
@@ -127,7 +131,7 @@ def evaluate_folds(
     for subject, (model, _) in models.items():
         idx = np.flatnonzero(groups == subject)
         if len(idx):
-            probs[idx] = TorchBackend(model, meta).probabilities(prepared.x[idx])
+            probs[idx] = TorchBackend(model, meta, device).probabilities(prepared.x[idx])
     n_scored = len(set(groups))
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_meta(
@@ -156,6 +160,7 @@ def evaluate_folds(
                 n_folds=n_scored,
                 leakage="per-fold weights, each applied only to the subject its fold left out",
             ),
+            determinism={"device": computed_on},
             versions=versions(),
         )
     )

@@ -7,9 +7,12 @@ interrupted run resumes the same way whatever executed it.
 - `local`: one job after the other in this process (the default).
 - `processes`: a pool of N "spawn" processes on this machine. Each worker gets the prepared
   arrays once (its initializer) and `max(1, cores // N)` torch threads, so N workers together
-  use the machine's cores without oversubscribing it.
+  use the machine's cores without oversubscribing it. On a machine with several GPUs, a run on
+  "cuda" (or "auto") gives each worker its own GPU, round robin.
 - `ray`: Ray tasks, on a running cluster (`address="auto"` or a cluster address) or on a local
-  Ray started on the spot with `num_cpus = cores`. The prepared arrays are `ray.put` once.
+  Ray started on the spot with `num_cpus = cores`. The prepared arrays are `ray.put` once. A run
+  on a GPU asks Ray for `gpus_per_job` GPUs per job (a fraction lets small flow-map jobs share
+  one), and Ray gives each task its own visible device.
 
 Results do not depend on the executor: jobs are cut the same way for all of them and the engine
 seeds every (fold, member) job from the run seed and its test indices. CPU kernels split their
@@ -19,6 +22,8 @@ worker and agree to float rounding (~1e-7) across thread counts; the run records
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ import numpy as np
 from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
 from merkit.training.base import Engine, Progress
+from merkit.training.devices import CPU, Placement
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult
 from merkit.workers import WorkerPool, checkpoint, report, set_threads
@@ -54,6 +60,7 @@ class SharedInputs:
     y: np.ndarray
     groups: np.ndarray
     num_classes: int
+    placement: Placement = CPU
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ def run_job(shared: SharedInputs, job: TrainJob, progress: Progress | None) -> l
         groups=shared.groups,
         progress=progress,
         output="history",
+        placement=shared.placement,
     )
     if len(results) != len(job.folds):
         raise RuntimeError(f"engine returned {len(results)} folds for {len(job.folds)}")
@@ -159,9 +167,31 @@ _shared: SharedInputs | None = None
 
 
 def _keep_shared(shared: SharedInputs) -> None:
-    """Worker start: keep the shared inputs, sent once per worker rather than once per job."""
+    """Worker start: keep the shared inputs, sent once per worker rather than once per job, and
+    take this worker's own GPU when the run is on several."""
     global _shared
-    _shared = shared
+    _shared = dataclasses.replace(shared, placement=own_gpu(shared.placement, _worker_rank()))
+
+
+def _worker_rank() -> int:
+    """0, 1, ... for the workers of one pool (multiprocessing numbers a parent's children)."""
+    identity = multiprocessing.current_process()._identity
+    return identity[-1] - 1 if identity else 0
+
+
+def own_gpu(placement: Placement, rank: int) -> Placement:
+    """Worker `rank`'s share of a run on "cuda" or "auto" over several GPUs: GPU rank mod the
+    GPU count (a device named with its index, "cuda:1", stays as named)."""
+    if placement.device not in ("auto", "cuda"):
+        return placement
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return placement
+    index = rank % count
+    torch.cuda.set_device(index)
+    return placement.on(f"cuda:{index}")
 
 
 def _run_in_worker(index: int, job: TrainJob) -> list[FoldResult]:
@@ -198,10 +228,10 @@ class ProcessExecutor(Executor):
 
 
 def _ray_job(shared: SharedInputs, x: np.ndarray, job: TrainJob, threads: int) -> list[FoldResult]:
-    """A Ray task: `x` arrives from the object store (read-only), the rest with the task."""
+    """A Ray task: `x` arrives from the object store (read-only, and read in place: batches are
+    gathered from it), the rest with the task; a GPU task sees only the device Ray gave it."""
     set_threads(threads)
-    inputs = SharedInputs(shared.engine, np.array(x), shared.y, shared.groups, shared.num_classes)
-    return run_job(inputs, job, None)
+    return run_job(dataclasses.replace(shared, x=x), job, None)
 
 
 class RayExecutor(Executor):
@@ -209,7 +239,9 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, workers: int = 0, address: str | None = None) -> None:
+    def __init__(
+        self, workers: int = 0, address: str | None = None, gpus_per_job: float = 1.0
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -218,6 +250,7 @@ class RayExecutor(Executor):
             ) from None
         self.ray = ray
         self.address = address
+        self.gpus_per_job = gpus_per_job
         self.started = False
         if not ray.is_initialized():
             if address:
@@ -236,11 +269,13 @@ class RayExecutor(Executor):
     ) -> Iterator[tuple[int, list[FoldResult]]]:
         ray = self.ray
         threads = self._threads()
-        task = ray.remote(num_cpus=threads)(_ray_job)
+        gpus = self.gpus_per_job if shared.placement.device not in ("cpu", "mps") else 0
+        if shared.placement.device == "auto" and not ray.cluster_resources().get("GPU"):
+            gpus = 0  # "auto" on a cluster without GPUs: the CPU
+        task = ray.remote(num_cpus=threads, num_gpus=gpus)(_ray_job)
         x_ref = ray.put(shared.x)
-        light = SharedInputs(
-            shared.engine, np.zeros(0), shared.y, shared.groups, shared.num_classes
-        )
+        placement = shared.placement.on("cuda") if gpus else shared.placement.on("cpu")
+        light = dataclasses.replace(shared, x=np.zeros(0), placement=placement)
         light_ref = ray.put(light)
         queue = list(enumerate(jobs))
         running: dict[Any, int] = {}
@@ -261,12 +296,14 @@ class RayExecutor(Executor):
             self.ray.shutdown()
 
 
-def make_executor(name: str, workers: int = 0, address: str | None = None) -> Executor:
+def make_executor(
+    name: str, workers: int = 0, address: str | None = None, gpus_per_job: float = 1.0
+) -> Executor:
     """The executor called `name`; `workers` 0 means one per core (local: always 1)."""
     if name == "local":
         return Executor()
     if name == "processes":
         return ProcessExecutor(workers)
     if name == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, gpus_per_job)
     raise ConfigError(f"executor {name!r} is unknown; choose one of {', '.join(EXECUTORS)}")

@@ -16,6 +16,7 @@ from merkit.provenance import timestamp, versions
 from merkit.training import base
 from merkit.training.config import ExperimentConfig
 from merkit.training.data import TrainingData
+from merkit.training.devices import resolve_device
 
 
 @dataclass
@@ -43,9 +44,16 @@ def fit_final(
     """
     recipe = dataclasses.replace(experiment.recipe, val_subjects=0)
     seed = experiment.seeds[0]
+    resolve_device(experiment.device)  # a device this machine lacks: refused before any work
     data = TrainingData.from_config(experiment, progress)
     net = base.default_engine().fit(
-        recipe, data.x, data.y, data.num_classes, seed, progress=on_epoch
+        recipe,
+        data.x,
+        data.y,
+        data.num_classes,
+        seed,
+        progress=on_epoch,
+        placement=experiment.placement,
     )
     dataset, config = data.dataset, experiment.prepare
     meta = CheckpointMeta(

@@ -54,6 +54,7 @@ from merkit.training import base
 from merkit.training.base import Engine
 from merkit.training.config import ExperimentConfig
 from merkit.training.data import TrainingData
+from merkit.training.devices import resolve_device
 from merkit.training.runner import (
     DEFAULT_FOLDS_PER_CALL,
     FoldTask,
@@ -131,6 +132,7 @@ def _train_folds(
             groups=data.groups,
             progress=bar.epoch,
             output="epochs",
+            placement=config.placement,
         )
         for task, curve in zip(chunk, results, strict=True):
             curve = np.asarray(curve, dtype=np.float32)
@@ -177,6 +179,7 @@ def run_audit(
     if k < 2:
         raise ConfigError(f"--k {k}: the sample-level k-fold protocol needs at least 2 folds")
     seed = config.seeds[0]
+    resolve_device(config.device)  # a device this machine lacks: refused before any work
     data = TrainingData.from_config(config, progress)
     if k > len(data.samples):
         raise ConfigError(

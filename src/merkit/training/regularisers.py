@@ -105,8 +105,8 @@ def mixup(
     for gen in gens:
         lam.append(beta(alpha, gen))
         perm.append(torch.randperm(b, generator=gen))
-    lam_t = torch.tensor(lam).view(g, 1)
-    order = torch.stack(perm)  # (G, B)
+    lam_t = torch.tensor(lam, device=xb.device).view(g, 1)
+    order = torch.stack(perm).to(xb.device)  # (G, B), drawn on the CPU from the jobs' seeds
     xs = xb.view(g, b, *xb.shape[1:])
     other = torch.stack([xs[i, order[i]] for i in range(g)])
     lx = lam_t.view(g, 1, 1, 1, 1)

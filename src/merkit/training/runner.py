@@ -35,6 +35,7 @@ from merkit.training import base
 from merkit.training.base import Engine
 from merkit.training.config import ExperimentConfig
 from merkit.training.data import TrainingData, load_data
+from merkit.training.devices import describe, resolve_device
 from merkit.training.executors import Executor, SharedInputs, TrainJob, make_executor
 from merkit.training.recipe import Recipe
 from merkit.training.results import FoldResult, History, mean_history
@@ -114,6 +115,7 @@ def _run_meta(
     out_dir: Path,
     previous: RunMeta | None,
     executor: Executor,
+    device: Any,
 ) -> RunMeta:
     dataset = data.dataset
     leaking = sorted({s for f in overlap.leaking_folds for s in f.shared_subjects})
@@ -143,6 +145,7 @@ def _run_meta(
             leaking_subjects=leaking,
         ),
         determinism={
+            "device": describe(device, config.precision, config.deterministic),
             **executor.determinism().to_dict(),
             "seeds": list(config.seeds),
             "job_seeds": "engine.job_seed(seed, member, test indices) per (fold, member) job",
@@ -322,6 +325,7 @@ def run_experiment(
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     engine = engine or base.default_engine()
+    device = resolve_device(config.device)  # a device this machine lacks: refused before any work
     dataset = load_data(config)
     splitter = build_splitter(config)
     previous = folder.claim(
@@ -336,12 +340,13 @@ def run_experiment(
 
     per_call = folds_per_call(config.recipes)
     tasks = {seed: fold_tasks(data, splitter, seed) for seed in config.seeds}
-    shared = SharedInputs(engine, data.x, data.y, data.groups, data.num_classes)
+    shared = SharedInputs(engine, data.x, data.y, data.groups, data.num_classes, config.placement)
+    executor_options = (config.executor_workers, config.ray_address, config.gpus_per_job)
     with (
-        make_executor(config.executor, config.executor_workers, config.ray_address) as executor,
+        make_executor(config.executor, *executor_options) as executor,
         RunProgress(progress, sum(len(t) for t in tasks.values())).running() as bar,
     ):
-        meta = _run_meta(config, data, splitter, overlap, out_dir, previous, executor)
+        meta = _run_meta(config, data, splitter, overlap, out_dir, previous, executor, device)
         folder.write_meta(meta)
         seed_probs, histories, todo = _load_finished(folder, tasks, data)
         loaded = len(histories)

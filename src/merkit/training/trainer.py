@@ -7,15 +7,17 @@ element independently (no gradient clipping). A bucket of one job is an ordinary
 
 Each job draws its initial weights, batches, augmentations, dropout masks and mixup pairs from
 its own generator seeded by the job's seed, so a fold gives the same result alone, in a bucket,
-or after a resume (to float rounding). Training runs under deterministic torch kernels, switched
-on here and nowhere else.
+or after a resume (to float rounding). All draws come from CPU generators, so a seed gives the
+same batches, augmentations and masks on every device. Training runs where its `Placement` says,
+under `merkit.training.devices.determinism` (deterministic kernels on the CPU, on a GPU when
+asked), switched on here and nowhere else.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,15 @@ from merkit.errors import ConfigError, TrainingDiverged
 from merkit.models import create_model, get_descriptor, stack_models, unstack_model
 from merkit.models.blocks import use_copy_generators
 from merkit.training.augment import AugmentParams, apply_params, hflip_flow, sample_params
+from merkit.training.devices import (
+    CPU,
+    Placement,
+    as_float,
+    autocast,
+    determinism,
+    grad_scaler,
+    resolve_device,
+)
 from merkit.training.recipe import Recipe
 from merkit.training.regularisers import WeightAverage, mixup, sharpness_step
 from merkit.training.results import History
@@ -63,17 +74,6 @@ class Counter:
             self.callback(self.done, self.total)
 
 
-@contextmanager
-def deterministic() -> Iterator[None]:
-    """Deterministic kernels during training; the caller's setting is restored afterwards."""
-    with ExitStack() as restore:
-        restore.callback(
-            torch.use_deterministic_algorithms, torch.are_deterministic_algorithms_enabled()
-        )
-        torch.use_deterministic_algorithms(True)
-        yield
-
-
 def train_bucket(
     recipe: Recipe,
     bucket: list[FoldMember],
@@ -82,10 +82,14 @@ def train_bucket(
     num_classes: int,
     record: bool,
     counter: Counter,
+    placement: Placement = CPU,
 ) -> list[Trained]:
-    """Train one bucket under deterministic kernels; per job its curve and history."""
-    with deterministic():
-        return BucketTrainer(recipe, bucket, x, y, num_classes).train(counter, record)
+    """Train one bucket where `placement` says (deterministic kernels on the CPU); per job its
+    curve and history."""
+    device = resolve_device(placement.device)
+    with determinism(device, placement.deterministic):
+        trainer = BucketTrainer(recipe, bucket, x, y, num_classes, placement)
+        return trainer.train(counter, record)
 
 
 def steps_per_epoch(job: FoldMember, batch_size: int) -> int:
@@ -130,7 +134,12 @@ class BatchStream:
 
 
 class BucketTrainer:
-    """Trains the jobs of one bucket as one grouped model (or one ordinary model if alone)."""
+    """Trains the jobs of one bucket as one grouped model (or one ordinary model if alone).
+
+    The prepared arrays stay on the host, in their stored dtype (float32 maps; uint8 or float16
+    frames, possibly memory-mapped): each batch is gathered there, copied to the device from
+    pinned memory without blocking, and only then made float32 and augmented, on the device.
+    """
 
     def __init__(
         self,
@@ -139,14 +148,17 @@ class BucketTrainer:
         x: np.ndarray,
         y: np.ndarray,
         num_classes: int,
+        placement: Placement = CPU,
     ) -> None:
         self.recipe, self.jobs, self.k = recipe, jobs, num_classes
         self.g = len(jobs)
-        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.device = resolve_device(placement.device)
+        self.precision = placement.precision
+        self.x = x
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
         self.in_chans = x.shape[1]
         self.hooks = get_descriptor(recipe.model).hooks
-        self.model = self._build()
+        self.model = self._build().to(self.device)
         self.batch = min(recipe.batch_size, len(jobs[0].train))
         self.steps = steps_per_epoch(jobs[0], recipe.batch_size)
         self.epochs = epochs_run(recipe, self.steps)
@@ -178,8 +190,9 @@ class BucketTrainer:
 
     def _class_weight(self, job: FoldMember) -> torch.Tensor:
         if not self.recipe.class_weighted:
-            return torch.ones(self.k)
-        counts = torch.bincount(self.y[job.train], minlength=self.k).float()
+            return torch.ones(self.k, device=self.device)
+        train = torch.from_numpy(job.train).to(self.device)
+        counts = torch.bincount(self.y[train], minlength=self.k).float()
         weight = counts.sum() / (self.k * counts.clamp_min(1))
         return torch.where(counts > 0, weight, torch.zeros_like(weight))
 
@@ -227,6 +240,7 @@ class BucketTrainer:
         r = self.recipe
         opt = self._optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        scaler = grad_scaler(self.device, self.precision)  # fp16 only
         streams = [
             BatchStream(j.train, self.batch, gen, r.shuffle)
             for j, gen in zip(self.jobs, gens, strict=True)
@@ -237,26 +251,33 @@ class BucketTrainer:
         test_curve, series = [], {name: [] for name in SERIES[: 4 if r.val_subjects else 2]}
         for epoch in range(self.epochs):
             self.model.train()
-            epoch_loss, epoch_correct = torch.zeros(self.g), torch.zeros(self.g)
+            epoch_loss = torch.zeros(self.g, device=self.device)
+            epoch_correct = torch.zeros(self.g, device=self.device)
             steps = min(self.steps, self.total_steps - epoch * self.steps)
             for _ in range(steps):
-                idx = torch.stack([s.next() for s in streams])  # (G, B)
-                batch = self._inputs(idx, gens)
+                host_idx = torch.stack([s.next() for s in streams])  # (G, B), on the CPU
+                idx = host_idx.to(self.device, non_blocking=True)
+                batch = self._inputs(host_idx, idx, gens)
                 loss, copy_loss, copy_correct = self._loss(idx, *batch)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if r.sam > 0:
-                    again = lambda i=idx, b=batch: self._loss(i, *b)[0]  # noqa: E731
-                    sharpness_step(self.model, self.g, r.sam, again)
-                opt.step()
+                if scaler is not None:  # fp16: scaled loss, unscaled before the step
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if r.sam > 0:
+                        again = lambda i=idx, b=batch: self._loss(i, *b)[0]  # noqa: E731
+                        sharpness_step(self.model, self.g, r.sam, again)
+                    opt.step()
                 sched.step()
                 if average:
                     average.update()
                 epoch_loss += copy_loss
                 epoch_correct += copy_correct
             self._check_finite(epoch_loss, len(series["train_loss"]) + 1)
-            series["train_loss"].append(epoch_loss.numpy() / steps)
-            series["train_accuracy"].append(epoch_correct.numpy() / (steps * self.batch))
+            series["train_loss"].append(epoch_loss.cpu().numpy() / steps)
+            series["train_accuracy"].append(epoch_correct.cpu().numpy() / (steps * self.batch))
             if watch:
                 with evaluated():
                     test_curve.append(self._probabilities([j.test for j in self.jobs]))
@@ -297,16 +318,29 @@ class BucketTrainer:
             job = self.jobs[bad[0] if bad else 0]
             raise TrainingDiverged(self.recipe.model, job.fold, epoch, self.recipe.lr)
 
-    def _inputs(self, idx: torch.Tensor, gens: list[torch.Generator]) -> Batch:
-        """A training batch of every copy: augmented maps, (mixed) targets, sample weights."""
+    def _gather(self, indices: torch.Tensor) -> torch.Tensor:
+        """The prepared arrays at `indices` (a CPU tensor) on the device, as float32: gathered on
+        the host in their stored dtype, copied from pinned memory without blocking, converted
+        there (uint8 frames are intensities x 255)."""
+        batch = torch.from_numpy(np.ascontiguousarray(self.x[indices.numpy()]))
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return as_float(batch.to(self.device, non_blocking=True))
+
+    def _inputs(
+        self, host_idx: torch.Tensor, idx: torch.Tensor, gens: list[torch.Generator]
+    ) -> Batch:
+        """A training batch of every copy: augmented maps, (mixed) targets, sample weights.
+        `host_idx` and `idx`: the (G, B) sample indices on the CPU and on the device."""
         r, b = self.recipe, self.batch
-        xb = self.x[idx.flatten()]  # (G*B, C, H, W), copy-major
+        xb = self._gather(host_idx.flatten())  # (G*B, C, H, W), copy-major
         params = AugmentParams.cat(
             [sample_params((b, *xb.shape[1:]), r.augment, gen) for gen in gens]
         )
-        xb = apply_params(xb, params, r.augment)
-        target = F.one_hot(self.y[idx], self.k).float()  # (G, B, K)
-        weight = self.class_weight.gather(1, self.y[idx])  # (G, B)
+        xb = apply_params(xb, params.to(self.device), r.augment)
+        labels = self.y[idx]
+        target = F.one_hot(labels, self.k).float()  # (G, B, K)
+        weight = self.class_weight.gather(1, labels)  # (G, B)
         if r.augment.mixup > 0:
             xb, target, weight = mixup(xb, target, weight, gens, r.augment.mixup)
         return xb, target, weight
@@ -320,14 +354,15 @@ class BucketTrainer:
         r, g, b = self.recipe, self.g, self.batch
         if r.label_smoothing > 0:
             target = target * (1 - r.label_smoothing) + r.label_smoothing / self.k
-        logits = self._forward(xb.view(g, b, *xb.shape[1:]))  # (B, G, K)
-        nll = self._sample_losses(logits, target.transpose(0, 1))  # (B, G)
+        with autocast(self.device, self.precision):
+            logits = self._forward(xb.view(g, b, *xb.shape[1:])).float()  # (B, G, K)
+            nll = self._sample_losses(logits, target.transpose(0, 1)).float()  # (B, G)
         w = weight.transpose(0, 1)
         per_copy = (nll * w).sum(0) / w.sum(0).clamp_min(1e-12)  # (G,)
         correct = (logits.detach().argmax(-1) == self.y[idx].transpose(0, 1)).sum(0)
         loss = per_copy.sum()
         if "aux_loss" in self.hooks and (extra := self.model.aux_loss()) is not None:
-            loss = loss + extra
+            loss = loss + extra.float()
         return loss, per_copy.detach(), correct.float()
 
     def _sample_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -351,14 +386,15 @@ class BucketTrainer:
         idx = torch.stack(
             [torch.from_numpy(np.resize(s, m) if len(s) else np.zeros(m, np.int64)) for s in sides]
         )
-        flat = self.x[idx.flatten()]
-        probs = self._forward(flat.view(self.g, m, *flat.shape[1:])).softmax(-1)
+        flat = self._gather(idx.flatten())
+        views = [flat]
         if self.recipe.tta_flip:
-            flipped = hflip_flow(flat, self.recipe.augment.u_scaling)
-            probs = (
-                probs + self._forward(flipped.view(self.g, m, *flat.shape[1:])).softmax(-1)
-            ) / 2
-        return probs.transpose(0, 1).numpy()
+            views.append(hflip_flow(flat, self.recipe.augment.u_scaling))
+        with autocast(self.device, self.precision):
+            shape = (self.g, m, *flat.shape[1:])
+            probs = [self._forward(v.view(shape)).float().softmax(-1) for v in views]
+        mean = probs[0] if len(probs) == 1 else (probs[0] + probs[1]) / 2
+        return mean.transpose(0, 1).cpu().numpy()
 
     @torch.no_grad()
     def _validation(self) -> tuple[np.ndarray, np.ndarray]:
@@ -366,7 +402,7 @@ class BucketTrainer:
         probs = self._probabilities([j.val for j in self.jobs])
         losses, accuracies = [], []
         for p, job in zip(probs, self.jobs, strict=True):
-            labels = self.y[job.val].numpy()
+            labels = self.y[torch.from_numpy(job.val).to(self.device)].cpu().numpy()
             p = p[: len(labels)]
             true = p[np.arange(len(labels)), labels]
             losses.append(float(-np.log(np.clip(true, 1e-12, None)).mean()))

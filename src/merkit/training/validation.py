@@ -18,6 +18,7 @@ from merkit.models.registry import get_descriptor
 from merkit.preprocess.config import PrepareConfig
 from merkit.preprocess.regions import region_layout
 from merkit.training.augment import U_SCALINGS
+from merkit.training.devices import check_device_text, check_precision
 from merkit.training.executors import EXECUTORS
 from merkit.training.recipe import AugmentConfig, Recipe, gradient_settings
 
@@ -39,6 +40,15 @@ def validate_experiment(config: ExperimentConfig) -> None:
         )
     if config.executor_workers < 0:
         raise ConfigError(f"executor_workers: {config.executor_workers} is negative")
+    check_device_text(config.device)
+    check_precision(config.precision)
+    if not (math.isfinite(config.gpus_per_job) and config.gpus_per_job > 0):
+        raise ConfigError(f"gpus_per_job: {config.gpus_per_job} must be a number above 0")
+    if config.precision == "fp16" and any(r.sam > 0 for r in config.recipes):
+        raise ConfigError(
+            "precision fp16 scales the loss, which sharpness-aware minimisation (recipe.sam) "
+            "does not support: use bf16 or fp32 with sam"
+        )
     main_input = get_descriptor(config.recipe.model).input
     for recipe in config.recipes:
         if get_descriptor(recipe.model).input != main_input:
