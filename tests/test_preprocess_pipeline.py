@@ -13,6 +13,8 @@ from merkit.data.sample import APEX_ANNOTATED, APEX_MIDDLE, APEX_SPOTTED, Sample
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.preprocess import clip as clip_stage
 from merkit.preprocess import pipeline
+from merkit.preprocess.arrays import as_float32
+from merkit.preprocess.clip import prepare_sample
 from merkit.preprocess.flow import write_flow_map
 from merkit.preprocess.flowmaps import read_flow_map
 from merkit.preprocess.frames import ClipFrames
@@ -43,12 +45,28 @@ def test_flow_output_is_scaled_per_channel_and_moves_the_mouth_up(clip: Sample) 
 def test_apex_and_sequence_outputs(tmp_path: Path) -> None:
     sample = face_clip(tmp_path / "EP02", color=True)
     apex = _run([sample], output="apex", size=48, color=True)
-    assert apex.x.shape == (1, 3, 48, 48) and apex.x.min() >= 0 and apex.x.max() <= 1
+    assert apex.x.shape == (1, 3, 48, 48) and apex.x.dtype == np.uint8  # frames x 255, exactly
     sequence = _run([sample], output="sequence", size=32, frames=12)
-    assert sequence.x.shape == (1, 12, 1, 32, 32) and sequence.x.dtype == np.float32
-    first, last = sequence.x[0, 0, 0], sequence.x[0, -1, 0]
+    assert sequence.x.shape == (1, 12, 1, 32, 32) and sequence.x.dtype == np.uint8
+    frames = as_float32(sequence.x[0, :, 0])
+    first, last = frames[0], frames[-1]
     assert np.abs(first - last).mean() < 0.01  # onset and offset: the same (neutral) face
-    assert np.abs(sequence.x[0, 6, 0] - first).mean() > np.abs(last - first).mean()
+    assert np.abs(frames[6] - first).mean() > np.abs(last - first).mean()
+
+
+def test_frames_are_stored_exactly_and_memory_mapped_from_the_cache(tmp_path: Path) -> None:
+    """uint8 storage loses nothing (the frames were 8-bit), and with a cache folder the array is
+    a read-only memory map of a file there, rewritten (not duplicated) by a second run."""
+    sample = face_clip(tmp_path / "EP02", color=True)
+    config = PrepareConfig(output="sequence", size=32, frames=6, color=True)
+    x, _ = prepare_sample(sample, config)
+    stored_in_memory = prepare([sample], config, workers=1, progress=False).x
+    assert np.array_equal(as_float32(stored_in_memory[0]), x.astype(np.float32))
+    cached = prepare([sample], config, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert isinstance(cached.x, np.memmap) and not cached.x.flags.writeable
+    assert np.array_equal(cached.x, stored_in_memory)
+    prepare([sample], config, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert len(list((tmp_path / "cache" / "arrays").iterdir())) == 1
 
 
 def test_unknown_apex_is_spotted_and_recorded(tmp_path: Path) -> None:
@@ -148,7 +166,7 @@ def test_cropped_release_skips_detection(tmp_path: Path) -> None:
         frame_numbers=(1, 2, 3),
     )
     prepared = _run([sample], output="apex", size=16)
-    assert prepared.failed == [] and prepared.x[0].mean() == pytest.approx(100 / 255, abs=1e-3)
+    assert prepared.failed == [] and as_float32(prepared.x[0]).mean() == pytest.approx(100 / 255)
 
 
 def test_annotation_outside_the_frames_is_reported(clip: Sample) -> None:

@@ -29,7 +29,7 @@ def summary_table(name: str, prepared: Prepared, total: int) -> Table:
     table.add_row("computed now", str(prepared.computed))
     table.add_row("cache hits", str(prepared.cache_hits))
     table.add_row("failed", str(len(prepared.failed)))
-    table.add_row("array", f"{tuple(prepared.x.shape)} float32")
+    table.add_row("array", f"{tuple(prepared.x.shape)} {prepared.x.dtype}")
     for source, count in prepared.landmark_counts().items():  # "regions": how points were found
         table.add_row(f"points: {source}", str(count))
     table.add_row("seconds", f"{prepared.seconds:.2f}")

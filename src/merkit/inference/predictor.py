@@ -34,6 +34,7 @@ from merkit.inference.picture import MotionCurve, attention_map, render_picture,
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import clip as clip_stage
+from merkit.preprocess.arrays import as_float32
 from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
@@ -65,7 +66,7 @@ class TorchBackend:
         self.model, self.meta = model.to(self.device).eval(), meta
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        batch = torch.from_numpy(np.ascontiguousarray(as_float32(x))).to(self.device)
         with torch.no_grad():
             logits = self.model(batch)
         return logits.float().softmax(-1).cpu().numpy()

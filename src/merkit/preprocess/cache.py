@@ -23,8 +23,8 @@ import numpy as np
 from merkit.data.sample import Sample
 from merkit.io import write_bytes_atomic
 
-# Bump when the preprocessing code changes what a given key produces.
-CACHE_VERSION = 1
+# Bump when the preprocessing code changes what a given key produces (2: frames stored as uint8).
+CACHE_VERSION = 2
 
 
 def canonical_json(config: Any) -> str:

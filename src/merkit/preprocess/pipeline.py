@@ -8,7 +8,8 @@ its reason while the others continue.
 Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like the published
 28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
 or read from the published PNGs (`raw_flow=True` keeps pixels and raw strain instead).
-"apex" and "sequence" outputs are gray (or RGB) intensities / 255.
+"apex" and "sequence" outputs are gray (or RGB) intensities / 255, held as uint8 (x 255) and,
+with a cache folder, memory-mapped from it (`merkit.preprocess.arrays`).
 
 "regions" outputs are "flow" maps cut into a mosaic of patches around five facial points of the
 apex face (`merkit.preprocess.regions`, HTNet's input): for a clip, the points are found on its
@@ -34,9 +35,10 @@ from rich.progress import Progress
 
 from merkit.data.sample import Sample
 from merkit.errors import ConfigError, MerkitError
+from merkit.preprocess.arrays import ARRAYS_DIR, ArrayStore, storage_dtype, store_key, stored
 from merkit.preprocess.cache import ArrayCache, sample_key
 from merkit.preprocess.clip import prepare_sample
-from merkit.preprocess.config import ON_ERROR, PrepareConfig
+from merkit.preprocess.config import MOTION_KINDS, ON_ERROR, PrepareConfig
 from merkit.preprocess.flow import (
     flow_map_name,
     write_flow_map,
@@ -52,7 +54,7 @@ LOW_CONFIDENCE = 0.5  # a spotted apex under this is counted in the notes as uns
 class Prepared:
     """Arrays of the samples that succeeded (same order as given) and the failures."""
 
-    x: np.ndarray  # (N, *config.item_shape) float32
+    x: np.ndarray  # (N, *config.item_shape): float32 maps, uint8 frames (arrays.storage_dtype)
     samples: list[Sample]  # apex / apex_source updated where the apex was spotted
     failed: list[tuple[str, str]]  # (uid, one-sentence reason)
     config: PrepareConfig
@@ -96,7 +98,7 @@ def _compute_and_cache(
     """Worker entry point: compute one clip and cache it at once (so interruptions resume);
     `key` None: not cached as a whole (a published map's mosaic: only its points are)."""
     x, meta = prepare_sample(sample, config, cache_root)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = stored(x, config)
     if cache_root is not None and key is not None:
         ArrayCache(cache_root).save(key, x, meta)
     return x, meta
@@ -156,25 +158,77 @@ def prepare(
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error {on_error!r} must be one of {ON_ERROR}")
     started = time.perf_counter()
-    results: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-    errors: dict[int, str] = {}
-
-    def record(index: int, outcome: tuple[np.ndarray, dict[str, Any]] | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            if on_error == "stop":
-                raise outcome
-            errors[index] = _reason(outcome)
-        else:
-            results[index] = outcome
-
     if cache_dir is not None:
         cache_dir = output_folder(cache_dir, "cache folder")
+    keys = [
+        None if is_flow_map_sample(sample) else sample_key(sample, config) for sample in samples
+    ]
+    in_file = cache_dir is not None and config.output not in MOTION_KINDS
+    store = ArrayStore(
+        len(samples),
+        config.item_shape,
+        storage_dtype(config),
+        cache_dir / ARRAYS_DIR if in_file else None,
+        store_key([key or "" for key in keys]),
+    )
+    collected = _Collected(store, on_error)
+    try:
+        pending, hits = _read_ready(samples, keys, config, cache_dir, collected)
+        outcomes = _run_clips(samples, pending, config, cache_dir, workers or default_workers())
+        if progress and pending:
+            with Progress(console=Console(stderr=True, markup=False), transient=True) as bar:
+                task = bar.add_task(f"preparing {config.output}", total=len(pending))
+                for index, outcome in outcomes:
+                    collected.record(index, outcome)
+                    bar.advance(task)
+        else:
+            for index, outcome in outcomes:
+                collected.record(index, outcome)
+    except BaseException:
+        store.discard()  # a stopped run leaves no half-written array file
+        raise
+    metas = collected.metas
+    computed = sum(1 for index, key in pending if index in metas and key is not None)
+    kept = sorted(metas)
+    x = store.finish(kept)
+    return _assemble(samples, kept, x, metas, collected.errors, config, hits, computed, started)
+
+
+class _Collected:
+    """Results as they arrive: arrays into the store, metadata and failures by sample index."""
+
+    def __init__(self, store: ArrayStore, on_error: str) -> None:
+        self.store, self.on_error = store, on_error
+        self.metas: dict[int, dict[str, Any]] = {}
+        self.errors: dict[int, str] = {}
+
+    def record(
+        self, index: int, outcome: tuple[np.ndarray, dict[str, Any]] | BaseException
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            if self.on_error == "stop":
+                raise outcome
+            self.errors[index] = _reason(outcome)
+        else:
+            self.store.put(index, outcome[0])
+            self.metas[index] = outcome[1]
+
+
+def _read_ready(
+    samples: Sequence[Sample],
+    keys: Sequence[str | None],
+    config: PrepareConfig,
+    cache_dir: Path | None,
+    collected: _Collected,
+) -> tuple[list[PendingClip], int]:
+    """Record what needs no computing (published maps, cache hits); the clips left to compute
+    and the number of cache hits."""
     cache = ArrayCache(cache_dir) if cache_dir is not None else None
     pending: list[PendingClip] = []
     hits = 0
     for index, sample in enumerate(samples):
         if is_flow_map_sample(sample) and config.output == "regions":
-            pending.append((index, None))  # finding the points takes a face stage: the pool's work
+            pending.append((index, None))  # the points need a face stage: the pool's work
             continue
         if is_flow_map_sample(sample):
             try:
@@ -184,44 +238,32 @@ def prepare(
                 )
             except MerkitError as exc:
                 outcome = exc
-            record(index, outcome)
+            collected.record(index, outcome)
             continue
-        key = sample_key(sample, config)
-        entry = cache.load(key) if cache is not None else None
+        entry = cache.load(keys[index]) if cache is not None else None
         if entry is None:
-            pending.append((index, key))
+            pending.append((index, keys[index]))
         else:
-            results[index] = (entry.x, entry.meta)
+            collected.record(index, (entry.x, entry.meta))
             hits += 1
-
-    outcomes = _run_clips(samples, pending, config, cache_dir, workers or default_workers())
-    if progress and pending:
-        with Progress(console=Console(stderr=True, markup=False), transient=True) as bar:
-            task = bar.add_task(f"preparing {config.output}", total=len(pending))
-            for index, outcome in outcomes:
-                record(index, outcome)
-                bar.advance(task)
-    else:
-        for index, outcome in outcomes:
-            record(index, outcome)
-    computed = sum(1 for index, key in pending if index in results and key is not None)
-    return _assemble(samples, results, errors, config, hits, computed, started)
+    return pending, hits
 
 
 def _assemble(
     samples: Sequence[Sample],
-    results: dict[int, tuple[np.ndarray, dict[str, Any]]],
+    kept: list[int],
+    x: np.ndarray,
+    metas: dict[int, dict[str, Any]],
     errors: dict[int, str],
     config: PrepareConfig,
     hits: int,
     computed: int,
     started: float,
 ) -> Prepared:
-    kept, arrays, landmarks = [], [], []
-    for index, sample in enumerate(samples):
-        if index not in results:
-            continue
-        x, meta = results[index]
+    """The prepared samples (apex updated where it was spotted) beside their array `x`."""
+    prepared, landmarks = [], []
+    for index in kept:
+        sample, meta = samples[index], metas[index]
         if meta.get("apex_method"):
             spotted = {k: str(meta[k]) for k in ("apex_method", "apex_confidence")}
             sample = dataclasses.replace(
@@ -230,19 +272,13 @@ def _assemble(
                 apex_source=meta["apex_source"],
                 meta={**sample.meta, **spotted},
             )
-        kept.append(sample)
-        arrays.append(x)
+        prepared.append(sample)
         if config.output == "regions":
             landmarks.append(meta["landmarks"])
-    x = (
-        np.stack(arrays).astype(np.float32, copy=False)
-        if arrays
-        else np.zeros((0, *config.item_shape), np.float32)
-    )
     failed = [(samples[i].uid, errors[i]) for i in sorted(errors)]
     seconds = time.perf_counter() - started
-    notes = spotting_notes(kept, config)
-    return Prepared(x, kept, failed, config, hits, seconds, computed, notes, landmarks)
+    notes = spotting_notes(prepared, config)
+    return Prepared(x, prepared, failed, config, hits, seconds, computed, notes, landmarks)
 
 
 def spotting_notes(samples: Sequence[Sample], config: PrepareConfig) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from merkit.errors import DataLayoutError
+from merkit.preprocess.arrays import as_float32
 from merkit.preprocess.face import face_landmarks
 from merkit.preprocess.flow import compute_flow
 
@@ -95,7 +96,8 @@ def pack_sequence(
     margin: float = 0.0,
     landmarks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(T, 1, S, S) grey frames -> (T, 4, S, S) float32 [gray, u, v, landmarks] (see module).
+    """(T, 1, S, S) grey frames (0..1, or stored uint8) -> (T, 4, S, S) float32 [gray, u, v,
+    landmarks] (see module).
 
     `margin` is the crop padding the frames were prepared with (PrepareConfig.margin; 0 for
     cropped releases), which tells dlib where the face box is. `landmarks` (T, 68, 2), when
@@ -107,7 +109,7 @@ def pack_sequence(
             f"pack_sequence expects (T, 1, S, S) grey frames (prepare output='sequence', "
             f"color=False), got {frames.shape}"
         )
-    gray = frames[:, 0].astype(np.float32)
+    gray = as_float32(frames[:, 0])
     size = gray.shape[-1]
     packed = np.zeros((len(gray), len(PACKED_CHANNELS), size, size), np.float32)
     packed[:, 0] = gray

@@ -37,6 +37,7 @@ from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
 from merkit.models import create_model, get_descriptor
 from merkit.models.svm import FeatureSVM, SVMHead
+from merkit.preprocess.arrays import as_float32
 from merkit.training.base import Output, Progress, check_output
 from merkit.training.devices import CPU, Placement
 from merkit.training.recipe import Recipe, default_recipe
@@ -53,8 +54,8 @@ def extract_features(features: nn.Module, x: np.ndarray) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(x), FEATURE_BATCH):
-            batch = torch.from_numpy(np.ascontiguousarray(x[start : start + FEATURE_BATCH]))
-            out.append(features(batch.float()).numpy())
+            batch = as_float32(np.ascontiguousarray(x[start : start + FEATURE_BATCH]))
+            out.append(features(torch.from_numpy(batch)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -24,6 +24,9 @@ from merkit.preprocess.pipeline import prepare
 from merkit.preprocess.targets import pack_sequences
 from merkit.training.config import ExperimentConfig
 
+# dtypes the engines read batch by batch as they are (others are made float32 once)
+COMPACT = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
+
 
 def load_data(config: ExperimentConfig) -> SampleSet:
     """The dataset of `config.data`."""
@@ -33,7 +36,8 @@ def load_data(config: ExperimentConfig) -> SampleSet:
 
 def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
     """Prepared arrays as the config's model trains on them (the model was checked against
-    this shape when the experiment was validated).
+    this shape when the experiment was validated), in their stored dtype: the engines convert
+    each batch (`merkit.preprocess.arrays`).
 
     Models that learn from packed targets (MOL: gray + flow + landmark channels per frame) get
     them computed here from the prepared gray sequences.
@@ -44,7 +48,9 @@ def training_input(config: ExperimentConfig, x: np.ndarray) -> np.ndarray:
     expected = prepared_shape(recipe.model, prepared)
     if x.shape[1:] != expected:
         raise ValueError(f"prepared arrays of shape {x.shape[1:]}, expected {expected}")
-    return np.asarray(model_input(x), dtype=np.float32)
+    if x.dtype not in COMPACT:
+        x = x.astype(np.float32)
+    return model_input(x)  # a view: uint8 frames stay uint8 (and memory-mapped)
 
 
 def no_sample_text(

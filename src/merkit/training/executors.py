@@ -33,6 +33,7 @@ import numpy as np
 
 from merkit.errors import ConfigError
 from merkit.evaluation.splitters import Fold
+from merkit.preprocess.arrays import MappedRows, shareable, unshared
 from merkit.training.base import Engine, Progress
 from merkit.training.devices import CPU, Placement
 from merkit.training.recipe import Recipe
@@ -61,6 +62,22 @@ class SharedInputs:
     groups: np.ndarray
     num_classes: int
     placement: Placement = CPU
+
+    def __reduce__(self) -> tuple:
+        """Pickled for a worker with a memory-mapped `x` sent as its file, not its bytes."""
+        fields = (self.engine, shareable(self.x), self.y, self.groups, self.num_classes)
+        return (_shared_inputs, (*fields, self.placement))
+
+
+def _shared_inputs(
+    engine: Engine,
+    x: np.ndarray | MappedRows,
+    y: np.ndarray,
+    groups: np.ndarray,
+    num_classes: int,
+    placement: Placement,
+) -> SharedInputs:
+    return SharedInputs(engine, unshared(x), y, groups, num_classes, placement)
 
 
 @dataclass(frozen=True)
