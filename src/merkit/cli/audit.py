@@ -67,6 +67,9 @@ def audit(
             "deterministic": True if deterministic else None,
         },
     )
+    from merkit.training.devices import resolve_device
+
+    resolve_device(experiment.device)  # a device this machine lacks: refused before any work
     say(
         "warning:",
         "bold yellow",

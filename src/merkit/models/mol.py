@@ -324,8 +324,8 @@ class MOL(nn.Module):
         """(B, 2) crop offsets (row, column): random while training, the centre otherwise."""
         spare = self._spare(x)
         if self.training:
-            return torch.randint(0, spare + 1, (x.shape[0], 2))
-        return torch.full((x.shape[0], 2), spare // 2)
+            return torch.randint(0, spare + 1, (x.shape[0], 2), device="cpu")
+        return torch.full((x.shape[0], 2), spare // 2, device="cpu")  # host ints: slice bounds
 
     def _crop(self, clips: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """(B, ..., S, S) -> (B, ..., crop, crop) at each sample's (row, column) offset."""
@@ -384,7 +384,8 @@ class MOL(nn.Module):
         clips = unstack_frames(x, CHANNELS)[:, 1:]
         flow = self._crop(clips[:, :, 1:3], offsets)
         points = clips[:, :, 3].flatten(2)[..., :LANDMARK_VALUES].unflatten(-1, (LANDMARKS, 2))
-        return flow, points - offsets.flip(-1).to(points.dtype)[:, None, None]
+        shift = offsets.flip(-1).to(points.device, points.dtype)[:, None, None]
+        return flow, points - shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
