@@ -40,13 +40,15 @@ _PLANE_AXES = {"xy": (2, 3), "xt": (1, 3), "yt": (1, 2)}
 
 def uniform_labels(points: int) -> torch.Tensor:
     """(2^points,) label of every code: uniform patterns (at most two 0/1 transitions around
-    the circle) numbered in code order, every other pattern the last label."""
-    codes = torch.arange(2**points)
-    bits = (codes[:, None] >> torch.arange(points)[None, :]) & 1
-    transitions = (bits != bits.roll(1, dims=1)).sum(1)
-    uniform = transitions <= 2
-    labels = torch.full((2**points,), int(uniform.sum()), dtype=torch.long)
-    labels[uniform] = torch.arange(int(uniform.sum()))
+    the circle) numbered in code order, every other pattern the last label. A lookup table
+    computed on the CPU whatever the default device, so the model builds on the meta device."""
+    with torch.device("cpu"):
+        codes = torch.arange(2**points)
+        bits = (codes[:, None] >> torch.arange(points)[None, :]) & 1
+        transitions = (bits != bits.roll(1, dims=1)).sum(1)
+        uniform = transitions <= 2
+        labels = torch.full((2**points,), int(uniform.sum()), dtype=torch.long)
+        labels[uniform] = torch.arange(int(uniform.sum()))
     return labels
 
 
