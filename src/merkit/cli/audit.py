@@ -45,9 +45,11 @@ def audit(
     quiet: options.Quiet = False,
 ) -> None:
     """Train one recipe under LOSO, LOSO with test-picked epochs, and sample-level k-fold."""
-    from merkit.training.config import options_config
+    from merkit.training.config import check_seed, options_config
     from merkit.training.leakage_audit import AUDIT_HTML, AUDIT_MD, run_audit
 
+    if seed is not None:
+        check_seed(seed, "--seed")
     experiment = options_config(
         config,
         {

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from merkit.cli import options
-from merkit.cli.app import app, console
-from merkit.cli.tables import progress_bar
+from merkit.cli.app import app, console, print_table
+from merkit.cli.tables import failures_table, progress_bar
 from merkit.errors import ConfigError
 from merkit.io import check_writable
 
@@ -35,11 +35,12 @@ def fit(
     """Train a final model (default: recommended) on ALL samples of a dataset and save a
     self-describing checkpoint."""
     from merkit.preprocess.config import PrepareConfig
-    from merkit.training.config import prepare_defaults
+    from merkit.training.config import check_seed, prepare_defaults
     from merkit.training.fit import fit_final
     from merkit.training.recipe import DEFAULT_MODEL, default_recipe
 
     check_writable(out, "file")
+    check_seed(seed, "--seed")
     model = model or DEFAULT_MODEL
     preset = recipe_name or "default"
     recipe = default_recipe(model, preset)
@@ -78,9 +79,13 @@ def fit(
     finally:
         bar.stop()
     meta = checkpoint.meta
+    if meta.failed:
+        print_table(failures_table([(f["sample"], f["reason"]) for f in meta.failed]))
+    dropped = f", {len(meta.failed)} dropped (listed above)" if meta.failed else ""
     console.print(
-        f"trained {meta.model} on {meta.n_samples} {data} samples ({len(meta.class_names)} "
-        f"classes: {', '.join(meta.class_names)}), {recipe.epochs} epochs; wrote {out}",
+        f"trained {meta.model} on {meta.n_samples} {data} samples{dropped} "
+        f"({len(meta.class_names)} classes: {', '.join(meta.class_names)}), {recipe.epochs} "
+        f"epochs; wrote {out}",
         soft_wrap=True,
         highlight=False,
     )

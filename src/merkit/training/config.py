@@ -39,6 +39,13 @@ from merkit.training.recipe import (
 # Keys that change how fast a run goes, not what it computes: ignored when a run folder is
 # checked against the config that resumes it.
 RUNTIME_KEYS = ("workers", "cache_dir", "executor", "executor_workers", "ray_address")
+SEED_LIMIT = 2**32  # numpy's and scikit-learn's seeds are 32-bit unsigned integers
+
+
+def check_seed(seed: int, what: str) -> None:
+    """Refuse, before any work, a seed the random generators cannot take."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{what}: {seed} is not a seed; expected 0 to {SEED_LIMIT - 1}")
 
 
 @dataclass
@@ -118,6 +125,8 @@ class ExperimentConfig:
     def validate(self) -> None:
         if not self.seeds:
             raise ConfigError("seeds: at least one seed is needed")
+        for seed in self.seeds:
+            check_seed(seed, "seeds")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: {self.seeds} repeats a seed")
         if self.workers < 1:
