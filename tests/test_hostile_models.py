@@ -191,10 +191,12 @@ def test_evaluate_refuses_a_fold_answering_nan(tmp_path: Path, capsys) -> None:
 # ---- wrong blame -----------------------------------------------------------------------------
 
 
-def onnx_model(path: Path, outputs: int, meta: CheckpointMeta) -> Path:
-    """A hand-made ONNX graph (flatten, one matrix) giving `outputs` scores, carrying `meta`."""
+def onnx_model(path: Path, outputs: int, meta: CheckpointMeta, value: float = 1.0) -> Path:
+    """A hand-made ONNX graph (flatten, one matrix of `value`) giving `outputs` scores,
+    carrying `meta`."""
     helper = onnx.helper
-    weight = onnx.numpy_helper.from_array(np.ones((3 * 28 * 28, outputs), np.float32), "w")
+    matrix = np.full((3 * 28 * 28, outputs), value, np.float32)
+    weight = onnx.numpy_helper.from_array(matrix, "w")
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"]),
          helper.make_node("MatMul", ["flat", "w"], ["logits"])],
@@ -224,6 +226,8 @@ def test_onnx_metadata_naming_fewer_classes_than_outputs_is_blamed(
     wrong_input = dataclasses.replace(meta, in_chans=2)
     with pytest.raises(ConfigError, match=r"takes inputs of shape \(N, 3, 28, 28\), its metadata"):
         Predictor.load(onnx_model(tmp_path / "chans.onnx", 3, wrong_input))
+    with pytest.raises(ConfigError, match="nan.onnx: the weights hold NaN or infinite values"):
+        Predictor.load(onnx_model(tmp_path / "nan.onnx", 3, meta, float("nan")))
 
 
 def test_the_odd_fold_out_is_the_one_blamed(tmp_path: Path, capsys) -> None:

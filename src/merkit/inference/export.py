@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.inference.checkpoint import CheckpointMeta, input_spec_of, parse_meta
+from merkit.inference.checkpoint import CheckpointMeta, check_finite, input_spec_of, parse_meta
 from merkit.io import write_bytes_atomic
 
 META_KEY = "merkit.meta"
@@ -82,7 +82,8 @@ def _props(proto: object) -> dict[str, str]:
 
 
 def read_onnx_meta(path: str | Path) -> CheckpointMeta:
-    """The merkit metadata stored in an exported .onnx file."""
+    """The merkit metadata stored in an exported .onnx file, checked as a checkpoint's is (its
+    weights too: none may be NaN or infinite)."""
     import onnx
 
     try:
@@ -94,7 +95,14 @@ def read_onnx_meta(path: str | Path) -> CheckpointMeta:
         raise ConfigError(
             f"{path}: ONNX model lacks merkit metadata; export it with `merkit export`"
         )
-    return parse_meta(props[META_KEY], str(path))
+    meta = parse_meta(props[META_KEY], str(path))
+    weights = {
+        tensor.name: torch.as_tensor(np.array(onnx.numpy_helper.to_array(tensor)))
+        for tensor in proto.graph.initializer
+        if tensor.data_location != onnx.TensorProto.EXTERNAL
+    }
+    check_finite(weights, str(path))
+    return meta
 
 
 def check_graph(session: Any, meta: CheckpointMeta, path: Path) -> None:
