@@ -16,16 +16,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from cli_helpers import run as cli
 from cli_helpers import widen_consoles
+from inference_fixtures import make_meta
 from merkit.errors import ConfigError
 from merkit.serve import ServeConfig, create_app, uploads
 from merkit.serve.guard import CONTENT_SECURITY_POLICY, PAGE_HEADER, TOKEN_COOKIE
-from serve_fixtures import LOCAL_URL, served, tree, write_clip, write_runs
-from test_hostile_models import tampered, with_weights
+from serve_fixtures import LOCAL_URL, served, tree, write_clip, write_runs, zip_bytes
+from test_hostile_models import onnx_model, tampered, with_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,6 +47,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tampered(root / "hostile" / "huge.pt", model_kwargs={"dim": 100000, "depth": 2})
     with_weights(root / "hostile" / "nan.pt", lambda v: v.fill_(float("nan")))
     with_weights(root / "hostile" / "overflow.pt", lambda v: v.fill_(3e38))
+    onnx_model(root / "hostile" / "classes.onnx", 5, make_meta("ststnet"))  # names 3 classes
     return root
 
 
@@ -290,6 +294,7 @@ def test_bad_serve_options_are_one_sentence(
     [
         ("hostile/huge.pt", "invalid checkpoint metadata: model 'cabm'", "load"),
         ("hostile/nan.pt", "the weights hold NaN or infinite values", "load"),
+        ("hostile/classes.onnx", "gives 5 class scores, its metadata names 3 classes", "load"),
         ("hostile/overflow.pt", "answered NaN or infinite probabilities for clip.mp4", "run"),
     ],
 )  # fmt: skip
@@ -305,6 +310,16 @@ def test_hostile_checkpoints_are_one_sentence(
     assert list(uploads_dir.iterdir()) == []
     listed = json.dumps(client.get("/api/jobs").json())
     assert not re.search(r"[:\[,]\s*-?(NaN|Infinity)", listed)  # no NaN as a figure
+
+
+def test_a_clip_of_one_frame_is_one_sentence(client: TestClient, uploads_dir: Path) -> None:
+    frame = cv2.imencode(".jpg", np.full((64, 64), 128, np.uint8))[1].tobytes()
+    form = {"model": model_id(client, "model.pt"), "aligned": "1"}
+    files = {"file": ("one.zip", zip_bytes({"one/img7.jpg": frame}))}
+    status, job = finished(client, client.post("/api/jobs", data=form, files=files).json()["id"])
+    assert status == 422
+    assert job["error"] == "one.zip: 1 frame(s); at least 2 are needed to see motion"
+    assert list(uploads_dir.iterdir()) == []
 
 
 def test_a_full_disk_is_507_in_one_sentence(
