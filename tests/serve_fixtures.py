@@ -12,8 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from fastapi.testclient import TestClient
 
 from inference_fixtures import CLEAR, untrained_checkpoint
+from merkit.serve import ServeConfig, create_app
+from merkit.serve.guard import PAGE_HEADER
 from merkit.synthetic.dataset import write_synthetic_video
 from preprocess_clips import write_frames
 from test_report import write_run
@@ -66,6 +69,20 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
         for p in root.rglob("*")
         if p.is_file()
     }
+
+
+# ---- the app in process ----------------------------------------------------------------------
+
+LOCAL_URL = "http://127.0.0.1:8765"  # an address the server answers (its Host check)
+
+
+@contextmanager
+def served(config: ServeConfig) -> Iterator[TestClient]:
+    """The app under the test client, called as its own page calls it: at 127.0.0.1, with the
+    page token that /api/config hands out sent on every request."""
+    with TestClient(create_app(config), base_url=LOCAL_URL) as http:
+        http.headers[PAGE_HEADER] = http.get("/api/config").json()["page_token"]
+        yield http
 
 
 # ---- a live server ---------------------------------------------------------------------------

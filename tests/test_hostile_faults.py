@@ -210,7 +210,7 @@ def write_checkpoint(path: Path, changes: dict, meta_text: str | None = None) ->
     [
         ({"class_names": ["a", "b"]}, None, "2 class names for 3 outputs"),
         ({"prepare": {"output": "flow", "size": 1000000}}, None, "prepare.size is 1000000"),
-        ({}, "{not json", "metadata is missing or not JSON"),
+        ({}, "{not json", "metadata is missing or not a JSON object"),
         ({"num_classes": "three"}, None, "invalid checkpoint metadata"),
     ],
 )

@@ -21,15 +21,24 @@ from fastapi.testclient import TestClient
 from merkit.cli import main
 from merkit.errors import DataLayoutError
 from merkit.evaluation.comparison import write_comparison
+from merkit.evaluation.html import CSS, linked_css
 from merkit.evaluation.report import render_run
 from merkit.inference import Predictor
-from merkit.serve import ServeConfig, create_app
+from merkit.serve import ServeConfig
 from merkit.serve.catalog import Catalog, ModelEntry
 from merkit.serve.jobs import Job, JobQueue
 from merkit.serve.uploads import NotAClip, TooLarge, unpack_frames
 from merkit.serve.views import CURVE_FROM_ONSET, CURVE_FROM_PREDICT, motion_curve
 from preprocess_clips import face_clip
-from serve_fixtures import blank_zip, tree, write_clip, write_runs, zip_bytes, zip_folder
+from serve_fixtures import (
+    blank_zip,
+    served,
+    tree,
+    write_clip,
+    write_runs,
+    zip_bytes,
+    zip_folder,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,7 +67,7 @@ def client(runs: Path, uploads: Path, tmp_path: Path) -> Iterator[TestClient]:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
     config = ServeConfig(runs=runs, models=(bad,), max_upload_mb=LIMIT_MB, upload_dir=uploads)
-    with TestClient(create_app(config)) as http:
+    with served(config) as http:
         yield http
 
 
@@ -266,9 +275,12 @@ def test_a_run_and_a_comparison_are_what_merkit_report_writes(
     for name in ("config.yaml", "predictions.csv"):
         (copy / name).write_bytes((runs / "cabm-loso" / name).read_bytes())
     render_run(copy)
-    assert page.status_code == 200 and page.text == (copy / "report.html").read_text()
+    pairs = [(page, copy / "report.html"), (compared, tmp_path / "cmp" / "comparison.html")]
     write_comparison([runs / "cabm-loso", runs / "nested" / "cabm-kfold"], tmp_path / "cmp")
-    assert compared.text == (tmp_path / "cmp" / "comparison.html").read_text()
+    for response, written in pairs:  # the same, but for the stylesheet: linked, not inline
+        assert response.status_code == 200 and "<style>" not in response.text
+        assert response.text == linked_css(written.read_text(), "/report.css")
+    assert client.get("/report.css").text == CSS
 
 
 def test_nothing_outside_runs_can_be_opened(client: TestClient, runs: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +247,51 @@ def test_runs_page_opens_a_run_and_compares_two(browser, site: Site) -> None:
 def image_loaded_by_css(browser, selector: str) -> bool:
     script = "const i = document.querySelector(arguments[0]); return i.complete && i.naturalWidth;"
     return bool(browser.execute_script(script, selector))
+
+
+def hostile_site(target: str, model: str):  # -> a Starlette app
+    """Another web site (another port: another origin) whose page sends the server an upload
+    of a clip for `model` (an id it guessed) as any page can: a no-cors fetch, a plain form."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    page = f"""<!DOCTYPE html><html><head><title>hostile</title></head><body>
+<form id="form" method="post" action="{target}/api/jobs" enctype="multipart/form-data">
+<input name="model" value="{model}"><input name="aligned" value="1"></form>
+<script>
+const form = new FormData();
+form.append("model", "{model}");
+form.append("file", new Blob(["not a clip"]), "clip.mp4");
+fetch("{target}/api/jobs", {{method: "POST", body: form, mode: "no-cors"}})
+  .finally(() => {{ document.title = "sent"; }});
+</script></body></html>"""
+    return Starlette(routes=[Route("/", lambda _: HTMLResponse(page))])
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def test_another_site_cannot_upload_through_the_browser(browser, site: Site) -> None:
+    jobs = get_json(site.url + "/api/jobs")
+    model = get_json(site.url + "/api/config")["models"][0]["id"]
+    with live_server(hostile_site(site.url, model)) as hostile:
+        browser.get(hostile + "/")
+        wait_for(browser, lambda b: b.title == "sent")
+        browser.execute_script("document.getElementById('form').submit();")
+        wait_for(browser, lambda b: b.current_url.startswith(site.url))
+        assert f"a request from {hostile} is refused" in browser.page_source
+    assert get_json(site.url + "/api/jobs") == jobs
+    assert list(site.uploads.iterdir()) == []
+
+
+def test_the_reports_are_styled_under_the_content_security_policy(browser, site: Site) -> None:
+    """No inline style runs under the policy: the report's stylesheet is linked, and applies."""
+    browser.get(site.url + "/runs/report?run=cabm-loso")
+    heading = wait_for(browser, lambda b: b.find_element("tag name", "h1"))
+    assert heading.value_of_css_property("border-bottom-style") == "solid"
+    browser.get(site.url + "/")
+    header = wait_for(browser, lambda b: b.find_element("tag name", "header"))
+    assert header.value_of_css_property("background-color") == "rgba(29, 36, 48, 1)"

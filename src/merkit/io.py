@@ -110,15 +110,40 @@ def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
     return found
 
 
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, anchor: str, line: int) -> None:
+        super().__init__(anchor, line)
+        self.anchor, self.line = anchor, line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader (no tag runs code) refusing aliases (`*name`): a few lines of them can
+    stand for billions of values (an "alias bomb") once merkit walks the config, and nothing
+    merkit writes or reads needs one. Refused at the first alias, before anything expands."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(str(event.anchor), event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping read with the safe loader (no tags run code); ConfigError if unreadable."""
+    """A YAML mapping read with the safe, alias-free loader; ConfigError if unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader) or {}
+    except _AliasRefused as exc:
+        raise ConfigError(
+            f"{path}: line {exc.line} uses the YAML alias *{exc.anchor}; merkit reads no aliases "
+            "(a few can expand into billions of values): write the values out"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a merkit file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(data, dict):

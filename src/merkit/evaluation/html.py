@@ -93,3 +93,10 @@ def page(title: str, body: Sequence[str]) -> str:
         f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         f"{heading(title, 1)}\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
+
+
+def linked_css(document: str, href: str) -> str:
+    """A `page` whose stylesheet is linked from `href` instead of written inline: for a server
+    whose Content-Security-Policy runs no inline style."""
+    link = f'<link rel="stylesheet" href="{escape(href)}">'
+    return document.replace(f"<style>{CSS}</style>", link, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class CheckpointMeta:
     input_convention: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Where imported weights came from: format, file, its sha256, the subject the fold left out
     origin: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Samples preparation dropped ({"sample": uid, "reason": ...}): what the model never saw
+    failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def prepare_config(self) -> PrepareConfig:
@@ -123,6 +126,10 @@ def build_model(meta: CheckpointMeta, source: str = "checkpoint") -> nn.Module:
 # Bounds of what a checkpoint may ask for: beyond them the metadata is wrong, not the video.
 MAX_SIDE = 1024
 MAX_FRAMES = 512
+# What building and running a checkpoint's model may cost: its weights plus the outputs of one
+# input's forward pass, estimated on the meta device (which allocates nothing). The largest
+# model merkit ships (HTNet with its authors' sizes, 140 M weights) needs about 0.6 GB.
+MAX_MODEL_BYTES = 2 * 1024**3
 
 
 _META_TYPES: dict[str, type] = {
@@ -176,6 +183,99 @@ def check_meta(meta: CheckpointMeta, source: str) -> None:
             raise ConfigError(f"{source}: invalid checkpoint metadata: {what}")
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: such a model answers NaN, never a class."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(
+                f"{source}: the weights hold NaN or infinite values (tensor {name}); a model "
+                "with them answers NaN probabilities, not a class"
+            )
+
+
+def _forward_bytes(member: nn.Module, shape: tuple[int, ...]) -> int:
+    """Bytes of every module's output for one input of `shape`, run on the meta device (an
+    upper bound of what a forward pass holds); 0 for a member that cannot run there (a classic
+    pipeline computing features with CPU tensors: its weights are its cost)."""
+    total = 0
+
+    def count(_: nn.Module, __: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    handles = [module.register_forward_hook(count) for module in member.modules()]
+    try:
+        with torch.no_grad():
+            member.eval()(torch.zeros(shape, device="meta"))
+    except Exception:
+        return 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def meta_member(meta: CheckpointMeta, source: str) -> nn.Module:
+    """One member of the checkpoint's model built on the meta device (nothing is allocated),
+    or one sentence naming the checkpoint when its metadata builds no model."""
+    try:
+        with torch.device("meta"):
+            return create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{source}: invalid checkpoint metadata: model {meta.model!r} with model_kwargs "
+            f"{meta.model_kwargs} cannot be built ({reason})"
+        ) from None
+
+
+def estimated_bytes(meta: CheckpointMeta, member: nn.Module) -> int:
+    """What the checkpoint's model costs: `ensemble` times its member's weights and the outputs
+    of one input's forward pass (measured on `member`, built on the meta device)."""
+    weights = sum(t.numel() * t.element_size() for t in [*member.parameters(), *member.buffers()])
+    shape = (1, meta.in_chans, *input_spec_of(meta.prepare_config).size)
+    return meta.ensemble * (weights + _forward_bytes(member, shape))
+
+
+def check_size(meta: CheckpointMeta, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse, before anything is allocated, metadata asking for a model that the weights
+    cannot fill (fewer tensors than its members need) or that would cost more than
+    MAX_MODEL_BYTES (`estimated_bytes`)."""
+    member = meta_member(meta, source)
+    what = f"model {meta.model!r} with model_kwargs {meta.model_kwargs}"
+    if meta.ensemble > 1:
+        what += f", an ensemble of {meta.ensemble},"
+    needed = meta.ensemble * len(member.state_dict())
+    if len(state) < needed:
+        raise ConfigError(
+            f"{source}: invalid checkpoint metadata: {what} needs {needed} weight tensors, the "
+            f"file holds {len(state)}"
+        )
+    cost = estimated_bytes(meta, member)
+    if cost > MAX_MODEL_BYTES:
+        raise ConfigError(
+            f"{source}: invalid checkpoint metadata: {what} would need about {cost / 1e9:.1f} GB "
+            f"(at most {MAX_MODEL_BYTES / 1e9:.1f} GB)"
+        )
+
+
+def parse_meta(text: object, source: str) -> CheckpointMeta:
+    """The checked metadata of a checkpoint or an exported model, from its JSON text."""
+    try:
+        data = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the model's metadata is missing or not a JSON object")
+    try:
+        meta = CheckpointMeta.from_dict(data, source=source)
+    except TypeError:
+        raise ConfigError(f"{source}: the model's metadata has fields of the wrong type") from None
+    check_meta(meta, source)
+    return meta
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
     """Write `model`'s weights and `meta` atomically as a weights-only-loadable file."""
     payload = {
@@ -208,22 +308,15 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
             f"{path}: checkpoint format {payload['format_version']} is newer than this merkit "
             f"reads ({FORMAT_VERSION}); upgrade merkit"
         )
-    try:
-        data = json.loads(payload["meta"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{path}: the checkpoint's metadata is missing or not JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the checkpoint's metadata is not a JSON object")
-    try:
-        meta = CheckpointMeta.from_dict(data, source=str(path))
-    except TypeError:
-        raise ConfigError(
-            f"{path}: the checkpoint's metadata has fields of the wrong type"
-        ) from None
-    check_meta(meta, str(path))
+    meta = parse_meta(payload.get("meta"), str(path))
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise ConfigError(f"{path}: the checkpoint holds no weights (a state dict of tensors)")
+    check_finite(state, str(path))
+    check_size(meta, state, str(path))
     model = build_model(meta, str(path))
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{path}: weights do not fit model {meta.model!r} ({first})") from None

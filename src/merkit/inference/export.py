@@ -13,13 +13,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.inference.checkpoint import CheckpointMeta
+from merkit.inference.checkpoint import CheckpointMeta, check_finite, input_spec_of, parse_meta
 from merkit.io import write_bytes_atomic
 
 META_KEY = "merkit.meta"
@@ -81,7 +82,8 @@ def _props(proto: object) -> dict[str, str]:
 
 
 def read_onnx_meta(path: str | Path) -> CheckpointMeta:
-    """The merkit metadata stored in an exported .onnx file."""
+    """The merkit metadata stored in an exported .onnx file, checked as a checkpoint's is (its
+    weights too: none may be NaN or infinite)."""
     import onnx
 
     try:
@@ -93,7 +95,35 @@ def read_onnx_meta(path: str | Path) -> CheckpointMeta:
         raise ConfigError(
             f"{path}: ONNX model lacks merkit metadata; export it with `merkit export`"
         )
-    return CheckpointMeta.from_dict(json.loads(props[META_KEY]), source=str(path))
+    meta = parse_meta(props[META_KEY], str(path))
+    weights = {
+        tensor.name: torch.as_tensor(np.array(onnx.numpy_helper.to_array(tensor)))
+        for tensor in proto.graph.initializer
+        if tensor.data_location != onnx.TensorProto.EXTERNAL
+    }
+    check_finite(weights, str(path))
+    return meta
+
+
+def check_graph(session: Any, meta: CheckpointMeta, path: Path) -> None:
+    """Refuse an exported model whose graph does not take or give what its metadata says (the
+    sizes the graph fixes; the batch axis is free), naming the file before any clip is read."""
+    names = ", ".join(meta.class_names)
+    outputs = session.get_outputs()[0].shape
+    if outputs and isinstance(outputs[-1], int) and outputs[-1] != meta.num_classes:
+        raise ConfigError(
+            f"{path}: the model gives {outputs[-1]} class scores, its metadata names "
+            f"{meta.num_classes} classes ({names})"
+        )
+    expected = (meta.in_chans, *input_spec_of(meta.prepare_config).size)
+    inputs = session.get_inputs()[0].shape[1:]
+    fixed = [(g, e) for g, e in zip(inputs, expected, strict=False) if isinstance(g, int)]
+    if len(inputs) != len(expected) or any(g != e for g, e in fixed):
+        shown = ", ".join(str(d) for d in inputs)
+        raise ConfigError(
+            f"{path}: the model takes inputs of shape (N, {shown}), its metadata says "
+            f"(N, {', '.join(map(str, expected))})"
+        )
 
 
 class OnnxBackend:
@@ -109,6 +139,7 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # one small input per call: threads only contend
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        check_graph(self.session, self.meta, path)
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from merkit.errors import ConfigError, DataLayoutError
-from merkit.inference.checkpoint import Checkpoint, CheckpointMeta, input_spec_of
+from merkit.inference.checkpoint import Checkpoint, CheckpointMeta, check_finite, input_spec_of
 from merkit.io import check_writable
 from merkit.models import create_model, get_descriptor
 from merkit.models.imported import ConventionAdapter, WeightFormat, weight_format
@@ -31,8 +31,23 @@ WEIGHT_SUFFIXES = (".pth", ".pt")
 CHECKPOINT_SUFFIX = ".pt"
 
 
+# How a PyTorch weights file begins: a zip archive (torch.save), or a pickle (the legacy format)
+WEIGHT_MAGICS = (b"PK", b"\x80")
+
+
 def read_state(path: Path) -> object:
-    """The object a weights file holds, loaded without running any pickled code."""
+    """The object a weights file holds, loaded without running any pickled code.
+
+    A file that begins as neither a zip archive nor a pickle is named as such first, so a stray
+    text file is not mistaken for a pickle refused as possible code.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if not head.startswith(WEIGHT_MAGICS):
+        raise ConfigError(
+            f"{path}: not a PyTorch weights file ({path.stat().st_size} bytes, neither a zip "
+            "archive nor a pickle)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy-protocol notice is not the user's concern
@@ -66,6 +81,7 @@ def imported_checkpoint(path: Path, spec: WeightFormat) -> Checkpoint:
     """One published weights file as a merkit checkpoint of `spec`'s model."""
     net = create_model(spec.model, len(spec.class_names), len(spec.convention.channel_order))
     state = spec.to_merkit(read_state(path), net.state_dict(), str(path))
+    check_finite(state, str(path))
     net.load_state_dict(state)
     prepare = PrepareConfig(**get_descriptor(spec.model).prepare_keys())
     meta = CheckpointMeta(

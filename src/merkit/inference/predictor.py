@@ -27,7 +27,7 @@ from torch import nn
 
 from merkit.data.files import clip_frames, is_video
 from merkit.data.sample import Sample
-from merkit.errors import DataLayoutError, MerkitError
+from merkit.errors import ConfigError, DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.export import OnnxBackend
 from merkit.inference.picture import MotionCurve, attention_map, render_picture, write_picture
@@ -35,6 +35,7 @@ from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.arrays import as_float32
+from merkit.preprocess.clip import MIN_FRAMES
 from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
@@ -45,7 +46,6 @@ from merkit.training.devices import resolve_device
 from merkit.workers import WorkerPool
 
 DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
-MIN_FRAMES = 2
 
 
 class Backend(Protocol):
@@ -73,6 +73,17 @@ class TorchBackend:
 
     def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None:
         return attention_map(self.model, x, target)
+
+
+def finite_probabilities(probs: np.ndarray, model: str | Path, inputs: str | Path) -> np.ndarray:
+    """`probs`, refused in one sentence naming the model and the input when any is NaN or
+    infinite (overflowing weights or a damaged input): a NaN is never reported as a class."""
+    if not np.isfinite(probs).all():
+        raise ConfigError(
+            f"{model}: the model answered NaN or infinite probabilities for {inputs}; no class "
+            "is reported (check the weights and the input)"
+        )
+    return probs
 
 
 def load_backend(path: str | Path, device: str = "cpu") -> Backend:
@@ -287,7 +298,7 @@ class Predictor:
                 clip.sample, clip.frames, span, numbers[timing.apex], alignment, config
             )
         with watch.stage("model"):
-            probs = self.probabilities(x)
+            probs = finite_probabilities(self.probabilities(x), self.source, clip.path)
         best = int(np.argmax(probs))
         face = {"box": face_box(alignment), "frame": numbers[reference]}
         result = self._result(clip, face, timing, probs, fps, window)

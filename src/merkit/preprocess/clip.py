@@ -24,6 +24,7 @@ from merkit.preprocess.magnify import magnify
 from merkit.preprocess.published import is_flow_map_sample, mosaic, published_map, published_regions
 from merkit.preprocess.spotting import spot
 
+MIN_FRAMES = 2  # a clip of one frame shows no motion: refused by prepare and by predict
 # A face crop may enlarge its source up to this factor (synthetic 48 px faces in a 128 crop are
 # fine); beyond it the crop is interpolation, which optical flow reads as motion.
 MAX_UPSCALE = 4.0
@@ -177,6 +178,11 @@ def prepare_sample(
         return x, {"landmarks": source}
     clip = ClipFrames(sample, color=config.color and config.output not in MOTION_KINDS)
     span = _span(sample, clip)
+    if len(span) < MIN_FRAMES:
+        raise DataLayoutError(
+            f"{sample.path or sample.uid}: {sample.uid} has {len(span)} frame from onset to "
+            f"offset ({span[0]}); at least {MIN_FRAMES} are needed to see motion"
+        )
     alignment = align_clip(sample, clip, span[0], config)
     meta: dict[str, Any] = {"apex": sample.apex, "apex_source": sample.apex_source}
     known = sample.apex is not None and sample.apex_source == APEX_ANNOTATED and sample.apex in span

@@ -158,6 +158,13 @@ def prepare(
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error {on_error!r} must be one of {ON_ERROR}")
     started = time.perf_counter()
+    maps = next((s for s in samples if is_flow_map_sample(s)), None)
+    if maps is not None and config.apex_policy == "spot":
+        raise ConfigError(
+            f"apex_policy 'spot': the samples are published flow maps (e.g. {maps.uid}), "
+            "computed from their annotated apex, with no frames to spot one in; use apex_policy "
+            "'annotated' with flow-map data"
+        )
     if cache_dir is not None:
         cache_dir = output_folder(cache_dir, "cache folder")
     keys = [

@@ -1,16 +1,21 @@
 """The FastAPI app behind `merkit serve`: two plain pages (predict, runs) and a small JSON API.
 
-Every refusal is one sentence in `{"error": ...}` with a 4xx status (404 unknown id, 411/413 an
+Every refusal is one sentence in `{"error": ...}` with a 4xx status (400 a Host that is not the
+server's, 401 no access token, 403 a request from another site, 404 unknown id, 411/413 an
 upload too large or of unknown size, 415 not a video or a zip of frames, 422 a clip or a
-checkpoint that cannot be used); a bug is one line with 500 on the page and its traceback in
-the server's log. Nothing is written outside the temporary upload folders.
+checkpoint that cannot be used), 507 when the disk is full; a bug is one line with 500 on the
+page and its traceback in the server's log. Who may ask is `merkit.serve.guard`'s business.
+Nothing is written outside the temporary folders, and those that a killed server left behind
+are removed when the next one starts.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import tempfile
+import math
+import secrets
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,17 +31,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from merkit.errors import MerkitError
+from merkit.errors import ConfigError, MerkitError
 from merkit.evaluation import html
 from merkit.serve.catalog import Catalog, NotFound
+from merkit.serve.guard import LOOPBACK_NAMES, PAGE_HEADER, Guard
 from merkit.serve.jobs import DONE, FAILED, STAGES, Job, JobQueue, ModelError, Predictors
 from merkit.serve.uploads import (
     NotAClip,
     TooLarge,
     megabytes,
+    new_folder,
     remove,
     safe_name,
     save_upload,
+    sweep,
     too_large,
 )
 from merkit.serve.views import Views
@@ -45,6 +53,8 @@ STATIC = Path(__file__).parent / "static"
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 DRAIN_FACTOR = 16  # an oversized body up to this many limits is read (and dropped) before the
 # refusal, so the browser sees the 413 instead of a reset connection
+REPORT_CSS = "/report.css"  # the reports' stylesheet, linked: the page runs no inline style
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 log = logging.getLogger("merkit.serve")
 
 
@@ -56,6 +66,14 @@ class ServeConfig:
     upload_dir: Path | None = None  # where upload folders are made (None: the system's temp)
     keep_jobs: int = 20  # finished clips kept for the page
     device: str = "cpu"  # where the models run (merkit.training.devices)
+    hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host names answered (guard.allowed_hosts)
+    token: str | None = None  # the access token asked of every request (None: none asked)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
+            raise ConfigError(f"--max-upload-mb {self.max_upload_mb}: expected a positive size")
+        if "*" in self.hosts and not self.token:
+            raise ConfigError("a server that answers any Host name needs an access token")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -78,16 +96,26 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _page(document: str, status: int = 200) -> HTMLResponse:
+    """A report, comparison or error page, its stylesheet linked (see REPORT_CSS)."""
+    return HTMLResponse(html.linked_css(document, REPORT_CSS), status_code=status)
+
+
 def _error_page(status: int, message: str) -> HTMLResponse:
     body = [html.paragraph(message, "warning"), '<p><a href="/runs">back to the runs</a></p>']
-    return HTMLResponse(html.page("merkit serve", body), status_code=status)
+    return _page(html.page("merkit serve", body), status)
 
 
 def create_app(config: ServeConfig) -> FastAPI:
-    """The app; its job worker starts now and stops (removing pending uploads) at shutdown."""
+    """The app; its job worker starts now and stops (removing pending uploads) at shutdown.
+    Folders that killed servers left behind are removed first."""
+    for parent in dict.fromkeys([config.upload_dir, None]):
+        for folder in sweep(parent):
+            log.warning("removed %s, left behind by a merkit serve that was killed", folder)
     catalog = Catalog(config.runs, config.models)
     predictors = Predictors(config.device)
     jobs = JobQueue(keep=config.keep_jobs)
+    page_token = secrets.token_urlsafe(16)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +124,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="merkit serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.config, app.state.catalog, app.state.jobs = config, catalog, jobs
+    app.add_middleware(Guard, hosts=config.hosts, token=config.token, page_token=page_token)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(MerkitError)
@@ -112,6 +141,18 @@ def create_app(config: ServeConfig) -> FastAPI:
             f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()
         )
         return _error(400, f"bad request ({problems})")
+
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: OSError) -> JSONResponse:
+        """A full disk (an upload being stored, a report being rendered) is said in one
+        sentence; any other system error is a bug."""
+        if exc.errno not in DISK_FULL:
+            return await internal_error(request, exc)
+        return _error(
+            507,
+            f"the server's disk is full ({exc.strerror}), so nothing was kept; free space on "
+            "the server, or send a smaller clip",
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -132,7 +173,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     def run_report(run: str = Query(...)) -> HTMLResponse:
         """The run's report.html content, rendered from its files (the folder is not written)."""
         try:
-            return HTMLResponse(catalog.report_html(run))
+            return _page(catalog.report_html(run))
         except MerkitError as exc:
             return _error_page(status_of(exc), str(exc))
 
@@ -140,9 +181,13 @@ def create_app(config: ServeConfig) -> FastAPI:
     def run_comparison(run: list[str] = Query(default=[])) -> HTMLResponse:
         """What `merkit report RUN1 RUN2 ...` writes as comparison.html."""
         try:
-            return HTMLResponse(catalog.comparison_html(run))
+            return _page(catalog.comparison_html(run))
         except MerkitError as exc:
             return _error_page(status_of(exc), str(exc))
+
+    @app.get(REPORT_CSS, include_in_schema=False)
+    def report_css() -> Response:
+        return Response(html.CSS, media_type="text/css")
 
     # ---- API ---------------------------------------------------------------------------------
 
@@ -154,6 +199,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             "max_upload": megabytes(config.max_upload_bytes),
             "stages": STAGES,
             "runs": str(catalog.root) if catalog.root is not None else None,
+            "page_token": page_token,  # what the page sends with an upload (PAGE_HEADER)
+            "page_header": PAGE_HEADER,
         }
 
     @app.get("/api/runs")
@@ -178,7 +225,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise MerkitError("the upload holds no file; choose a video or a zip of frames")
             entry = catalog.model(str(form.get("model") or ""))
             predictor = await run_in_threadpool(predictors.get, entry)
-            folder = Path(tempfile.mkdtemp(prefix="merkit-serve-", dir=config.upload_dir))
+            folder = new_folder(config.upload_dir)
             try:
                 path = await run_in_threadpool(
                     save_upload, upload.file, upload.filename, folder, limit

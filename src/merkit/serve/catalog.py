@@ -2,8 +2,10 @@
 
 Only what a scan listed can be opened: the page names a run or a model by an id that this module
 handed out, never by a path, so no request can reach a file outside `--runs` (or outside the
-`--model` files given). Run folders are read, never written: a run's report and a comparison are
-rendered by `merkit report`'s own functions into a scratch folder that is removed afterwards.
+`--model` files given). Run folders are read, never written: their files are copied into a
+scratch folder (removed afterwards) and listed, reported and compared from there by `merkit
+report`'s own functions. A symbolic link (to a folder or a file) is never followed: it could
+lead out of `--runs`.
 """
 
 from __future__ import annotations
@@ -11,19 +13,32 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from merkit.errors import MerkitError
-from merkit.evaluation.comparison import COMPARISON_FILE, compare_runs, write_comparison
+from merkit.evaluation.comparison import compare_runs, comparison_document
+from merkit.evaluation.document import to_html
 from merkit.evaluation.report import render_run
-from merkit.evaluation.run_folder import HTML_FILE, RUN_FILE
+from merkit.evaluation.run_folder import (
+    CONFUSION_FILE,
+    CURVES_PNG,
+    HTML_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+)
+from merkit.serve.uploads import folder_prefix
 
 MODEL_SUFFIXES = (".pt", ".onnx")
 SCAN_DEPTH = 4  # folder levels below --runs searched for run folders and checkpoints
+# What `render_run` writes from a run's other files: never read, so never copied.
+RENDERED = (METRICS_FILE, CONFUSION_FILE, REPORT_FILE, HTML_FILE, CURVES_PNG)
 
 
 class NotFound(MerkitError):
@@ -59,6 +74,50 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
         if depth >= SCAN_DEPTH:
             dirs[:] = []
         yield here, sorted(files)
+
+
+def _copy_files(source: Path, target: Path) -> Path:
+    """The plain files of the run folder `source` (not its subfolders, not what rendering
+    rewrites) copied into `target`. Each is opened without following a symbolic link, and
+    without waiting on a pipe, so a linked file is left out however it got there."""
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.name in RENDERED:
+            continue
+        try:
+            handle = os.open(item, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # a link (the kernel refuses to follow it) or an unreadable file
+            continue
+        with os.fdopen(handle, "rb") as data:
+            if stat.S_ISREG(os.fstat(handle).st_mode):
+                with (target / item.name).open("wb") as out:
+                    shutil.copyfileobj(data, out)
+    return target
+
+
+@contextmanager
+def _copies(entries: Sequence[RunEntry]) -> Iterator[list[Path]]:
+    """Scratch copies of the runs' folders (`_copy_files`), removed on exit."""
+    with tempfile.TemporaryDirectory(prefix=folder_prefix()) as scratch:
+        yield [
+            _copy_files(entry.path, Path(scratch) / str(i) / entry.path.name)
+            for i, entry in enumerate(entries)
+        ]
+
+
+@contextmanager
+def _named(entry: RunEntry, copy: Path) -> Iterator[None]:
+    """An error met while reading the copy names the run's own folder, not the scratch one."""
+    try:
+        yield
+    except MerkitError as exc:
+        raise MerkitError(str(exc).replace(str(copy), str(entry.path))) from None
+
+
+def _figures(entry: RunEntry, copy: Path) -> dict[str, Any]:
+    """The run's entry in a comparison, read from its copy."""
+    with _named(entry, copy):
+        return {**compare_runs([copy])[0], "run": str(entry.path)}
 
 
 class Catalog:
@@ -114,26 +173,22 @@ class Catalog:
 
     def runs(self) -> list[dict[str, Any]]:
         """One row per run folder: its comparison entry, or why it cannot be shown yet."""
-        rows = []
-        for entry in self.run_entries():
-            try:
-                row = {"id": entry.id, **compare_runs([entry.path])[0], "error": None}
-            except MerkitError as exc:  # unfinished or damaged: listed with the reason
-                row = {"id": entry.id, "name": entry.path.name, "error": str(exc)}
-            row["run"] = entry.id
-            rows.append(row)
+        entries, rows = self.run_entries(), []
+        with _copies(entries) as copies:
+            for entry, copy in zip(entries, copies, strict=True):
+                try:
+                    row = {"id": entry.id, **_figures(entry, copy), "error": None}
+                except MerkitError as exc:  # unfinished or damaged: listed with the reason
+                    row = {"id": entry.id, "name": entry.path.name, "error": str(exc)}
+                row["run"] = entry.id
+                rows.append(row)
         return rows
 
     def report_html(self, run_id: str) -> str:
-        """The run's report.html as `merkit report RUN` renders it, from a scratch copy of the
-        run's files (render_run writes beside its inputs; the served folder stays untouched)."""
-        source = self.run(run_id).path
-        with tempfile.TemporaryDirectory(prefix="merkit-serve-report-") as scratch:
-            copy = Path(scratch) / source.name
-            copy.mkdir()
-            for item in source.iterdir():
-                if item.is_file() and not item.is_symlink():
-                    shutil.copy2(item, copy / item.name)
+        """The run's report.html as `merkit report RUN` renders it, from a copy of the run's
+        files (render_run writes beside its inputs; the served folder stays untouched)."""
+        entry = self.run(run_id)
+        with _copies([entry]) as (copy,), _named(entry, copy):
             render_run(copy)
             return (copy / HTML_FILE).read_text(encoding="utf-8")
 
@@ -142,7 +197,7 @@ class Catalog:
         chosen = list(dict.fromkeys(run_ids))
         if len(chosen) < 2:
             raise MerkitError(f"a comparison needs at least two runs; {len(chosen)} chosen")
-        folders = [self.run(run_id).path for run_id in chosen]
-        with tempfile.TemporaryDirectory(prefix="merkit-serve-compare-") as scratch:
-            write_comparison(folders, scratch)
-            return (Path(scratch) / COMPARISON_FILE.format(ext="html")).read_text(encoding="utf-8")
+        entries = [self.run(run_id) for run_id in chosen]
+        with _copies(entries) as copies:
+            figures = [_figures(e, c) for e, c in zip(entries, copies, strict=True)]
+        return to_html(comparison_document(figures))

@@ -4,12 +4,18 @@ Everything lands in one temporary folder per upload (removed when its job ends).
 member by member: only image files are unpacked, under their base name alone (a member named
 `../../x.jpg` becomes `x.jpg`), and only when their sizes add up to less than a limit, so
 neither a crafted path nor a zip bomb can write outside the folder or past the stated limit.
+
+Every folder the server makes (uploads, scratch copies of runs) is named after its process,
+`merkit-serve-{pid}-...`, so the next server to start removes those of a server that was killed
+before it could (`sweep`), and leaves those of a server still running.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -22,6 +28,7 @@ ZIP_SUFFIX = ".zip"
 ZIP_EXPANSION = 4  # a zip's frames may unpack to this many times the upload limit
 CHUNK = 1 << 20
 FRAMES_FOLDER = "frames"
+FOLDER_PREFIX = "merkit-serve-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
@@ -31,6 +38,40 @@ class TooLarge(MerkitError):
 
 class NotAClip(MerkitError):
     """A file that is neither a video nor a zip of frames."""
+
+
+def folder_prefix() -> str:
+    """The start of the name of every folder this server process makes."""
+    return f"{FOLDER_PREFIX}{os.getpid()}-"
+
+
+def new_folder(parent: Path | None) -> Path:
+    """A new folder for one upload, under `parent` (None: the system's temporary folder)."""
+    return Path(tempfile.mkdtemp(prefix=folder_prefix(), dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep(parent: Path | None) -> list[Path]:
+    """Remove the folders that killed servers left under `parent` (None: the system's
+    temporary folder): this user's, named after a process that no longer runs."""
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or int(pid) <= 0 or folder.is_symlink() or not folder.is_dir():
+            continue
+        if folder.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            remove(folder)
+            removed.append(folder)
+    return removed
 
 
 def megabytes(size: int) -> str:

@@ -10,6 +10,8 @@ figures are exactly the weights' own. A subject without a checkpoint is refused 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from merkit.evaluation.run_folder import RunFolder
 from merkit.evaluation.run_meta import DataInfo, ProtocolInfo, RunInfo, RunMeta
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.importing import CHECKPOINT_SUFFIX
-from merkit.inference.predictor import TorchBackend
+from merkit.inference.predictor import TorchBackend, finite_probabilities
 from merkit.provenance import timestamp, versions
 from merkit.training.config import DataConfig, build_experiment
 from merkit.training.data import TrainingData
@@ -55,16 +57,18 @@ def fold_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def _shared_meta(metas: dict[str, CheckpointMeta], files: dict[str, Path]) -> CheckpointMeta:
-    """The metadata every fold shares (model, classes, preparation); one sentence otherwise."""
-    first_subject, first = next(iter(metas.items()))
-    for subject, meta in metas.items():
-        for field in ("model", "class_names", "prepare", "input_convention", "model_kwargs"):
-            if getattr(meta, field) != getattr(first, field):
-                raise ConfigError(
-                    f"{files[subject]}: its {field} differs from {files[first_subject].name}'s; "
-                    "all folds of one evaluation must be the same system"
-                )
-    return first
+    """The metadata every fold shares (model, classes, preparation); one sentence otherwise,
+    naming the fold that differs from most of the others (not whichever came first)."""
+    for field in ("model", "class_names", "prepare", "input_convention", "model_kwargs"):
+        values = {s: json.dumps(getattr(m, field), sort_keys=True) for s, m in metas.items()}
+        common, agree = Counter(values.values()).most_common(1)[0]
+        odd = next((s for s, value in values.items() if value != common), None)
+        if odd is not None:
+            raise ConfigError(
+                f"{files[odd]}: its {field} differs from that of {agree} of the other "
+                f"{len(metas) - 1} folds; all folds of one evaluation must be the same system"
+            )
+    return next(iter(metas.values()))
 
 
 def evaluate_folds(
@@ -131,7 +135,9 @@ def evaluate_folds(
     for subject, (model, _) in models.items():
         idx = np.flatnonzero(groups == subject)
         if len(idx):
-            probs[idx] = TorchBackend(model, meta, device).probabilities(prepared.x[idx])
+            found = TorchBackend(model, meta, device).probabilities(prepared.x[idx])
+            where = f"the {len(idx)} samples of subject {subject}"
+            probs[idx] = finite_probabilities(found, files[subject], where)
     n_scored = len(set(groups))
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.write_meta(

@@ -70,6 +70,7 @@ def fit_final(
         taxonomy=dataset.taxonomy,
         data_fingerprint=dataset.fingerprint(),
         n_samples=len(data.samples),
+        failed=[{"sample": uid, "reason": reason} for uid, reason in data.failed],
         seed=seed,
         trained_at=timestamp(),
         versions=versions(),

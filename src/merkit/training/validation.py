@@ -30,6 +30,8 @@ def validate_experiment(config: ExperimentConfig) -> None:
     """Refuse an experiment that cannot run as written; see the module docstring."""
     if not config.seeds:
         raise ConfigError("seeds: at least one seed is needed")
+    for seed in config.seeds:
+        check_seed(seed, "seeds")
     if len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"seeds: {config.seeds} repeats a seed")
     if config.workers < 1:
@@ -57,6 +59,15 @@ def validate_experiment(config: ExperimentConfig) -> None:
                 "(averaged models share one prepared input)"
             )
         validate_recipe(recipe, config.prepare)
+
+
+SEED_LIMIT = 2**32  # numpy's and scikit-learn's seeds are 32-bit unsigned integers
+
+
+def check_seed(seed: int, what: str) -> None:
+    """Refuse, before any work, a seed the random generators cannot take."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{what}: {seed} is not a seed; expected 0 to {SEED_LIMIT - 1}")
 
 
 def validate_recipe(recipe: Recipe, prepare: PrepareConfig) -> None:

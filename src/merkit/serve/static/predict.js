@@ -4,7 +4,8 @@
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const POLL_MS = 300;
-const state = { stages: {}, jobs: new Map(), shown: null, pinned: false, limit: 0, limitText: "" };
+const state = { stages: {}, jobs: new Map(), shown: null, pinned: false, limit: 0, limitText: "",
+                page: {} };  // the header the server asks of uploads (no other site can read it)
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -24,6 +25,7 @@ async function loadConfig() {
   state.stages = config.stages;
   state.limit = config.max_upload_bytes;
   state.limitText = config.max_upload;
+  state.page = { [config.page_header]: config.page_token };
   $("limit").textContent = config.max_upload;
   const select = $("model");
   select.replaceChildren();
@@ -123,7 +125,7 @@ async function submit(file) {
   form.append("file", file, file.name);
   let response;
   try {
-    response = await fetch("/api/jobs", { method: "POST", body: form });
+    response = await fetch("/api/jobs", { method: "POST", body: form, headers: state.page });
   } catch (error) {  // a connection dropped mid-upload: most often a file far over the limit
     const over = file.size > state.limit
       ? `${file.name} (${(file.size / 1e6).toFixed(0)} MB) is over the ${state.limitText} upload limit`
