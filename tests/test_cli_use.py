@@ -60,7 +60,7 @@ def test_fit_then_predict_then_export(tmp_path: Path, clip: Path, capsys) -> Non
     assert meta.recipe["epochs"] == 2 and meta.seed == 1 and meta.n_samples == 24
 
     out, pictures = tmp_path / "result.json", tmp_path / "pictures"
-    argv = ["predict", str(model), str(clip), "--out", str(out), "--picture", str(pictures)]
+    argv = ["predict", str(model), str(clip), "--json", str(out), "--picture", str(pictures)]
     assert run(argv) == 0
     result = json.loads(out.read_text())
     assert result["input"] == str(clip) and result["apex"] == 13  # frames 10..15, peak at 13
@@ -72,7 +72,8 @@ def test_fit_then_predict_then_export(tmp_path: Path, clip: Path, capsys) -> Non
     assert run(["export", str(model), "--onnx", str(onnx_path)]) == 0
     assert read_onnx_meta(onnx_path) == meta
     capsys.readouterr()
-    assert run(["predict", str(onnx_path), str(clip), "--onset", "10", "--apex", "13"]) == 0
+    argv = ["predict", str(onnx_path), str(clip), "--onset", "10", "--apex", "13", "--json", "-"]
+    assert run(argv) == 0
     from_onnx = json.loads(capsys.readouterr().out)
     assert from_onnx["timing_sources"]["apex"] == "given"
     for name, p in result["probabilities"].items():
@@ -107,7 +108,7 @@ def test_predict_reports_each_failure_and_goes_on(
     broken.write_bytes(b"\x00" * 64)
     missing = tmp_path / "missing"
     argv = ["predict", str(model), str(clip), str(missing), str(broken), "--workers", "2"]
-    assert run(argv) == 2
+    assert run([*argv, "--json", "-"]) == 2
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert [r["input"] for r in results] == [str(clip), str(missing), str(broken)]
@@ -117,6 +118,10 @@ def test_predict_reports_each_failure_and_goes_on(
     errors = " ".join(captured.err.split())
     assert errors.count("error:") == 3 and "broken.mp4" in errors
     assert "2 of 3 inputs failed" in errors
+    assert run(argv) == 2  # a person's view: one line per input, the answer first
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{clip.name}: {results[0]['predicted']} (")
+    assert "onset" in lines[0] and " ms)" in lines[0] and lines[1].startswith("missing: failed")
 
 
 def test_predict_user_errors_exit_2(tmp_path: Path, model: Path, clip: Path, capsys) -> None:

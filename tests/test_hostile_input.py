@@ -377,7 +377,7 @@ def test_unicode_root_with_spaces_through_the_cli(tmp_path: Path, capsys) -> Non
     assert len(load_dataset("casme2", root, "all")) == 7
     target = tmp_path / "résumé dir" / "summary ü.json"
     main(["inspect", "casme2", str(root), "--json", str(target)])
-    assert "summary written to" in capsys.readouterr().out
+    assert "wrote" in capsys.readouterr().err
     assert '"samples": 5' in target.read_text(encoding="utf-8")
 
 

@@ -160,7 +160,7 @@ def test_finite_weights_answering_nan_are_no_class(tmp_path: Path, capsys, clip:
     path = with_weights(tmp_path / "huge.pt", lambda v: torch.full_like(v, 3e38))
     out_file = tmp_path / "result.json"
     code, _, err = cli(
-        ["predict", str(path), str(clip), "--aligned", "--out", str(out_file)], capsys
+        ["predict", str(path), str(clip), "--aligned", "--json", str(out_file)], capsys
     )
     assert code == 2 and "Traceback" not in err
     assert "huge.pt: the model answered NaN or infinite probabilities for" in err

@@ -198,12 +198,12 @@ def test_fit_predict_and_export_the_recommended_recipe(flow_root: Path, tmp_path
     assert meta.model == "recommended" and isinstance(net, ProbabilityAverage)
     assert all(m.head.fitted for m in net.members[1:])
     out = tmp_path / "result.json"
-    assert run(["predict", str(model), str(clip), "--out", str(out)]) == 0
+    assert run(["predict", str(model), str(clip), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     onnx_path = tmp_path / "final.onnx"
     assert run(["export", str(model), "--onnx", str(onnx_path)]) == 0
     out_onnx = tmp_path / "onnx.json"
-    assert run(["predict", str(onnx_path), str(clip), "--out", str(out_onnx)]) == 0
+    assert run(["predict", str(onnx_path), str(clip), "--json", str(out_onnx)]) == 0
     from_onnx = json.loads(out_onnx.read_text())
     for name, p in result["probabilities"].items():
         assert from_onnx["probabilities"][name] == pytest.approx(p, abs=1e-4)

@@ -34,7 +34,7 @@ class DemoConfig:
     clips_per_subject: int = 10
     seed: int = 0
     model: str = "cabm"
-    flow: str = "farneback"  # TV-L1 is the research default; Farneback keeps the demo quick
+    flow: str | None = None  # None: preparation's default (TV-L1, as the published maps)
     epochs: int | None = None  # None: the model's shipped recipe
     workers: int = 1
 

@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperOption
+
+import merkit
 
 app = typer.Typer(
     name="merkit",
@@ -16,6 +19,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+_value_type = TyperOption.display_type_rich
+
+
+def _flag_shows_no_type(option: TyperOption, ctx: object) -> str | None:
+    """A flag takes no value, so its help shows none (typer would print `<bool>`)."""
+    return None if option.is_flag else _value_type(option, ctx)
+
+
+TyperOption.display_type_rich = _flag_shows_no_type
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"merkit {merkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print merkit's version."
+    ),
+) -> None:
+    """Facial micro-expression recognition: datasets, preprocessing, models, honest evaluation."""
+
+
 # Markup off: user text (paths such as `res[old].csv`, messages, table cells) prints literally;
 # styled words go through `say`.
 console = Console(markup=False)

@@ -21,7 +21,7 @@ def demo(
     clips: Annotated[int, typer.Option(help="Clips per subject.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
     model: options.Model = "cabm",
-    flow: options.Flow = "farneback",
+    flow: options.Flow = None,
     epochs: options.Epochs = None,
     quiet: options.Quiet = False,
 ) -> None:

@@ -79,9 +79,9 @@ def fit(
     if fitted.failed:
         print_table(failures_table(fitted.failed))
     meta = fitted.checkpoint.meta
-    skipped = f", {len(fitted.failed)} skipped (listed above)" if fitted.failed else ""
+    dropped = f", {len(fitted.failed)} dropped (listed above)" if fitted.failed else ""
     console.print(
-        f"trained {meta.model} on {meta.n_samples} {meta.dataset} samples{skipped} "
+        f"trained {meta.model} on {meta.n_samples} {meta.dataset} samples{dropped} "
         f"({len(meta.class_names)} classes: {', '.join(meta.class_names)}); wrote {out}",
         soft_wrap=True,
         highlight=False,

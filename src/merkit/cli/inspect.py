@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from merkit.cli import options
-from merkit.cli.app import app, console, print_table
-from merkit.errors import ConfigError
+from merkit.cli.app import app, print_table
+from merkit.cli.tables import check_json_target, write_json
 
 
 def counts_table(title: str, rows: dict[str, dict[str, int]], first: str) -> Table:
@@ -72,11 +72,13 @@ def inspect(
 ) -> None:
     """Load a dataset and report samples, subjects, classes, apex provenance and problems."""
     from merkit.data.summary import inspect_dataset, parse_options
-    from merkit.io import write_json_atomic
 
-    if json_path is not None and json_path.is_dir():
-        raise ConfigError(f"--json {json_path}: is a folder; give a file name")
+    check_json_target(json_path)
     summary = inspect_dataset(kind, root, taxonomy, **parse_options(kind, option or []))
+    if json_path is not None:
+        write_json(summary, json_path)
+        if str(json_path) == "-":
+            return
     print_table(overview_table(summary))
     print_table(counts_table("Classes per taxonomy", summary["classes_per_taxonomy"], "taxonomy"))
     sources = summary["by_source"]
@@ -85,11 +87,3 @@ def inspect(
         print_table(counts_table(f"Classes per source ({summary['taxonomy']})", rows, "source"))
     if summary["skipped"] or summary["notes"]:
         print_table(problems_table(summary, limit))
-    if json_path is not None:
-        try:
-            write_json_atomic(json_path, summary)
-        except OSError as exc:
-            raise ConfigError(
-                f"--json {json_path}: cannot write the file ({exc.strerror})"
-            ) from None
-        console.print(f"summary written to {json_path}")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from merkit.cli import options
 from merkit.cli.app import app, err_console, print_table
+from merkit.cli.tables import check_json_target, write_json
 from merkit.errors import ConfigError
 from merkit.preprocess.config import INPUT_KINDS
 
@@ -74,9 +75,11 @@ def models(
     quiet: options.Quiet = False,
 ) -> None:
     """List the models merkit can train: input, parameters, MFLOPs and what each is."""
-    from merkit.catalog import CATALOG_CLASSES, read_catalog
-    from merkit.io import write_json_atomic
+    from dataclasses import asdict
 
+    from merkit.catalog import CATALOG_CLASSES, read_catalog
+
+    check_json_target(json_path)
     if kind is not None and kind not in INPUT_KINDS:
         raise ConfigError(f"--kind {kind!r} must be one of {', '.join(INPUT_KINDS)}")
     rows = [r for r in read_catalog() if kind is None or r.kind == kind]
@@ -94,10 +97,9 @@ def models(
                 progress=None if quiet else lambda name: shown.update(f"measuring {name}"),
             )
         timings = {t.name: t for t in measured}
-    print_table(models_table(rows, CATALOG_CLASSES, timings))
+    if json_path is None or str(json_path) != "-":
+        print_table(models_table(rows, CATALOG_CLASSES, timings))
     if json_path is not None:
-        from dataclasses import asdict
-
         document = [
             {
                 **asdict(r),
@@ -109,4 +111,4 @@ def models(
             }
             for r in rows
         ]
-        write_json_atomic(json_path, {"num_classes": CATALOG_CLASSES, "models": document})
+        write_json({"num_classes": CATALOG_CLASSES, "models": document}, json_path)

@@ -32,7 +32,10 @@ Taxonomy = Annotated[
     str | None,
     typer.Option(help="Label taxonomy: all, 5class or 3class (default: the loader's)."),
 ]
-Flow = Annotated[str | None, typer.Option(help="Optical flow: tvl1, farneback or dis.")]
+Flow = Annotated[
+    str | None,
+    typer.Option(help="Optical flow: tvl1 (the default, as the published maps), farneback or dis."),
+]
 Spotting = Annotated[
     str | None,
     typer.Option(help=f"Apex spotting where no apex is given: {', '.join(SPOTTING_METHODS)}."),
@@ -59,7 +62,12 @@ Overwrite = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
 JsonFile = Annotated[
-    Path | None, typer.Option("--json", help="Also write the result to this JSON file.")
+    Path | None,
+    typer.Option(
+        "--json",
+        help="Also write the whole result as JSON to this file ('-': standard output, instead "
+        "of the table).",
+    ),
 ]
 Device = Annotated[
     str | None,

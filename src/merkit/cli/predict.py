@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from merkit.cli import options
-from merkit.cli.app import app, err_console, say
-from merkit.cli.tables import progress_bar
+from merkit.cli.app import app, console, say
+from merkit.cli.tables import check_json_target, progress_bar, write_json
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.io import check_writable
 
 
-def _write_results(outcomes: list[dict[str, Any]], out: Path | None) -> None:
-    from merkit.io import write_text_atomic
+def summary_line(result: dict[str, Any]) -> str:
+    """One clip as a person reads it: the class and how sure, when (frames and milliseconds
+    from the clip's start), and where its picture went."""
+    if "error" in result:
+        return f"{Path(result['input']).name}: failed ({result['error']})"
+    fps = result.get("fps") or result["spotting"]["fps"]
+    assumed = "" if result.get("fps") else f" (at an assumed {fps:g} fps)"
 
-    document: Any = outcomes[0] if len(outcomes) == 1 else outcomes
-    text = json.dumps(document, indent=2) + "\n"
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        write_text_atomic(out, text)
-        err_console.print(f"wrote {out}", highlight=False)
+    def when(key: str) -> str:
+        return f"{key} {result[key]} ({1000 * result[key] / fps:.0f} ms)"
+
+    line = (
+        f"{Path(result['input']).name}: {result['predicted']} "
+        f"(probability {result['confidence']:.2f}); "
+        f"{when('onset')}, {when('apex')}, {when('offset')}{assumed}"
+    )
+    picture = result.get("picture") or {}
+    return line + (f"; picture {picture['path']}" if picture.get("path") else "")
 
 
 @app.command()
@@ -39,7 +46,7 @@ def predict(
         int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
     ] = None,
     spotting: options.Spotting = None,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON here, not to stdout.")] = None,
+    json_path: options.JsonFile = None,
     picture: Annotated[
         Path | None,
         typer.Option(help="Folder for a PNG per input: apex face, flow, attention, motion curve."),
@@ -60,8 +67,7 @@ def predict(
     resolve_device(device)  # a device this machine lacks: refused before any clip is read
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
-    if out is not None:
-        check_writable(out, "file")
+    check_json_target(json_path)
     if picture is not None:
         check_writable(picture)
     torch.set_num_threads(1)  # one small map per clip: extra threads only contend for cores
@@ -92,6 +98,10 @@ def predict(
             results.append({"input": str(path), "error": outcome})
         else:
             results.append(outcome)
-    _write_results(results, out)
+    if json_path is None or str(json_path) != "-":
+        for result in results:
+            console.print(summary_line(result), soft_wrap=True, highlight=False)
+    if json_path is not None:
+        write_json(results[0] if len(results) == 1 else results, json_path)
     if failed:  # after the results: one bad input must not hide the others' output
         raise DataLayoutError(f"{failed} of {len(inputs)} inputs failed (see the errors above)")

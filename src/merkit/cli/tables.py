@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from merkit.cli.app import print_table
+from merkit.cli.app import err_console, print_table
 
 MAX_FAILURE_ROWS = 20  # failures listed at most; the rest are counted
 
@@ -64,3 +67,23 @@ def progress_bar(transient: bool = True) -> Progress:
         console=Console(stderr=True, markup=False),
         transient=transient,
     )
+
+
+def write_json(document: object, path: Path) -> None:
+    """`document` as JSON in `path` (atomically, said on stderr) or, for '-', on stdout."""
+    from merkit.io import write_text_atomic
+
+    text = json.dumps(document, indent=2) + "\n"
+    if str(path) == "-":
+        typer.echo(text, nl=False)
+        return
+    write_text_atomic(path, text)
+    err_console.print(f"wrote {path}", highlight=False)
+
+
+def check_json_target(path: Path | None) -> None:
+    """Refuse, before any work, a --json target that cannot be written ('-' always can)."""
+    from merkit.io import check_writable
+
+    if path is not None and str(path) != "-":
+        check_writable(path, "file")

@@ -43,6 +43,9 @@ def train(
     n_splits: Annotated[
         int | None, typer.Option(help="Folds of group-kfold / kfold protocols.")
     ] = None,
+    flow: options.Flow = None,
+    spotting: options.Spotting = None,
+    apex_policy: options.ApexPolicy = None,
     workers: options.Workers = None,
     cache: options.Cache = None,
     executor: Annotated[
@@ -91,6 +94,9 @@ def train(
             "recipe.preset": recipe,
             "recipe.epochs": epochs,
             "seeds": parse_seeds(seeds),
+            "prepare.flow": flow,
+            "prepare.spotting": spotting,
+            "prepare.apex_policy": apex_policy,
             "workers": workers,
             "cache_dir": str(cache) if cache is not None else None,
             "device": device,
