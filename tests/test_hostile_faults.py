@@ -131,7 +131,10 @@ def test_outputs_that_cannot_be_written_are_named_before_any_work(
         (["score", str(csv_path), "--out", str(blocker / "m.json")], "afile is a file"),
         (["fit", *data, "--out", str(blocker / "m.pt")], "afile is a file"),
         (["report", str(tmp_path), str(tmp_path), "--out", str(blocker)], "exists and is a file"),
-        (["predict", str(tmp_path / "m.pt"), str(flow), "--json", str(blocker / "o.json")], "afile"),
+        (
+            ["predict", str(tmp_path / "m.pt"), str(flow), "--json", str(blocker / "o.json")],
+            "afile",
+        ),
         (["export", str(tmp_path / "m.pt"), "--onnx", str(tmp_path)], "is a folder"),
     ]
     for argv, message in cases:
