@@ -12,9 +12,11 @@ from merkit.io import read_yaml
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
-    config = DemoConfig(out=tmp_path / "demo", n_subjects=4, clips_per_subject=5, epochs=2)
+    config = DemoConfig(
+        out=tmp_path / "demo", n_subjects=4, clips_per_subject=5, model="cabm", epochs=2
+    )
     first = run_demo(config, progress=False)
-    run = tmp_path / "demo" / "run"
+    run = tmp_path / "demo" / "cabm-loso"  # named for what it is
     for name in ("config.yaml", "predictions.csv", "metrics.json", "confusion.png", "report.md"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
@@ -30,7 +32,7 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     meta = load_checkpoint(first.model)[1]
     assert (meta.model, meta.n_samples, meta.recipe["epochs"]) == ("cabm", 20, 2)
     assert list(meta.class_names) == metrics["class_names"]
-    assert meta.prepare_config.flow == "farneback" and meta.prepare_config.aligned
+    assert meta.prepare_config.flow == "tvl1" and meta.prepare_config.aligned  # the one default
     assert sorted(p.stem for p in first.clips) == sorted(metrics["class_names"])
     result = Predictor.load(first.model).predict(first.clips[0])
     assert result["predicted"] in metrics["class_names"] and result["frames"] == 100

@@ -2,8 +2,8 @@
 
 Synthetic micro-expressions are written in the real CASME II cropped layout, read back by the
 real CASME II loader, turned into onset->apex flow maps by the real preparation stage (with its
-cache), and evaluated with leave-one-subject-out by the default CABM-FMER recipe. Nothing here
-is special-cased for the demo except the data source. Then the same recipe is fitted once on all
+cache), and evaluated with leave-one-subject-out by the default model's recipe (`recommended`).
+Nothing here is special-cased for the demo except the data source. Then the same recipe is fitted once on all
 clips (`model.pt`, what `merkit fit` writes), and a few clips of subjects it never saw are written
 as videos (`clips/`), so `merkit serve --runs merkit-demo` has a model and clips to try.
 """
@@ -19,6 +19,7 @@ from merkit.inference.checkpoint import load_checkpoint
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like, write_synthetic_video
 from merkit.training.config import ExperimentConfig, build_experiment
 from merkit.training.fit import fit_final
+from merkit.training.recipe import DEFAULT_MODEL
 from merkit.training.runner import RunProgress, RunResult, run_experiment
 
 MODEL_FILE = "model.pt"
@@ -33,7 +34,7 @@ class DemoConfig:
     n_subjects: int = 12
     clips_per_subject: int = 10
     seed: int = 0
-    model: str = "cabm"
+    model: str = DEFAULT_MODEL
     flow: str | None = None  # None: preparation's default (TV-L1, as the published maps)
     epochs: int | None = None  # None: the model's shipped recipe
     workers: int = 1
@@ -114,6 +115,6 @@ def run_demo(config: DemoConfig, progress: bool = True) -> DemoResult:
     )
     generate_casme2_like(data_root, synthetic)
     experiment = demo_experiment(config, data_root)
-    run = run_experiment(experiment, config.out / "run", progress=progress)
+    run = run_experiment(experiment, config.out / f"{config.model}-loso", progress=progress)
     model = fit_demo_model(experiment, config.out / MODEL_FILE, progress)
     return DemoResult(run, model, write_demo_clips(config.out / CLIPS_DIR, synthetic))

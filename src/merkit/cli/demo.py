@@ -20,7 +20,7 @@ def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (one LOSO fold each).")] = 12,
     clips: Annotated[int, typer.Option(help="Clips per subject.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
-    model: options.Model = "cabm",
+    model: options.Model = None,
     flow: options.Flow = None,
     epochs: options.Epochs = None,
     quiet: options.Quiet = False,
@@ -28,13 +28,14 @@ def demo(
     """Run the whole pipeline on synthetic micro-expressions and print the LOSO figures."""
     from merkit.demo import DemoConfig, run_demo
     from merkit.evaluation.run_folder import REPORT_FILE
+    from merkit.training.recipe import DEFAULT_MODEL
 
     config = DemoConfig(
         out=out,
         n_subjects=subjects,
         clips_per_subject=clips,
         seed=seed,
-        model=model,
+        model=model or DEFAULT_MODEL,
         flow=flow,
         epochs=epochs,
     )
@@ -44,7 +45,7 @@ def demo(
     )
     result = run_demo(config, progress=not quiet)
     run = result.run
-    print_metrics(run.metrics, f"{model} on synthetic CASME II (5 classes), LOSO")
+    print_metrics(run.metrics, f"{config.model} on synthetic CASME II (5 classes), LOSO")
     console.print(
         f"{run.n_folds} folds, {run.n_samples} clips, {run.seconds:.1f} s "
         f"(rerun: finished folds, prepared clips and the final model are reused)",
