@@ -3,9 +3,10 @@
 Synthetic micro-expressions are written in the real CASME II cropped layout, read back by the
 real CASME II loader, turned into onset->apex flow maps by the real preparation stage (with its
 cache), and evaluated with leave-one-subject-out by the default model's recipe (`recommended`).
-Nothing here is special-cased for the demo except the data source. Then the same recipe is fitted once on all
-clips (`model.pt`, what `merkit fit` writes), and a few clips of subjects it never saw are written
-as videos (`clips/`), so `merkit serve --runs merkit-demo` has a model and clips to try.
+Nothing here is special-cased for the demo except the data source. Then the same recipe is
+fitted once on all clips (`model.pt`, what `merkit fit` writes), and a few clips of subjects it
+never saw are written as videos (`clips/`), so `merkit serve --runs merkit-demo` has a model and
+clips to try.
 """
 
 from __future__ import annotations
