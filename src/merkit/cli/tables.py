@@ -43,7 +43,7 @@ def seed_table(metrics: dict[str, Any]) -> Table:
 def print_metrics(metrics: dict[str, Any], title: str) -> None:
     if "seed_statistics" in metrics:
         print_table(seed_table(metrics))
-        title = f"{title} (seed ensemble)"
+        title = f"{title} (probabilities averaged over seeds)"
     print_table(metrics_table(metrics, title))
 
 

@@ -204,7 +204,7 @@ def _load_finished(
 
 def folds_per_call(recipes: Sequence[Recipe]) -> int:
     """How many folds each engine call trains: the first recipe's `folds_per_batch`, else
-    DEFAULT_FOLDS_PER_CALL when some recipe (or a member of an ensemble) can batch folds, else
+    DEFAULT_FOLDS_PER_CALL when some recipe (or a member of an average) can batch folds, else
     one."""
     if recipes[0].folds_per_batch:
         return recipes[0].folds_per_batch
