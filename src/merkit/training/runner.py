@@ -147,6 +147,8 @@ def _run_meta(
         determinism={
             "device": describe(device, config.precision, config.deterministic),
             **executor.determinism().to_dict(),
+            # the CPU always trains deterministically; a GPU only with --deterministic
+            "torch_deterministic_algorithms": device.type == "cpu" or config.deterministic,
             "seeds": list(config.seeds),
             "job_seeds": "engine.job_seed(seed, member, test indices) per (fold, member) job",
         },
