@@ -1,8 +1,8 @@
 """MEGC2019 composite under LOSO: each model's shipped default recipe on the published flow maps.
 
     python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models recommended]
-        [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --jobs 2] [--device cuda]
-        [--recipe '{"ema": 0.98}']
+        [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --jobs 2]
+        [--device cuda] [--recipe '{"ema": 0.98}']
 
 Without --models it runs every flow model, the recommended recipe (`recommended`) among them.
 Prints ONE JSON line per model: model, recommended (true for the recommended recipe's row), uf1,
