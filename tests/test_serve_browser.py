@@ -227,6 +227,36 @@ def test_a_dropped_clip_shows_when_and_what(browser, site: Site) -> None:
     assert set(result) == set(expected)
 
 
+MARK_BOXES = """
+const [onset, apex, offset] = arguments[0];
+const numbers = [...Array(100).keys()];
+document.getElementById("result").hidden = false;
+drawCurve({ views: { numbers, curve: numbers.map(() => 0) }, result: { onset, apex, offset } });
+const inside = document.getElementById("curve").getBoundingClientRect();
+return ["onset", "apex", "offset"].map((name) => {
+  const box = document.getElementById(`mark-${name}`).getBoundingClientRect();
+  return [box.left, box.top, box.right, box.bottom, inside.left, inside.right];
+});
+"""
+
+
+def test_the_curves_labels_never_overlap(browser, site: Site) -> None:
+    """Onset, apex and offset labels on the page's curve, for short episodes at either end of
+    the clip and in its middle: inside the plot, and never on top of each other."""
+    browser.get(site.url + "/")
+    wait_for(browser, lambda b: b.find_elements("css selector", "#model option"))
+    for marks in ((0, 0, 0), (0, 1, 2), (48, 49, 50), (97, 98, 99), (99, 99, 99), (5, 50, 95)):
+        boxes = browser.execute_script(MARK_BOXES, marks)
+        for left, _, right, _, low, high in boxes:
+            assert low <= left < right <= high, (marks, boxes)  # shown, and inside
+        for i, (left, top, right, bottom, *_) in enumerate(boxes):
+            for other in boxes[i + 1 :]:
+                apart = (
+                    right <= other[0] or other[2] <= left or bottom <= other[1] or other[3] <= top
+                )
+                assert apart, (marks, boxes)
+
+
 def test_several_clips_queue_and_each_can_be_shown(browser, site: Site) -> None:
     open_predict(browser, site, MODEL, aligned=True)
     drop(browser, site.clips["happiness"], site.clips["surprise"])
