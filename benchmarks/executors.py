@@ -1,7 +1,7 @@
 """Executors compared on the MEGC2019 development LOSO: prints one JSON line.
 
     python benchmarks/executors.py [--root ../shared/data/megc2019] [--model cabm] [--epochs N]
-        [--executors local,processes,ray] [--workers 2]
+        [--executors local,processes,ray] [--jobs 2] [--device cpu]
 
 For each executor: wall seconds of the whole run (`run_experiment`: loading, folds, report),
 the ratio to the local run's, and `overhead`, the fraction of the run's CPU time spent outside
@@ -88,7 +88,8 @@ def measure(executor: str, args: argparse.Namespace) -> dict[str, float]:
             "data": {"name": "megc2019-flow", "root": str(args.root)},
             "recipe": {"model": args.model, **({"epochs": args.epochs} if args.epochs else {})},
             "executor": executor,
-            "executor_workers": args.workers if executor != "local" else 0,
+            "executor_workers": args.jobs if executor != "local" else 0,
+            "device": args.device,
         }
     )
     ray = None
@@ -119,7 +120,8 @@ def main() -> None:
     parser.add_argument("--model", default="cabm")
     parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's own")
     parser.add_argument("--executors", default="local,processes,ray")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="training jobs at once")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--local-threads", type=int, default=0, help="0: torch's default")
     args = parser.parse_args()
     if args.local_threads:
@@ -133,7 +135,7 @@ def main() -> None:
         "benchmark": "executors",
         "model": args.model,
         "epochs": args.epochs or "recipe",
-        "workers": args.workers,
+        "jobs": args.jobs,
         "cores": cpu_count(),
         "local_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),

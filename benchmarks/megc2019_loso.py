@@ -1,7 +1,7 @@
 """MEGC2019 composite under LOSO: each model's shipped default recipe on the published flow maps.
 
     python benchmarks/megc2019_loso.py --root ../shared/data/megc2019 [--models recommended]
-        [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --workers 2]
+        [--out runs/bench] [--seeds 0,1,2] [--epochs N] [--executor processes --jobs 2] [--device cuda]
         [--recipe '{"ema": 0.98}']
 
 Without --models it runs every flow model, the recommended recipe (`recommended`) among them.
@@ -98,7 +98,9 @@ def run_model(name: str, root: Path, out: Path, args: argparse.Namespace) -> dic
             "recipe": keys,
             "seeds": [int(s) for s in args.seeds.split(",")],
             "executor": args.executor,
-            "executor_workers": args.workers,
+            "executor_workers": args.jobs,
+            "device": args.device,
+            "precision": args.precision,
         }
     )
     recipe = config.recipe  # the shipped default recipe (epochs overridden if asked)
@@ -127,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--executor", default="local", help="local, processes or ray")
-    parser.add_argument("--workers", type=int, default=0, help="executor workers (0: per core)")
+    parser.add_argument("--jobs", type=int, default=0, help="training jobs at once (0: per core)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16")
     parser.add_argument(
         "--recipe", default="{}", help='JSON overrides of the default recipes, e.g. {"ema": 0.98}'
     )

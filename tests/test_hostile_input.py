@@ -715,7 +715,7 @@ def test_inspect_cli_on_broken_input(tmp_path: Path, capsys) -> None:
     build_casme2(root)
     (tmp_path / "out").mkdir()
     code, _, err = cli(["inspect", "casme2", str(root), "--json", str(tmp_path / "out")], capsys)
-    assert code == 2 and "is a folder; give a file name" in err
+    assert code == 2 and "exists and is a folder; the output must be a file" in err
     assert list((tmp_path / "out").iterdir()) == []
     smic_root = tmp_path / "smic.txt"
     smic_root.write_text("x")

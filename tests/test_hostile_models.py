@@ -87,7 +87,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"model_kwargs": {"dim": 100000, "depth": 2}}, "would need about"),
         (
             {"ensemble": 100000},
-            "an ensemble of 100000, needs 4100000 weight tensors, the file holds 41",
+            "an average of 100000 seed members, needs 4100000 weight tensors, the file holds 41",
         ),
         ({"model_kwargs": {"dim": -4}}, "with model_kwargs {'dim': -4} cannot be built"),
     ],

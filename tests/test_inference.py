@@ -127,7 +127,7 @@ def test_fit_final_trains_on_every_sample_and_describes_itself(tmp_path: Path) -
 def test_ensemble_checkpoint_predicts_with_its_flip_averaging(tmp_path: Path) -> None:
     """An ensemble loads as an ensemble; a tta_flip recipe averages the map and its mirror."""
     meta = dataclasses.replace(
-        make_meta(), ensemble=2, recipe={"tta_flip": True, "augment": {"u_scaling": "minmax"}}
+        make_meta(), seed_members=2, recipe={"tta_flip": True, "augment": {"u_scaling": "minmax"}}
     )
     torch.manual_seed(0)
     members = [create_model("cabm", 3, 3, **SMALL_CABM) for _ in range(2)]

@@ -10,14 +10,12 @@ from torch import nn
 
 from merkit.errors import ConfigError
 from merkit.models import create_model, get_descriptor
+from merkit.models.f5c import ChannelCorrespondenceConv, GlobalAxisMixer, circular_conv
 from merkit.models.flownetc import FlowNetC, correlation
 from merkit.models.mol import (
-    ChannelCorrespondenceConv,
     Classifier3d,
     ConvStack,
-    GlobalAxisMixer,
     LandmarkHead,
-    circular_conv,
     conv_stack_size,
     flow_loss,
     landmark_loss,

@@ -76,8 +76,9 @@ def predict(
         "spotting": spotting,
         "picture_dir": picture,
     }
-    with progress_bar() as bar:
-        task = bar.add_task("predicting", total=len(inputs), visible=not quiet and len(inputs) > 1)
+    shown = not quiet and len(inputs) > 1  # one clip: no bar (not even its blank line)
+    with progress_bar(disable=not shown) as bar:
+        task = bar.add_task("predicting", total=len(inputs))
         outcomes = predict_many(
             model,
             inputs,

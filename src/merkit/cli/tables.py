@@ -43,7 +43,7 @@ def seed_table(metrics: dict[str, Any]) -> Table:
 def print_metrics(metrics: dict[str, Any], title: str) -> None:
     if "seed_statistics" in metrics:
         print_table(seed_table(metrics))
-        title = f"{title} (seed ensemble)"
+        title = f"{title} (probabilities averaged over seeds)"
     print_table(metrics_table(metrics, title))
 
 
@@ -58,7 +58,8 @@ def failures_table(failed: list[tuple[str, str]]) -> Table:
     return table
 
 
-def progress_bar(transient: bool = True) -> Progress:
+def progress_bar(transient: bool = True, disable: bool = False) -> Progress:
+    """A progress bar on stderr (`disable`: nothing drawn at all)."""
     return Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -66,6 +67,7 @@ def progress_bar(transient: bool = True) -> Progress:
         TimeElapsedColumn(),
         console=Console(stderr=True, markup=False),
         transient=transient,
+        disable=disable,
     )
 
 

@@ -8,7 +8,7 @@ Training curves are drawn when the run folder holds per-epoch series (`curves.js
 `curves.csv`).
 
 Multi-seed runs keep one table per seed (`predictions_seed{S}.csv`); `predictions.csv` then holds
-the seed ensemble (class probabilities averaged over seeds). The headline figure of a multi-seed
+the mean over seeds (class probabilities averaged over seeds). The headline figure of a multi-seed
 run is the mean and (sample) standard deviation over seeds of each seed's pooled figures.
 """
 
@@ -246,7 +246,7 @@ def _recipe_text(recipe: dict[str, Any]) -> str:
 
     return (
         f"{get('epochs')} epochs, batch {get('batch_size')}, {get('optimizer')} lr {get('lr')}, "
-        f"{get('schedule')} schedule, ensemble {get('ensemble')}, "
+        f"{get('schedule')} schedule, seed members {get('seed_members')}, "
         f"validation subjects {get('val_subjects')}"
     )
 
@@ -361,7 +361,7 @@ def run_document(
         document.add(
             Heading(f"Results over {stats['n_seeds']} seeds (mean ± std)"),
             Table(SEED_STAT_HEADER, seed_rows(stats)),
-            Heading("Seed ensemble (class probabilities averaged over seeds)"),
+            Heading("Mean over seeds (class probabilities averaged over seeds)"),
         )
     else:
         document.add(Heading("Results (pooled over all folds)"))
@@ -407,7 +407,7 @@ def render_run(run_dir: str | Path) -> dict[str, Any]:
     write_json_atomic(folder / METRICS_FILE, metrics)
     title = f"{meta.run.name or folder.path.name} (n={metrics['overall']['n']})"
     if "seed_statistics" in metrics:
-        title += f", ensemble of {metrics['seed_statistics']['n_seeds']} seeds"
+        title += f", probabilities averaged over {metrics['seed_statistics']['n_seeds']} seeds"
     png = confusion_png(metrics["overall"]["confusion"], class_names, title)
     write_bytes_atomic(folder / CONFUSION_FILE, png)
     curves = folder.read_curves()

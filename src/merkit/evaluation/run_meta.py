@@ -98,7 +98,7 @@ class RunMeta:
 
     @property
     def model_label(self) -> str:
-        """The run's model, with ensembled extra models joined by `+`."""
+        """The run's model, with the extra models averaged with it joined by `+`."""
         models = [r.get("model") for r in [self.recipe, *self.config.get("extra_recipes", [])]]
         return " + ".join(m or "?" for m in models)
 

@@ -42,7 +42,7 @@ class CheckpointMeta:
     input_spec: dict[str, Any]  # InputSpec fields of the arrays the model was trained on
     prepare: dict[str, Any]  # PrepareConfig fields: how those arrays were computed
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
-    ensemble: int = 1  # >1: a probability-averaging ensemble of that many members
+    seed_members: int = 1  # >1: the probability average of that many seed members
     dataset: str = ""
     taxonomy: str = ""
     data_fingerprint: str = ""
@@ -71,12 +71,17 @@ class CheckpointMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "checkpoint") -> CheckpointMeta:
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {LEGACY_NAMES.get(k, k): v for k, v in data.items()}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f)]
         if missing:
             raise ConfigError(f"{source}: metadata lacks {', '.join(missing)}")
         known = {k: v for k, v in data.items() if k in names}
         known["class_names"] = tuple(known["class_names"])
         return cls(**known)
+
+
+# Metadata keys of earlier releases and the fields that hold them now.
+LEGACY_NAMES = {"ensemble": "seed_members"}
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -103,14 +108,16 @@ def input_spec_of(config: PrepareConfig) -> InputSpec:
 
 
 def build_model(meta: CheckpointMeta, source: str = "checkpoint") -> nn.Module:
-    """An untrained model of the checkpoint's architecture (an ensemble if it has members),
+    """An untrained model of the checkpoint's architecture (an average if it has seed members),
     behind its input convention when the weights expect another input than merkit's arrays."""
 
     def one() -> nn.Module:
         return create_model(meta.model, meta.num_classes, meta.in_chans, **meta.model_kwargs)
 
     model = (
-        one() if meta.ensemble <= 1 else ProbabilityAverage([one() for _ in range(meta.ensemble)])
+        one()
+        if meta.seed_members <= 1
+        else ProbabilityAverage([one() for _ in range(meta.seed_members)])
     )
     if meta.input_convention:
         convention = InputConvention.from_dict(meta.input_convention, source)
@@ -136,7 +143,7 @@ _META_TYPES: dict[str, type] = {
     "model": str,
     "num_classes": int,
     "in_chans": int,
-    "ensemble": int,
+    "seed_members": int,
     "model_kwargs": dict,
     "prepare": dict,
     "input_spec": dict,
@@ -170,7 +177,7 @@ def check_meta(meta: CheckpointMeta, source: str) -> None:
         ),
         (len(set(meta.class_names)) == len(meta.class_names), "class names repeat"),
         (meta.in_chans >= 1, f"in_chans is {meta.in_chans}"),
-        (meta.ensemble >= 1, f"ensemble is {meta.ensemble}"),
+        (meta.seed_members >= 1, f"seed_members is {meta.seed_members}"),
         (4 <= config.size <= MAX_SIDE, f"prepare.size is {config.size} (at most {MAX_SIDE})"),
         (
             config.crop_size <= 4 * MAX_SIDE,
@@ -231,11 +238,11 @@ def meta_member(meta: CheckpointMeta, source: str) -> nn.Module:
 
 
 def estimated_bytes(meta: CheckpointMeta, member: nn.Module) -> int:
-    """What the checkpoint's model costs: `ensemble` times its member's weights and the outputs
+    """What the checkpoint's model costs: `seed_members` times its member's weights and the outputs
     of one input's forward pass (measured on `member`, built on the meta device)."""
     weights = sum(t.numel() * t.element_size() for t in [*member.parameters(), *member.buffers()])
     shape = (1, meta.in_chans, *input_spec_of(meta.prepare_config).size)
-    return meta.ensemble * (weights + _forward_bytes(member, shape))
+    return meta.seed_members * (weights + _forward_bytes(member, shape))
 
 
 def check_size(meta: CheckpointMeta, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -244,9 +251,9 @@ def check_size(meta: CheckpointMeta, state: Mapping[str, torch.Tensor], source: 
     MAX_MODEL_BYTES (`estimated_bytes`)."""
     member = meta_member(meta, source)
     what = f"model {meta.model!r} with model_kwargs {meta.model_kwargs}"
-    if meta.ensemble > 1:
-        what += f", an ensemble of {meta.ensemble},"
-    needed = meta.ensemble * len(member.state_dict())
+    if meta.seed_members > 1:
+        what += f", an average of {meta.seed_members} seed members,"
+    needed = meta.seed_members * len(member.state_dict())
     if len(state) < needed:
         raise ConfigError(
             f"{source}: invalid checkpoint metadata: {what} needs {needed} weight tensors, the "

@@ -29,7 +29,7 @@ Dense and the GRU keep Keras' defaults (Glorot uniform; orthogonal recurrent wei
 
 Prediction (merkit's choice): the mean over steps of the per-step class probabilities, returned
 as its log. Every step is trained on the clip's label, so each is a classifier of the clip, and
-the mean is the ensemble that objective sets up; the authors score time step 0 only
+the mean is the average of classifiers that objective sets up; the authors score time step 0 only
 (`ME_model.py:34`). Step 0 does not see only the clip's start: through the convolutions (both
 stages and the spatial-attention conv) it depends on frames 0-11 of 30, and through the channel
 attention's pooling over the whole volume on all 30; what it lacks is the GRU's later steps.

@@ -259,7 +259,7 @@ def plan_members(
     seed: int,
     groups: np.ndarray | Sequence[str] | None,
 ) -> list[FoldMember]:
-    """One job per (fold, ensemble member), with its seed and its validation subjects."""
+    """One job per (fold, seed member), with its seed and its validation subjects."""
     if recipe.val_subjects and groups is None:
         raise ConfigError("recipe.val_subjects > 0 needs the subject of every sample (groups)")
     jobs = []

@@ -87,14 +87,12 @@ class Determinism:
     executor: str
     workers: int
     torch_threads: int  # per worker
-    deterministic_algorithms: bool
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "executor": self.executor,
             "workers": self.workers,
             "torch_threads_per_worker": self.torch_threads,
-            "torch_deterministic_algorithms": self.deterministic_algorithms,
         }
 
 
@@ -163,7 +161,7 @@ class Executor:
         """Release what the executor started (nothing for the local one)."""
 
     def determinism(self) -> Determinism:
-        return Determinism(self.name, self.workers, self._threads(), True)
+        return Determinism(self.name, self.workers, self._threads())
 
     def _threads(self) -> int:
         import torch  # the engines load it anyway; recorded for the run's determinism section

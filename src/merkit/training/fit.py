@@ -65,7 +65,7 @@ def fit_final(
         input_spec=dataclasses.asdict(input_spec_of(config)),
         prepare=dataclasses.asdict(config),
         recipe=recipe.to_dict(),
-        ensemble=recipe.seed_members,
+        seed_members=recipe.seed_members,
         dataset=experiment.data.name,
         taxonomy=dataset.taxonomy,
         data_fingerprint=dataset.fingerprint(),

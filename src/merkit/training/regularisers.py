@@ -1,6 +1,6 @@
 """The recipe's regularisers: weight averaging (`ema`), sharpness-aware steps (`sam`), `mixup`.
 
-Each works on the grouped models of the trainer, where G copies (one per fold or ensemble
+Each works on the grouped models of the trainer, where G copies (one per fold or seed
 member) train side by side, and keeps the copies independent: the average is element-wise,
 the sharpness step normalises each copy's gradient by that copy's own norm, and mixup pairs a
 sample only with another of the same copy's batch, drawing from that copy's generator.

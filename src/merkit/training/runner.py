@@ -147,6 +147,8 @@ def _run_meta(
         determinism={
             "device": describe(device, config.precision, config.deterministic),
             **executor.determinism().to_dict(),
+            # the CPU always trains deterministically; a GPU only with --deterministic
+            "torch_deterministic_algorithms": device.type == "cpu" or config.deterministic,
             "seeds": list(config.seeds),
             "job_seeds": "engine.job_seed(seed, member, test indices) per (fold, member) job",
         },
@@ -204,7 +206,7 @@ def _load_finished(
 
 def folds_per_call(recipes: Sequence[Recipe]) -> int:
     """How many folds each engine call trains: the first recipe's `folds_per_batch`, else
-    DEFAULT_FOLDS_PER_CALL when some recipe (or a member of an ensemble) can batch folds, else
+    DEFAULT_FOLDS_PER_CALL when some recipe (or a member of an average) can batch folds, else
     one."""
     if recipes[0].folds_per_batch:
         return recipes[0].folds_per_batch

@@ -52,7 +52,7 @@ SERIES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 @dataclass
 class FoldMember:
-    """One model to train: ensemble member `member` of fold `fold`, with its own seed."""
+    """One model to train: seed member `member` of fold `fold`, with its own seed."""
 
     fold: int
     member: int
