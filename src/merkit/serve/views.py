@@ -38,7 +38,7 @@ class Views:
     curve: list[float | None]  # None where the curve has no value
     curve_source: str
     images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
-    attention: str | None = None  # how the attention map was found (None: the model has none)
+    attention: str | None = None  # the attention map shown (None: the model has none)
     words: dict[str, Any] = field(default_factory=dict)  # the result in plain words
     captions: dict[str, str] = field(default_factory=dict)  # image name -> what it shows
 
