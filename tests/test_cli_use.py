@@ -66,7 +66,7 @@ def test_fit_then_predict_then_export(tmp_path: Path, clip: Path, capsys) -> Non
     assert result["input"] == str(clip) and result["apex"] == 13  # frames 10..15, peak at 13
     assert set(result["probabilities"]) == {"negative", "positive", "surprise"}
     assert (pictures / "astronaut.png").is_file()
-    assert result["picture"]["attention"] == "input-gradient"  # STSTNet has no attention maps
+    assert result["picture"]["attention"] is None  # STSTNet has no attention: none is drawn
 
     onnx_path = tmp_path / "final.onnx"
     assert run(["export", str(model), "--onnx", str(onnx_path)]) == 0

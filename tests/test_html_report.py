@@ -72,6 +72,8 @@ def test_builders_escape_text() -> None:
     fragment = html.table(["a<b"], [["<script>x</script>"]], [True])
     assert "<script>" not in fragment and "&lt;script&gt;" in fragment
     assert '<tr class="leak">' in fragment
+    marked = html.table(["run", "UF1"], [["a", "0.5"], ["b", "0.7"]], text_columns=1, best={(1, 1)})
+    assert '<td class="text">b</td><td class="best">0.7</td>' in marked
     assert html.paragraph("x & y", "warning") == '<p class="warning">x &amp; y</p>'
 
 
@@ -94,7 +96,8 @@ def test_comparison_page_marks_leaking_runs(tmp_path: Path) -> None:
     write_comparison([tmp_path / "loso", tmp_path / "kfold"], tmp_path / "cmp")
     page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
     check_page(page)
-    assert page.count('<tr class="leak">') == 1 and "⚠ leaks subjects" in page
+    assert page.count('<tr class="leak">') == 3 and "⚠ leaks subjects" in page  # one a table
+    assert page.count('<td class="best">') == 3 * 3 + 2 * 3  # the honest run: 3 scopes, 3 classes
 
 
 def chromium_dump(page: Path, profile: Path) -> subprocess.CompletedProcess[str]:

@@ -24,10 +24,18 @@ from merkit.data.registry import load_dataset
 from merkit.errors import ConfigError, DataLayoutError
 from merkit.inference import Predictor, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
-from merkit.inference.picture import CURVE_HEIGHT
+from merkit.inference.picture import (
+    CURVE_HEIGHT,
+    CURVE_MARGIN,
+    FONT,
+    LABEL_SCALE,
+    mark_labels,
+    render_picture,
+)
 from merkit.inference.predictor import predict_many, read_input
 from merkit.inference.timing import locate
 from merkit.models import create_model
+from merkit.models.blocks import SpatialAttention
 from merkit.preprocess.pipeline import PrepareConfig, prepare
 from merkit.synthetic.dataset import (
     SyntheticConfig,
@@ -184,11 +192,43 @@ def test_given_frames_are_used_and_checked() -> None:
         locate(frames, 40, onset=20, apex=10)
 
 
+def test_curve_labels_never_overlap_however_short_the_episode() -> None:
+    """The picture's onset, apex and offset labels, for episodes of 0 to 6 frames anywhere in a
+    100-frame clip, the ends included: inside the strip, and never on top of each other."""
+    width, last = 384, 99
+
+    def x_of(frame: int) -> int:
+        return round(CURVE_MARGIN + frame / last * (width - 2 * CURVE_MARGIN))
+
+    for onset in [*range(0, 94, 3), 93]:
+        for length in range(7):
+            marks = {"onset": onset, "apex": onset + length // 2, "offset": onset + length}
+            labels = mark_labels([(k, f, x_of(f)) for k, f in marks.items()], width)
+            boxes = []
+            for text, left, row in labels:
+                size = cv2.getTextSize(text, FONT, LABEL_SCALE, 1)[0][0]
+                assert left >= 0 and left + size <= width, (text, left)
+                boxes.append((row, left, left + size))
+            assert [row for row, _, _ in boxes][1] == 0  # the apex's above the plot
+            for i, (row, left, right) in enumerate(boxes):
+                for other, start, end in boxes[i + 1 :]:
+                    assert row != other or right < start or end < left, (marks, labels)
+
+
 # --- Predictor ----------------------------------------------------------------------------------
 
 
-def test_predict_runs_face_detection_on_a_real_face_sequence(tmp_path: Path) -> None:
+def test_predict_runs_face_detection_on_a_real_face_sequence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Astronaut frames (a photograph): detect + align on the first frame, spot the apex."""
+    drawn: dict = {}
+
+    def spy(face, flow, attention, caption, curve=None):  # what the picture is drawn from
+        drawn.update(attention=attention, caption=caption, curve=curve)
+        return render_picture(face, flow, attention, caption, curve)
+
+    monkeypatch.setattr(predictor, "render_picture", spy)
     untrained_checkpoint(tmp_path / "model.pt")
     clip = face_clip(tmp_path / "astronaut", count=9, apex=5, peak=3.0, first=10)
     result = Predictor.load(tmp_path / "model.pt").predict(clip.path, picture_dir=tmp_path / "pics")
@@ -208,9 +248,15 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(tmp_path: Path) -> 
     picture = cv2.imread(result["picture"]["path"])
     assert picture is not None and picture.shape == (384 + CURVE_HEIGHT, 384, 3)  # face, curve
     assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
+    assert 0 < drawn["attention"].min() <= drawn["attention"].max() < 1  # weights as they are
     spotting = result["spotting"]
     assert spotting["method"] == "registered-difference" and spotting["eyes"] == "landmarks"
     assert "Lucas-Kanade" in spotting["follows"] and spotting["confidence"] > 0.8
+    # The class's probability is said as such; the spotting's confidence as the spotting's.
+    probability = f"{result['predicted']}, probability {result['confidence']:.2f}"
+    assert drawn["caption"] == f"{probability}\napex frame 15"
+    confidence = f"spotting confidence {spotting['confidence']:.2f}"
+    assert drawn["curve"].title == f"motion (registered-difference); {confidence}"
     assert spotting["frames"] == list(range(10, 19)) and len(spotting["motion"]) == 9
     assert int(np.argmax(spotting["motion"])) == 5  # the curve peaks at the apex, frame 15
 
@@ -349,7 +395,10 @@ def test_sequence_models_fit_predict_and_export(model: str, kwargs: dict, tmp_pa
         assert Path(result["picture"]["path"]).is_file()
     for name, p in results[0]["probabilities"].items():
         assert results[1]["probabilities"][name] == pytest.approx(p, abs=1e-4)
-    assert results[0]["picture"]["attention"] is not None  # input gradient of the pt model
+    model = load_checkpoint(tmp_path / "final.pt")[0]
+    attends = any(isinstance(m, SpatialAttention) for m in model.modules())
+    assert results[0]["picture"]["attention"] == ("spatial-attention" if attends else None)
+    assert results[1]["picture"]["attention"] is None  # onnx: no maps
 
 
 def test_ctrl_c_drops_the_videos_not_yet_started(

@@ -36,6 +36,7 @@ def table(
 
 TRUE = ["negative", "negative", "positive", "surprise", "negative", "positive"]
 PRED = ["negative", "positive", "positive", "surprise", "negative", "negative"]
+STARTED, FINISHED = "2025-05-01T12:00:00+00:00", "2025-05-01T14:03:27+02:00"
 
 
 def test_run_metrics_values() -> None:
@@ -71,7 +72,12 @@ def test_seed_statistics_mean_and_sample_std() -> None:
     assert stats["per_dataset"]["casme2"]["uar"]["std"] == pytest.approx(0.2)
 
 
-def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: bool = False) -> None:
+def write_run(
+    run: Path,
+    seeds: dict[int, list[str]] | None = None,
+    leaking: bool = False,
+    predicted: list[str] = PRED,
+) -> None:
     meta = {
         "config": {
             "recipe": {
@@ -85,7 +91,7 @@ def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: boo
             },
             "seeds": list(seeds or [0]),
         },
-        "run": {"name": run.name, "started_at": "t0", "finished_at": "t1"},
+        "run": {"name": run.name, "started_at": STARTED, "finished_at": FINISHED},
         "data": {
             "name": "megc2019-flow",
             "class_names": CLASSES,
@@ -105,7 +111,7 @@ def write_run(run: Path, seeds: dict[int, list[str]] | None = None, leaking: boo
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(meta))
     probs = np.full((len(TRUE), 3), 1 / 3)
-    write_predictions(run / "predictions.csv", table(TRUE, PRED, probs))
+    write_predictions(run / "predictions.csv", table(TRUE, predicted, probs))
     for seed, predicted in (seeds or {}).items():
         write_predictions(run / f"predictions_seed{seed}.csv", table(TRUE, predicted))
 
@@ -117,7 +123,9 @@ def test_render_run_writes_metrics_png_and_report(tmp_path: Path) -> None:
     assert json.loads((run / "metrics.json").read_text()) == metrics
     assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     report = (run / "report.md").read_text()
-    assert report.startswith("# merkit run: cabm-loso")
+    assert report.startswith("# merkit run: cabm-loso\n\ncabm on megc2019-flow (3 classes), loso; ")
+    assert "finished 2025-05-01 12:03 UTC." in report  # what, on which data, when: first
+    assert "**started / finished**: 2025-05-01 12:00 UTC / 2025-05-01 12:03 UTC" in report
     assert "| overall | 6 | 0.7222 | 0.7222 | 0.6667 |" in report
     assert "| negative | 3 | 0.6667 | 0.6667 | 0.6667 |" in report
     assert "| samm/s1 | 1 | 1 | 1.0000 |" in report
@@ -196,19 +204,68 @@ def test_report_shows_training_curves_only_when_recorded(tmp_path: Path) -> None
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_training_curves_legend_covers_no_curve() -> None:
+    from matplotlib import pyplot as plt
+
+    from merkit.evaluation.figures import draw_curves
+
+    curves = {
+        "train_loss": [1.0, 0.6, 0.4],
+        "val_loss": [1.1, 0.9, 0.8],
+        "val_uf1": [0.3, 0.5, 0.6],
+    }
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    try:
+        draw_curves(fig, ax, curves, "training curves")
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        plot = ax.get_tightbbox()  # the plot with its ticks and axis labels
+        assert legend.get_window_extent().y1 <= plot.y0  # below all of it
+        assert [t.get_text() for t in legend.get_texts()] == list(curves)
+    finally:
+        plt.close(fig)
+
+
 def test_comparison_of_runs_side_by_side(tmp_path: Path) -> None:
     write_run(tmp_path / "a")
     write_run(tmp_path / "b", leaking=True)
     entries = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
     assert [e["leaking"] for e in entries] == [False, True]
     assert entries[0]["per_dataset"]["samm"]["n"] == 3
+    assert (entries[0]["dataset"], entries[0]["date"]) == ("megc2019-flow", "2025-05-01 12:03 UTC")
+    assert entries[0]["per_class"]["surprise"] == {"f1": 1.0, "recall": 1.0}
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| run | model | protocol | overall UF1 | overall UAR | overall acc | casme2 UF1 |" in md
-    # casme2 rows 0-2: negative/negative, negative/positive, positive/positive -> acc 2/3
-    assert "| a | cabm | loso | 0.7222 | 0.7222 | 0.6667 |" in md
+    # casme2 rows 0-2: negative/negative, negative/positive, positive/positive -> acc 2/3; the
+    # best of each column is the subject-independent run's, however the leaking one scores
+    assert "| a | cabm | loso | **0.7222** | **0.7222** | **0.6667** |" in md
     assert "| b | cabm | kfold(k=2, seed=0) ⚠ leaks subjects | 0.7222 |" in md
     assert "inflated and not comparable" in md
+    assert "Bold: the best of each column among the subject-independent runs." in md
+    assert "- a: cabm on megc2019-flow, finished 2025-05-01 12:03 UTC (" in md
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text()) == entries
+
+
+def test_comparison_per_class_marks_the_best_of_each_column(tmp_path: Path) -> None:
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b", predicted=["negative", "negative", "surprise", "surprise",
+                                         "negative", "positive"])  # fmt: skip
+    write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    f1 = md.split("## Per class: F1\n\n")[1].split("\n\n")[0].splitlines()
+    assert f1[0] == "| run | negative | positive | surprise |"
+    # a: negative 2/3 right, positive 1 of 2 (one false), surprise all; b: negative all,
+    # positive 1 of 2 (no false), surprise one false: F1 per class, the higher marked (ties: both)
+    assert f1[2:] == [
+        "| a | 0.6667 | 0.5000 | **1.0000** |",
+        "| b | **1.0000** | **0.6667** | 0.6667 |",
+    ]
+    recall = md.split("## Per class: recall\n\n")[1].split("\n\n")[0].splitlines()
+    assert recall[2:] == [
+        "| a | 0.6667 | **0.5000** | **1.0000** |",
+        "| b | **1.0000** | **0.5000** | **1.0000** |",
+    ]
+    assert "among the subject-independent runs" not in md  # none leaks: all compared
 
 
 def test_report_cli_one_run_and_several(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

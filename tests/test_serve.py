@@ -18,13 +18,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from inference_fixtures import untrained_checkpoint
 from merkit.cli import main
 from merkit.errors import DataLayoutError
 from merkit.evaluation.comparison import write_comparison
-from merkit.evaluation.html import CSS, linked_css
+from merkit.evaluation.html import CSS, linked_css, with_back_link
 from merkit.evaluation.report import render_run
 from merkit.inference import Predictor
+from merkit.inference.wording import plain
 from merkit.serve import ServeConfig
+from merkit.serve.app import BACK
 from merkit.serve.catalog import Catalog, ModelEntry
 from merkit.serve.jobs import Job, JobQueue
 from merkit.serve.uploads import NotAClip, TooLarge, unpack_frames
@@ -117,7 +120,14 @@ def test_a_clip_gets_predicts_result_and_its_pictures(
     spotted = dict(zip(result["spotting"]["frames"], result["spotting"]["motion"], strict=True))
     assert views["curve"] == [spotted[n] for n in views["numbers"]]
     assert views["images"] == ["attention", "face", "flow", "input"]
-    assert views["attention"] == "spatial-attention"
+    assert views["attention"] == "spatial-attention"  # cabm's CBAM
+    assert views["words"] == json.loads(json.dumps(plain(expected)))  # the answer in words
+    assert (
+        views["words"]["verdict"]
+        == f"{result['predicted']}, probability {result['confidence']:.2f}"
+    )
+    assert "spatial attention (CBAM)" in views["captions"]["attention"]
+    assert job["model_about"] == "cabm trained on synthetic (classes happiness, surprise, disgust)"
 
     download = client.get(f"/api/jobs/{job['id']}/result.json")
     assert download.headers["content-disposition"] == 'attachment; filename="surprise.json"'
@@ -134,6 +144,23 @@ def test_a_clip_gets_predicts_result_and_its_pictures(
         client.get(f"/api/jobs/{job['id']}/frames/{len(views['numbers'])}.jpg").status_code == 404
     )
     assert list(uploads.iterdir()) == []  # the upload folder went with the job
+
+
+def test_a_model_without_spatial_attention_shows_none(
+    clip: Path, uploads: Path, tmp_path: Path
+) -> None:
+    """No saliency is painted as if it were attention (`merkit.inference.picture`)."""
+    model = tmp_path / "ststnet.pt"
+    untrained_checkpoint(model, model="ststnet")
+    with served(ServeConfig(models=(model,), upload_dir=uploads)) as http:
+        form = {"model": model_id(http, "ststnet.pt"), "aligned": "1"}
+        submitted = http.post(
+            "/api/jobs", data=form, files={"file": (clip.name, clip.read_bytes())}
+        )
+        status, job = wait(http, submitted.json()["id"])
+    assert status == 200 and job["status"] == "done", job["error"]
+    assert job["views"]["attention"] is None and "attention" not in job["views"]["images"]
+    assert set(job["views"]["captions"]) == {"face", "flow"}
 
 
 def test_a_zip_of_frames_is_a_clip_and_faces_are_found(
@@ -258,8 +285,11 @@ def test_runs_are_listed_with_their_figures(client: TestClient, runs: Path) -> N
     assert loso["overall"]["uf1"] == pytest.approx(0.7222, abs=1e-4)
     assert listed["nested/cabm-kfold"]["leaking"] is True
     assert "no data.class_names recorded" in listed["unfinished"]["error"]
-    labels = [m["label"] for m in client.get("/api/config").json()["models"]]
-    assert labels[0].endswith("bad.pt") and labels[1:] == ["model.pt"]
+    assert (loso["dataset"], loso["date"]) == ("megc2019-flow", "2025-05-01 12:03 UTC")
+    models = client.get("/api/config").json()["models"]
+    assert models[0]["label"].endswith("bad.pt") and models[1]["label"] == "model.pt"
+    assert models[0]["about"] == "not a readable merkit model"
+    assert models[1]["about"] == "cabm trained on synthetic (classes happiness, surprise, disgust)"
 
 
 def test_a_run_and_a_comparison_are_what_merkit_report_writes(
@@ -279,7 +309,8 @@ def test_a_run_and_a_comparison_are_what_merkit_report_writes(
     write_comparison([runs / "cabm-loso", runs / "nested" / "cabm-kfold"], tmp_path / "cmp")
     for response, written in pairs:  # the same, but for the stylesheet: linked, not inline
         assert response.status_code == 200 and "<style>" not in response.text
-        assert response.text == linked_css(written.read_text(), "/report.css")
+        served = linked_css(written.read_text(), "/report.css")
+        assert response.text == with_back_link(served, "/runs", BACK)  # and a way back
     assert client.get("/report.css").text == CSS
 
 

@@ -20,19 +20,24 @@ from browser import chromium_driver, require_programs
 from experiments import experiment
 from inference_fixtures import CLEAR
 from merkit.inference import Predictor
+from merkit.inference.checkpoint import read_meta
 from merkit.preprocess.pipeline import PrepareConfig
 from merkit.serve import ServeConfig, create_app
+from merkit.serve.app import BACK
+from merkit.serve.catalog import describe
 from merkit.synthetic.dataset import generate_casme2_like
 from merkit.training.fit import fit_final
 from merkit.training.recipe import AugmentConfig, Recipe
 from serve_fixtures import blank_zip, live_server, tree, write_clip, write_runs
+from test_report import CLASSES
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(300)]
 
+MOMENTS = ("onset", "apex", "offset")
 WAIT_S = 60  # for one clip to be analysed on a loaded machine
 LIMIT_MB = 2.0
 SCREENSHOTS = "MERKIT_SCREENSHOTS"
-MODEL = "synthetic-cabm.pt"  # its label: its path under --runs
+MODEL = "synthetic-cabm.pt"  # its file's path under --runs
 
 
 @dataclasses.dataclass
@@ -96,11 +101,15 @@ def by_id(browser, name: str):
 
 
 def open_predict(browser, site: Site, model: str, aligned: bool) -> None:
+    """The predict page with the model whose file is `model` chosen (as its menu shows it)."""
     from selenium.webdriver.support.ui import Select
 
     browser.get(site.url + "/")
     wait_for(browser, lambda b: len(b.find_elements("css selector", "#model option")) == 3)
-    Select(by_id(browser, "model")).select_by_visible_text(model)
+    texts = [o.text for o in browser.find_elements("css selector", "#model option")]
+    Select(by_id(browser, "model")).select_by_visible_text(
+        next(t for t in texts if t.endswith(f" — {model}"))
+    )
     if by_id(browser, "aligned").is_selected() != aligned:
         by_id(browser, "aligned").click()
 
@@ -149,10 +158,25 @@ def test_a_dropped_clip_shows_when_and_what(browser, site: Site) -> None:
     assert [c.text for c in chips] == ["read", "face", "spotting", "flow", "classify", "pictures"]
     wait_for(browser, lambda b: by_id(b, "result").is_displayed())
 
-    assert by_id(browser, "apex").text == str(expected["apex"])
-    assert by_id(browser, "onset").text == str(expected["onset"])
-    assert by_id(browser, "top-class").text == expected["predicted"]
+    # The answer in plain words first: the class, how sure, when; internals only on request.
+    verdict = f"{expected['predicted']}, probability {expected['confidence']:.2f} (next: "
+    assert by_id(browser, "verdict").text.startswith(verdict)
+    fps = expected["spotting"]["fps"]
+    first = expected["first_frame"]
+    when = [
+        f"{k} frame {expected[k]} ({1000 * (expected[k] - first) / fps:.0f} ms)" for k in MOMENTS
+    ]
+    lasts = 1000 * (expected["offset"] - expected["onset"]) / fps
+    sentence = f"{', '.join(when)}; the movement lasts {lasts:.0f} ms."
+    assert by_id(browser, "when").text == sentence[0].upper() + sentence[1:]
     assert abs(expected["apex"] - 45) <= 3 and expected["predicted"] == "surprise"  # the truth
+    assert not by_id(browser, "rate").is_displayed()  # the video states its rate
+    body = browser.find_element("tag name", "body")
+    for internal in ("fps_assumed", "noise 0.", "predict's spotting", "confidence 0."):
+        assert internal not in body.text, internal
+    assert not by_id(browser, "detail-list").is_displayed()  # until asked for (below)
+    title = by_id(browser, "result-title").text
+    assert title == f"{clip.name} — {describe(read_meta(site.model))}"
     bars = browser.find_elements("css selector", "#bars .bar")
     assert [b.get_attribute("data-class") for b in bars] == list(expected["probabilities"])
     top = browser.find_element("css selector", "#bars .bar.top")
@@ -163,8 +187,27 @@ def test_a_dropped_clip_shows_when_and_what(browser, site: Site) -> None:
     path = browser.find_element("css selector", "#curve path.line").get_attribute("d")
     assert path.startswith("M") and len(path.split()) == expected["frames"]  # a point per frame
 
+    # The maps say what their colours mean; the attention (cabm's CBAM) says its scale.
+    scale = by_id(browser, "input-scale")
+    assert scale.is_displayed() and scale.size["width"] > 200 and scale.text.split() == ["0", "1"]
+    assert "linear-gradient" in scale.value_of_css_property("background-image")
+    legend = browser.find_element("css selector", "#fig-input dl.legend").text
+    assert "u\nsideways motion: 0 the most leftward" in legend and "strain" in legend
+    flow = by_id(browser, "caption-flow").text
+    assert "times longer than the motion" in flow and " px of the 128-px face" in flow
+    attention = by_id(browser, "caption-attention").text
+    assert "spatial attention (CBAM)" in attention and "0 (blue, suppressed)" in attention
+    assert by_id(browser, "fig-attention").is_displayed()
+
     shot = screenshot(browser, "serve-predict.png", site.root / "screenshots")
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+    # How it was found, in words, behind a disclosure.
+    browser.find_element("css selector", "#details summary").click()
+    details = by_id(browser, "detail-list").text
+    confidence = expected["spotting"]["confidence"]
+    assert f"spotting confidence\n{confidence:.2f} of 1:" in details
+    assert "the spotting's, not the class's" in details and "motion noise" in details
 
     # The slider starts on the apex; one step right shows the next frame.
     assert by_id(browser, "frame-number").text == f"{expected['apex']} (apex)"
@@ -184,6 +227,36 @@ def test_a_dropped_clip_shows_when_and_what(browser, site: Site) -> None:
     assert set(result) == set(expected)
 
 
+MARK_BOXES = """
+const [onset, apex, offset] = arguments[0];
+const numbers = [...Array(100).keys()];
+document.getElementById("result").hidden = false;
+drawCurve({ views: { numbers, curve: numbers.map(() => 0) }, result: { onset, apex, offset } });
+const inside = document.getElementById("curve").getBoundingClientRect();
+return ["onset", "apex", "offset"].map((name) => {
+  const box = document.getElementById(`mark-${name}`).getBoundingClientRect();
+  return [box.left, box.top, box.right, box.bottom, inside.left, inside.right];
+});
+"""
+
+
+def test_the_curves_labels_never_overlap(browser, site: Site) -> None:
+    """Onset, apex and offset labels on the page's curve, for short episodes at either end of
+    the clip and in its middle: inside the plot, and never on top of each other."""
+    browser.get(site.url + "/")
+    wait_for(browser, lambda b: b.find_elements("css selector", "#model option"))
+    for marks in ((0, 0, 0), (0, 1, 2), (48, 49, 50), (97, 98, 99), (99, 99, 99), (5, 50, 95)):
+        boxes = browser.execute_script(MARK_BOXES, marks)
+        for left, _, right, _, low, high in boxes:
+            assert low <= left < right <= high, (marks, boxes)  # shown, and inside
+        for i, (left, top, right, bottom, *_) in enumerate(boxes):
+            for other in boxes[i + 1 :]:
+                apart = (
+                    right <= other[0] or other[2] <= left or bottom <= other[1] or other[3] <= top
+                )
+                assert apart, (marks, boxes)
+
+
 def test_several_clips_queue_and_each_can_be_shown(browser, site: Site) -> None:
     open_predict(browser, site, MODEL, aligned=True)
     drop(browser, site.clips["happiness"], site.clips["surprise"])
@@ -196,7 +269,7 @@ def test_several_clips_queue_and_each_can_be_shown(browser, site: Site) -> None:
         name = card.find_element("css selector", ".job-name").text
         wait_for(browser, lambda b, n=name: by_id(b, "result-title").text.startswith(n))
         assert "shown" in card.get_attribute("class")
-    assert by_id(browser, "top-class").text == "surprise"  # the one shown last
+    assert by_id(browser, "verdict").text.startswith("surprise, ")  # the one shown last
 
 
 def test_bad_inputs_are_said_on_the_page(browser, site: Site) -> None:
@@ -216,6 +289,21 @@ def test_bad_inputs_are_said_on_the_page(browser, site: Site) -> None:
     assert list(site.uploads.iterdir()) == []  # every upload folder is gone
 
 
+def test_the_model_menu_says_what_each_model_is(browser, site: Site) -> None:
+    """Each checkpoint by its model and training data (its metadata), then its file."""
+    browser.get(site.url + "/")
+    wait_for(browser, lambda b: len(b.find_elements("css selector", "#model option")) == 3)
+    texts = [o.text for o in browser.find_elements("css selector", "#model option")]
+    untrained = "cabm trained on synthetic (classes happiness, surprise, disgust)"
+    trained = describe(read_meta(site.model))
+    assert trained.startswith("cabm trained on casme2 (24 clips; classes happiness, ")
+    assert texts == [
+        f"not a readable merkit model — {site.root / 'broken.pt'}",
+        f"{untrained} — model.pt",
+        f"{trained} — {MODEL}",
+    ]
+
+
 def test_runs_page_opens_a_run_and_compares_two(browser, site: Site) -> None:
     before = tree(site.runs)
     browser.get(site.url + "/runs")
@@ -224,23 +312,45 @@ def test_runs_page_opens_a_run_and_compares_two(browser, site: Site) -> None:
         "cabm-loso", "nested/cabm-kfold", "unfinished"
     ]  # fmt: skip
     assert "0.7222" in rows[0].text and "leaks subjects" in rows[1].text
+    assert "megc2019-flow" in rows[0].text and "2025-05-01 12:03 UTC" in rows[0].text
     assert "no data.class_names recorded" in rows[2].text
 
+    # A run's page: what ran, on which data, when, first; and a way back.
     browser.find_element("link text", "cabm-loso").click()
     wait_for(browser, lambda b: b.find_element("tag name", "h1").text == "merkit run: cabm-loso")
+    lead = browser.find_element("css selector", "h1 + p.lead").text
+    assert lead == "cabm on megc2019-flow (3 classes), loso; finished 2025-05-01 12:03 UTC."
     assert "Per subject" in browser.page_source
     assert image_loaded_by_css(browser, "img[alt='confusion matrix']")
-
-    browser.back()
+    browser.find_element("link text", BACK).click()
     wait_for(browser, lambda b: b.find_elements("css selector", "#runs tbody tr"))
+    assert browser.current_url == site.url + "/runs"
+
     assert not by_id(browser, "compare").is_enabled()
     for run in ("cabm-loso", "nested/cabm-kfold"):
         browser.find_element("css selector", f"input[value='{run}']").click()
     by_id(browser, "compare").click()
     heading = "merkit comparison of 2 runs"
     wait_for(browser, lambda b: b.find_element("tag name", "h1").text == heading)
-    rows = browser.find_elements("css selector", "tbody tr")
-    assert len(rows) == 2 and "leak" in rows[1].get_attribute("class")
+    tables = browser.find_elements("css selector", "table")
+    assert len(tables) == 3  # overall and per dataset; per class F1; per class recall
+    for table in tables:
+        rows = table.find_elements("css selector", "tbody tr")
+        assert len(rows) == 2 and "leak" in rows[1].get_attribute("class")
+    # per class, the best of each column marked: the subject-independent run's
+    headings = [h.text for h in browser.find_elements("tag name", "h2")]
+    assert headings[1:3] == ["Per class: F1", "Per class: recall"]
+    f1 = tables[1]
+    assert [h.text for h in f1.find_elements("tag name", "th")] == ["run", *CLASSES]
+    best = f1.find_elements("css selector", "tbody tr:first-child td.best")
+    assert [cell.text for cell in best] == ["0.6667", "0.5000", "1.0000"]
+    assert best[0].value_of_css_property("font-weight") == "700"
+    assert f1.find_elements("css selector", "tbody tr.leak td.best") == []
+    assert (
+        "Bold: the best of each column among the subject-independent runs." in browser.page_source
+    )
+    browser.find_element("link text", BACK).click()
+    wait_for(browser, lambda b: b.find_elements("css selector", "#runs tbody tr"))
     assert tree(site.runs) == before  # nothing was written into --runs
 
 

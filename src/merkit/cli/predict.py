@@ -11,24 +11,20 @@ from merkit.cli import options
 from merkit.cli.app import app, console, say
 from merkit.cli.tables import check_json_target, progress_bar, write_json
 from merkit.errors import ConfigError, DataLayoutError
+from merkit.inference.wording import assumed_rate, moments
 from merkit.io import check_writable
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    """One clip as a person reads it: the class and how sure, when (frames and milliseconds
-    from the clip's start), and where its picture went."""
+    """One clip as a person reads it: the class and how sure, when (frames and time into the
+    clip), and where its picture went."""
     if "error" in result:
         return f"{Path(result['input']).name}: failed ({result['error']})"
-    fps = result.get("fps") or result["spotting"]["fps"]
-    assumed = "" if result.get("fps") else f" (at an assumed {fps:g} fps)"
-
-    def when(key: str) -> str:
-        return f"{key} {result[key]} ({1000 * result[key] / fps:.0f} ms)"
-
+    assumed = assumed_rate(result)
     line = (
         f"{Path(result['input']).name}: {result['predicted']} "
-        f"(probability {result['confidence']:.2f}); "
-        f"{when('onset')}, {when('apex')}, {when('offset')}{assumed}"
+        f"(probability {result['confidence']:.2f}); {moments(result)}"
+        + (f" ({assumed})" if assumed else "")
     )
     picture = result.get("picture") or {}
     return line + (f"; picture {picture['path']}" if picture.get("path") else "")

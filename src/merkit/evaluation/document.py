@@ -4,12 +4,13 @@ Every report (a run's, a comparison of runs, the leakage audit's) is built once 
 of a few kinds of block, so its two renderings cannot drift apart: a new section is one more
 block, shown in both. What differs is only how a block looks: a Markdown image links the PNG
 beside the file, the HTML page carries the PNG itself; warnings are bold in Markdown and shaded
-in HTML; highlighted table rows (leaking protocols) are shaded in HTML.
+in HTML; highlighted table rows (leaking protocols) are shaded in HTML, and cells marked best
+are bold in both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Table:
     rows: Sequence[Sequence[Any]]
     highlight: Sequence[bool] = ()  # rows to shade (HTML), e.g. leaking protocols
     text_columns: int = 1  # leading left-aligned columns (HTML)
+    best: Collection[tuple[int, int]] = ()  # (row, column) of cells marked best: bold
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,11 @@ def _markdown(block: Block) -> list[str]:
     if isinstance(block, Facts):
         return [f"- **{key}**: {value}" for key, value in block.items]
     if isinstance(block, Table):
-        return markdown_table(block.header, block.rows)
+        rows = [
+            [f"**{cell}**" if (r, c) in block.best else cell for c, cell in enumerate(row)]
+            for r, row in enumerate(block.rows)
+        ]
+        return markdown_table(block.header, rows)
     if isinstance(block, Paragraph):
         return [f"**{block.lead}** {block.text}" if block.lead else block.text]
     if isinstance(block, Bullets):
@@ -113,7 +119,7 @@ def _html(block: Block) -> str:
         return html.definition_list(block.items)
     if isinstance(block, Table):
         highlight = list(block.highlight) or None
-        return html.table(block.header, block.rows, highlight, block.text_columns)
+        return html.table(block.header, block.rows, highlight, block.text_columns, block.best)
     if isinstance(block, Paragraph):
         text = f"{block.lead} {block.text}" if block.lead else block.text
         return html.paragraph(text, block.kind)

@@ -20,10 +20,9 @@ def _png(size: tuple[float, float], dpi: int, draw: Callable[[Any, Any], None]) 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")  # room for labels and legends
     try:
         draw(fig, ax)
-        fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi)
     finally:
@@ -57,24 +56,34 @@ def confusion_png(
     return _png((size + 1.2, size), 120, draw)
 
 
+def draw_curves(fig: Any, ax: Any, curves: dict[str, list[float]], title: str) -> None:
+    """The per-epoch series on `ax`: losses on the left axis, other series on a right one, and
+    one legend for both below the plot, where it covers no curve."""
+    right = None
+    for name, values in curves.items():
+        epochs = np.arange(1, len(values) + 1)
+        if "loss" in name:
+            ax.plot(epochs, values, label=name)
+        else:
+            right = right or ax.twinx()
+            right.plot(epochs, values, linestyle="--", label=name, color=f"C{len(right.lines) + 5}")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if right is not None:
+        right.set_ylabel("score")
+    ax.set_title(title)
+    handles = [*ax.get_lines(), *(right.get_lines() if right else [])]
+    fig.legend(
+        handles,
+        [h.get_label() for h in handles],
+        loc="outside lower center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+        frameon=False,
+    )
+
+
 def curves_png(curves: dict[str, list[float]], title: str) -> bytes:
-    """PNG of the per-epoch series: losses on the left axis, other series on the right one."""
-
-    def draw(_: Any, ax: Any) -> None:
-        right = None
-        for name, values in curves.items():
-            epochs = np.arange(1, len(values) + 1)
-            if "loss" in name:
-                ax.plot(epochs, values, label=name)
-            else:
-                right = right or ax.twinx()
-                right.plot(
-                    epochs, values, linestyle="--", label=name, color=f"C{len(right.lines) + 5}"
-                )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title(title)
-        handles = [*ax.get_lines(), *(right.get_lines() if right else [])]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=8)
-
-    return _png((6.4, 3.6), 110, draw)
+    """PNG of the per-epoch series (`draw_curves`)."""
+    return _png((6.4, 3.8), 110, lambda fig, ax: draw_curves(fig, ax, curves, title))

@@ -8,7 +8,7 @@ nothing here refers to a file or a network address. The builders return escaped 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from html import escape
 from typing import Any
 
@@ -22,6 +22,9 @@ th, td { border: 1px solid #d0d7e2; padding: .25rem .6rem; text-align: right; }
 th { background: #eef2f7; }
 td.text, th.text { text-align: left; }
 tr.leak td { background: #fff4e0; }
+td.best { font-weight: 700; background: #dff1e4; }
+.lead { font-size: 1.1rem; }
+nav.back { margin-bottom: 1rem; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; }
 dl.meta dt { font-weight: 600; }
 dl.meta dd { margin: 0; word-break: break-all; }
@@ -65,20 +68,23 @@ def table(
     rows: Sequence[Sequence[Any]],
     highlight: Sequence[bool] | None = None,
     text_columns: int = 1,
+    best: Collection[tuple[int, int]] = (),
 ) -> str:
-    """A table; the first `text_columns` are left-aligned, `highlight`ed rows shaded (leaks)."""
+    """A table; the first `text_columns` are left-aligned, `highlight`ed rows shaded (leaks),
+    the `best` cells (row, column) bold and shaded."""
     flags = highlight or [False] * len(rows)
 
-    def cell(tag: str, i: int, value: object) -> str:
-        css = ' class="text"' if i < text_columns else ""
+    def cell(tag: str, i: int, value: object, marked: bool = False) -> str:
+        classes = " ".join(c for c, on in (("text", i < text_columns), ("best", marked)) if on)
+        css = f' class="{classes}"' if classes else ""
         return f"<{tag}{css}>{escape(str(value))}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join(
         ('<tr class="leak">' if flag else "<tr>")
-        + "".join(cell("td", i, c) for i, c in enumerate(row))
+        + "".join(cell("td", i, c, (r, i) in best) for i, c in enumerate(row))
         + "</tr>"
-        for row, flag in zip(rows, flags, strict=True)
+        for r, (row, flag) in enumerate(zip(rows, flags, strict=True))
     )
     table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{table_html}</div>'
@@ -100,3 +106,10 @@ def linked_css(document: str, href: str) -> str:
     whose Content-Security-Policy runs no inline style."""
     link = f'<link rel="stylesheet" href="{escape(href)}">'
     return document.replace(f"<style>{CSS}</style>", link, 1)
+
+
+def with_back_link(document: str, href: str, text: str) -> str:
+    """A `page` with a link back (to where a server lists it) above its title: a file opened on
+    its own has no such place, so only a server adds it."""
+    link = f'<nav class="back"><a href="{escape(href)}">{escape(text)}</a></nav>'
+    return document.replace("<body>\n", f"<body>\n{link}\n", 1)

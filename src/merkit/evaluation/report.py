@@ -15,6 +15,7 @@ run is the mean and (sample) standard deviation over seeds of each seed's pooled
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,37 @@ def seed_rows(stats: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def when_text(stamp: str | None) -> str:
+    """A recorded ISO 8601 time as a person reads it ("2025-05-01 14:03 UTC"); a value that is
+    not one is shown as it is, a missing one as "?"."""
+    if stamp is None:
+        return "?"
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if moment.tzinfo is None:
+        return f"{moment:%Y-%m-%d %H:%M}"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"  # every run's time in one zone
+
+
+def run_date(meta: RunMeta) -> str:
+    """When the run finished (else when it started), as a person reads it."""
+    return when_text(meta.run.finished_at or meta.run.started_at)
+
+
+def run_summary(meta: RunMeta) -> str:
+    """The run in one sentence: which model, on which data, under which protocol, and when."""
+    data = meta.data
+    samples = f"{data.n_used} samples, " if data.n_used is not None else ""
+    subjects = f"{data.n_subjects} subjects, " if data.n_subjects is not None else ""
+    return (
+        f"{meta.model_label} on {_known(data.name)} ({samples}{subjects}"
+        f"{len(data.class_names)} classes), {_known(meta.protocol.description)}; "
+        f"finished {run_date(meta)}."
+    )
+
+
 def landmark_text(counts: dict[str, int]) -> str:
     """How the facial points of a region mosaic were found, e.g. for the detection rate."""
     total = sum(counts.values())
@@ -178,7 +210,7 @@ def metadata_items(meta: RunMeta) -> list[tuple[str, str]]:
         ("protocol", f"{_known(protocol.description)}, {_known(protocol.n_folds)} folds"),
         ("model", meta.model_label),
         *(_weights_items(weights) if weights else _recipe_items(recipe, meta.config)),
-        ("started / finished", f"{_known(run.started_at)} / {_known(run.finished_at)}"),
+        ("started / finished", f"{when_text(run.started_at)} / {when_text(run.finished_at)}"),
         ("computed on", _known(meta.determinism.get("device"))),
         ("versions", versions or "?"),
         ("git commit", meta.git_commit or "unknown"),
@@ -320,7 +352,10 @@ def run_document(
 ) -> Document:
     """The run's report: metadata, metric tables, per class, curves, auxiliary outputs' figures,
     subjects, protocol."""
-    document = Document(f"merkit run: {meta.run.name or 'run'}", [Facts(metadata_items(meta))])
+    document = Document(
+        f"merkit run: {meta.run.name or 'run'}",
+        [Paragraph(run_summary(meta), "lead"), Facts(metadata_items(meta))],
+    )
     stats = metrics.get("seed_statistics")
     if stats:
         document.add(

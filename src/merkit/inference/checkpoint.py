@@ -294,13 +294,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return write_atomic(path, lambda handle: torch.save(payload, handle), binary=True)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
-    """The model of a checkpoint in eval mode, and its metadata; no pickled code is run."""
-    path = Path(path)
+def _payload(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint file's dict, its format checked; no pickled code is run. `mmap` leaves the
+    tensors on disk until they are read (for a look at the metadata only)."""
     if not path.is_file():
         raise DataLayoutError(f"{path}: model checkpoint does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise ConfigError(
             f"{path}: not a readable merkit checkpoint ({type(exc).__name__}); "
@@ -315,6 +315,19 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
             f"{path}: checkpoint format {payload['format_version']} is newer than this merkit "
             f"reads ({FORMAT_VERSION}); upgrade merkit"
         )
+    return payload
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """A checkpoint's checked metadata, its weights left on disk: what a listing of models
+    shows."""
+    return parse_meta(_payload(Path(path), mmap=True).get("meta"), str(path))
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """The model of a checkpoint in eval mode, and its metadata; no pickled code is run."""
+    path = Path(path)
+    payload = _payload(path)
     meta = parse_meta(payload.get("meta"), str(path))
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):

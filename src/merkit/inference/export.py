@@ -148,5 +148,5 @@ class OnnxBackend:
         exp = np.exp(shifted)
         return exp / exp.sum(axis=-1, keepdims=True)
 
-    def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None:
+    def attention(self, x: np.ndarray) -> np.ndarray | None:
         return None

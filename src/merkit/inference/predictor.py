@@ -30,7 +30,13 @@ from merkit.data.sample import Sample
 from merkit.errors import ConfigError, DataLayoutError, MerkitError
 from merkit.inference.checkpoint import CheckpointMeta, load_checkpoint
 from merkit.inference.export import OnnxBackend
-from merkit.inference.picture import MotionCurve, attention_map, render_picture, write_picture
+from merkit.inference.picture import (
+    SPATIAL_ATTENTION,
+    MotionCurve,
+    attention_map,
+    render_picture,
+    write_picture,
+)
 from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import clip as clip_stage
@@ -49,13 +55,14 @@ DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
 
 
 class Backend(Protocol):
-    """What the predictor needs from a model: probabilities, and an attention map if it can."""
+    """What the predictor needs from a model: probabilities, and its spatial attention if it
+    has some (`picture.attention_map`)."""
 
     meta: CheckpointMeta
 
     def probabilities(self, x: np.ndarray) -> np.ndarray: ...
 
-    def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None: ...
+    def attention(self, x: np.ndarray) -> np.ndarray | None: ...
 
 
 class TorchBackend:
@@ -71,8 +78,8 @@ class TorchBackend:
             logits = self.model(batch)
         return logits.float().softmax(-1).cpu().numpy()
 
-    def attention(self, x: np.ndarray, target: int) -> tuple[np.ndarray, str] | None:
-        return attention_map(self.model, x, target)
+    def attention(self, x: np.ndarray) -> np.ndarray | None:
+        return attention_map(self.model, x)
 
 
 def finite_probabilities(probs: np.ndarray, model: str | Path, inputs: str | Path) -> np.ndarray:
@@ -299,12 +306,11 @@ class Predictor:
             )
         with watch.stage("model"):
             probs = finite_probabilities(self.probabilities(x), self.source, clip.path)
-        best = int(np.argmax(probs))
         face = {"box": face_box(alignment), "frame": numbers[reference]}
         result = self._result(clip, face, timing, probs, fps, window)
         if picture_dir is not None:
             with watch.stage("picture"):
-                result["picture"] = self._picture(clip, timing, alignment, x, best, picture_dir)
+                result["picture"] = self._picture(clip, timing, alignment, x, probs, picture_dir)
         watch.times["total"] = round(1000 * (time.perf_counter() - started), 1)
         result["timings_ms"] = watch.times
         return Analysis(clip, alignment, timing, x, probs, result)
@@ -334,6 +340,7 @@ class Predictor:
             "input": str(clip.path),
             "model": {"source": self.source, "name": self.meta.model, "flow": self.config.flow},
             "frames": len(numbers),
+            "first_frame": numbers[0],  # times in the clip count from it
             "fps": clip.fps,
             "face": face,
             "onset": numbers[timing.onset],
@@ -359,26 +366,25 @@ class Predictor:
         timing: Timing,
         alignment: Alignment,
         x: np.ndarray,
-        target: int,
+        probs: np.ndarray,
         folder: str | Path,
     ) -> dict[str, Any]:
         """Write the picture; its path and which attention map it shows (None: flow only)."""
         onset, apex = (clip.numbers[i] for i in (timing.onset, timing.apex))
         faces = [alignment.apply(_gray(f)) for f in clip.frames.read([onset, apex])]
         flow = compute_flow(faces[0], faces[1], self.config.flow)
-        found = self.backend.attention(inference_input(self.meta.model, x[None])[0], target)
-        name = self.meta.class_names[target]
+        found = self.backend.attention(inference_input(self.meta.model, x[None])[0])
+        best = int(np.argmax(probs))
+        caption = f"{self.meta.class_names[best]}, probability {probs[best]:.2f}\napex frame {apex}"
         curve = None
         if timing.spot is not None:
             frames = tuple(timing.curve_frames(clip.numbers))
             marks = tuple(clip.numbers[i] for i in (timing.onset, timing.apex, timing.offset))
-            label = f"{timing.spot.method}, confidence {timing.spot.confidence:.2f}"
-            curve = MotionCurve(frames, timing.spot.profile, marks, label)
-        picture = render_picture(
-            faces[1], flow, found[0] if found else None, f"{name}, apex frame {apex}", curve
-        )
+            spot = timing.spot
+            curve = MotionCurve(frames, spot.profile, marks, spot.method, spot.confidence)
+        picture = render_picture(faces[1], flow, found, caption, curve)
         path = write_picture(Path(folder) / f"{clip.path.stem}.png", picture)
-        return {"path": str(path), "attention": found[1] if found else None}
+        return {"path": str(path), "attention": None if found is None else SPATIAL_ATTENTION}
 
 
 # --- many inputs in a process pool --------------------------------------------------------------

@@ -54,6 +54,7 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around th
 DRAIN_FACTOR = 16  # an oversized body up to this many limits is read (and dropped) before the
 # refusal, so the browser sees the 413 instead of a reset connection
 REPORT_CSS = "/report.css"  # the reports' stylesheet, linked: the page runs no inline style
+BACK = "← All runs"  # the link above a served report or comparison
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 log = logging.getLogger("merkit.serve")
 
@@ -97,13 +98,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _page(document: str, status: int = 200) -> HTMLResponse:
-    """A report, comparison or error page, its stylesheet linked (see REPORT_CSS)."""
-    return HTMLResponse(html.linked_css(document, REPORT_CSS), status_code=status)
+    """A report, comparison or error page, its stylesheet linked (see REPORT_CSS), with a link
+    back to the runs."""
+    page = html.with_back_link(html.linked_css(document, REPORT_CSS), "/runs", BACK)
+    return HTMLResponse(page, status_code=status)
 
 
 def _error_page(status: int, message: str) -> HTMLResponse:
-    body = [html.paragraph(message, "warning"), '<p><a href="/runs">back to the runs</a></p>']
-    return _page(html.page("merkit serve", body), status)
+    return _page(html.page("merkit serve", [html.paragraph(message, "warning")]), status)
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -194,7 +196,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/api/config")
     def settings() -> dict[str, Any]:
         return {
-            "models": [{"id": m.id, "label": m.label} for m in catalog.models()],
+            "models": [{"id": m.id, "label": m.label, "about": m.about} for m in catalog.models()],
             "max_upload_bytes": config.max_upload_bytes,
             "max_upload": megabytes(config.max_upload_bytes),
             "stages": STAGES,

@@ -33,6 +33,8 @@ from merkit.evaluation.run_folder import (
     REPORT_FILE,
     RUN_FILE,
 )
+from merkit.inference.checkpoint import CheckpointMeta, read_meta
+from merkit.inference.export import read_onnx_meta
 from merkit.serve.uploads import folder_prefix
 
 MODEL_SUFFIXES = (".pt", ".onnx")
@@ -47,11 +49,13 @@ class NotFound(MerkitError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A checkpoint the page can choose: `label` is what the user sees, `id` what it sends."""
+    """A checkpoint the page can choose: `about` (the model and its training data) and `label`
+    (the file) are what the user sees, `id` what the page sends."""
 
     id: str
     label: str
     path: Path
+    about: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,23 @@ class RunEntry:
 
 def _id(path: Path) -> str:
     return "m" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+
+
+def describe(meta: CheckpointMeta) -> str:
+    """A model and what it was trained on, in words: "cabm trained on casme2 (247 clips;
+    classes happiness, repression, ...)"."""
+    data = meta.dataset or "unnamed data"
+    clips = f"{meta.n_samples} clips; " if meta.n_samples else ""
+    return f"{meta.model} trained on {data} ({clips}classes {', '.join(meta.class_names)})"
+
+
+def read_about(path: Path) -> str:
+    """`describe` of the model file's metadata (its weights stay on disk), or why there is none."""
+    try:
+        meta = read_onnx_meta(path) if path.suffix.lower() == ".onnx" else read_meta(path)
+    except Exception:  # a MerkitError, or whatever a foreign file makes torch or onnx raise
+        return "not a readable merkit model"
+    return describe(meta)
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
@@ -127,6 +148,18 @@ class Catalog:
     def __init__(self, runs: Path | None, models: Sequence[Path] = ()) -> None:
         self.root = runs.resolve() if runs is not None else None
         self.given = [Path(p).resolve() for p in models]
+        self._about: dict[tuple[Path, int, int], str] = {}  # by path, mtime and size
+
+    def _describe(self, path: Path) -> str:
+        """`read_about`, read again only when the file changed."""
+        try:
+            info = path.stat()
+        except OSError:
+            return "not a readable merkit model"
+        key = (path, info.st_mtime_ns, info.st_size)
+        if key not in self._about:
+            self._about[key] = read_about(path)
+        return self._about[key]
 
     def _scan(self) -> tuple[list[Path], list[Path]]:
         """Run folders and checkpoint files under the root (resolved, inside the root)."""
@@ -152,7 +185,7 @@ class Catalog:
         """Given checkpoints first (in order), then those found under --runs."""
         found = self._scan()[1]
         paths = list(dict.fromkeys([*self.given, *found]))
-        return [ModelEntry(_id(p), self._label(p), p) for p in paths]
+        return [ModelEntry(_id(p), self._label(p), p, self._describe(p)) for p in paths]
 
     def model(self, model_id: str) -> ModelEntry:
         for entry in self.models():

@@ -101,6 +101,7 @@ class Job:
             "id": self.id,
             "name": self.name,
             "model": self.model.label,
+            "model_about": self.model.about,
             "status": self.status,
             "stage": self.stage,
             "done": list(self.done),

@@ -1,6 +1,8 @@
-"""What the predict page shows of one analysed clip: the aligned face of every frame (for the
-slider), the motion curve, and pictures of the apex face, the flow, the model input and the
-attention, drawn with `merkit.inference.picture` as `merkit predict --picture` draws its own.
+"""What the predict page shows of one analysed clip: the result in plain words, the aligned face
+of every frame (for the slider), the motion curve, and pictures of the apex face, the flow, the
+model input and (for a model that has some) the spatial attention, drawn with
+`merkit.inference.picture` as `merkit predict --picture` draws its own, each with a caption that
+says what it shows.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import cv2
 import numpy as np
 
 from merkit.errors import DataLayoutError
-from merkit.inference.picture import render_picture
+from merkit.inference.picture import SPATIAL_ATTENTION, arrow_scale, render_picture
 from merkit.inference.predictor import Analysis, Predictor
+from merkit.inference.wording import plain
 from merkit.models.inputs import inference_input
 from merkit.preprocess.flow import compute_flow, minmax_scale
 from merkit.preprocess.spotting import motion_profile
@@ -21,8 +24,9 @@ from merkit.preprocess.spotting import motion_profile
 JPEG_QUALITY = 90
 INPUT_SIDE = 128  # pixels per channel of the model-input picture
 INPUT_CHANNELS = ("u", "v", "strain")
-CURVE_FROM_PREDICT = "the motion curve predict's spotting found the apex on"
-CURVE_FROM_ONSET = "difference of each frame from the onset frame"
+CURVE_FROM_PREDICT = "how much the face moves at each frame, as the spotting measured it"
+CURVE_FROM_ONSET = "how much each frame differs from the onset frame"
+UNIFORM = 0.1  # attention weights spread less than this are said to single out no region
 
 
 @dataclass
@@ -34,7 +38,9 @@ class Views:
     curve: list[float | None]  # None where the curve has no value
     curve_source: str
     images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
-    attention: str | None = None  # how the attention map was found (None: the model has none)
+    attention: str | None = None  # the attention map shown (None: the model has none)
+    words: dict[str, Any] = field(default_factory=dict)  # the result in plain words
+    captions: dict[str, str] = field(default_factory=dict)  # image name -> what it shows
 
     def summary(self) -> dict[str, Any]:
         """What the page needs to lay the views out (the images themselves are fetched)."""
@@ -44,6 +50,8 @@ class Views:
             "curve_source": self.curve_source,
             "images": sorted(self.images),
             "attention": self.attention,
+            "words": self.words,
+            "captions": self.captions,
         }
 
 
@@ -100,8 +108,35 @@ def input_picture(x: np.ndarray) -> np.ndarray:
     return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
 
+def flow_caption(flow: np.ndarray, onset: int, apex: int) -> str:
+    """What the flow picture's arrows mean, with their scale."""
+    top, gain = arrow_scale(flow)
+    if gain == 0:
+        return f"No motion between the onset (frame {onset}) and the apex (frame {apex})."
+    return (
+        f"Motion from the onset (frame {onset}) to the apex (frame {apex}): each arrow points "
+        f"where the skin moved, drawn {gain:.0f} times longer than the motion; the largest "
+        f"moves {top:.1f} px of the {flow.shape[1]}-px face."
+    )
+
+
+def attention_caption(weights: np.ndarray) -> str:
+    """What the attention overlay shows, on its own 0..1 scale, and how selective it is."""
+    low, high = float(weights.min()), float(weights.max())
+    spread = (
+        "nearly the same everywhere: it singles out no region"
+        if high - low < UNIFORM
+        else "the red places weigh most"
+    )
+    return (
+        "Where the network's spatial attention (CBAM) lets the motion through, the same for "
+        f"every class: weights from {low:.2f} to {high:.2f} on its scale from 0 (blue, "
+        f"suppressed) to 1 (red, kept), {spread}."
+    )
+
+
 def build_views(predictor: Predictor, analysis: Analysis) -> Views:
-    """Frames, curve and pictures of one analysed clip."""
+    """Frames, curve, words and pictures of one analysed clip."""
     timing, result = analysis.timing, analysis.result
     faces = aligned_faces(analysis)
     numbers = list(analysis.clip.numbers)
@@ -109,17 +144,20 @@ def build_views(predictor: Predictor, analysis: Analysis) -> Views:
     apex_face = faces[timing.apex]
     no_flow = np.zeros((*apex_face.shape, 2), np.float32)
     flow = compute_flow(faces[timing.onset], apex_face, predictor.config.flow)
-    target = int(np.argmax(analysis.probabilities))
     model_x = inference_input(predictor.meta.model, analysis.x[None])[0]
-    found = predictor.backend.attention(model_x, target)
-    apex = result["apex"]
+    found = predictor.backend.attention(model_x)
+    onset, apex = result["onset"], result["apex"]
     images = {
         "face": png(render_picture(apex_face, no_flow, None, f"apex frame {apex}")),
-        "flow": png(render_picture(apex_face, flow, None, f"flow {result['onset']} -> {apex}")),
+        "flow": png(render_picture(apex_face, flow, None, f"flow {onset} -> {apex}")),
+    }
+    captions = {
+        "face": f"The aligned face at the apex (frame {apex}).",
+        "flow": flow_caption(flow, onset, apex),
     }
     if found is not None:
-        caption = f"attention: {result['predicted']}"
-        images["attention"] = png(render_picture(apex_face, no_flow, found[0], caption))
+        images["attention"] = png(render_picture(apex_face, no_flow, found, "attention"))
+        captions["attention"] = attention_caption(found)
     if predictor.config.output == "flow":
         images["input"] = png(input_picture(analysis.x))
     frames = [_encode(".jpg", face, cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY) for face in faces]
@@ -129,5 +167,7 @@ def build_views(predictor: Predictor, analysis: Analysis) -> Views:
         curve=curve,
         curve_source=source,
         images=images,
-        attention=found[1] if found is not None else None,
+        attention=None if found is None else SPATIAL_ATTENTION,
+        words=plain(result),
+        captions=captions,
     )

@@ -29,8 +29,8 @@ async function loadConfig() {
   $("limit").textContent = config.max_upload;
   const select = $("model");
   select.replaceChildren();
-  for (const model of config.models) {
-    const option = element("option", "", model.label);
+  for (const model of config.models) {  // what the model is and was trained on, then its file
+    const option = element("option", "", `${model.about} — ${model.label}`);
     option.value = model.id;
     select.append(option);
   }
@@ -160,14 +160,17 @@ function drawCurve(job) {
   const result = job.result;
   const svg = $("curve");
   svg.replaceChildren();
-  const [width, height, left, right, top, bottom] = [640, 200, 36, 10, 22, 24];
+  const [width, height, left, right, top, bottom] = [640, 210, 36, 10, 44, 24];
   const measured = curve.filter((v) => v !== null);
   const low = Math.min(...measured), high = Math.max(...measured);
   const x = (i) => left + (numbers.length > 1 ? i / (numbers.length - 1) : 0.5) * (width - left - right);
   const y = (v) => height - bottom - (high > low ? (v - low) / (high - low) : 0) * (height - top - bottom);
   svg.append(svgNode("line", { class: "axis", x1: left, y1: height - bottom, x2: width - right, y2: height - bottom }));
-  svg.append(svgNode("text", { x: left, y: height - 6 }, String(numbers[0])));
-  svg.append(svgNode("text", { x: width - right - 24, y: height - 6 }, String(numbers[numbers.length - 1])));
+  svg.append(svgNode("text", { x: left, y: height - 6 }, `frame ${numbers[0]}`));
+  svg.append(svgNode("text", { x: width - right, y: height - 6, "text-anchor": "end" },
+                     `frame ${numbers[numbers.length - 1]}`));
+  svg.append(svgNode("text", { class: "axis-label", x: 4, y: top + 8 }, "more motion"));
+  svg.append(svgNode("text", { class: "axis-label", x: 4, y: height - bottom - 4 }, "less"));
   let path = "", pen = "M";  // a gap where the curve has no value
   curve.forEach((v, i) => {
     if (v === null) { pen = "M"; return; }
@@ -175,13 +178,20 @@ function drawCurve(job) {
     pen = "L";
   });
   svg.append(svgNode("path", { class: "line", d: path.trim() }));
+  // Labels never overlap: the apex's on the top row; the onset's left of its line and the
+  // offset's right of its own on the next row, except near an edge, where one turns inwards
+  // and drops to a third row (and the other end of a short episode is then on the second).
+  const rows = { apex: 12, onset: 26, offset: 26 };
+  const outward = { apex: 1, onset: -1, offset: 1 };
   for (const [name, number] of [["onset", result.onset], ["apex", result.apex], ["offset", result.offset]]) {
     const at = x(numbers.indexOf(number));
     svg.append(svgNode("line", { class: `mark ${name}`, x1: at, y1: top - 4, x2: at, y2: height - bottom }));
-    const nearEnd = at > width - 90;  // keep the label inside the plot: write it leftwards
+    const room = outward[name] > 0 ? width - right - at : at - left;
+    const turned = room < 70;
+    const side = turned ? -outward[name] : outward[name];
     const label = svgNode("text", {
-      class: name, x: nearEnd ? at - 3 : at + 3, y: name === "apex" ? 12 : 24,
-      "text-anchor": nearEnd ? "end" : "start",
+      class: name, x: at + 3 * side, y: rows[name] + (turned && name !== "apex" ? 14 : 0),
+      "text-anchor": side > 0 ? "start" : "end",
     }, `${name} ${number}`);
     label.id = `mark-${name}`;
     svg.append(label);
@@ -217,7 +227,7 @@ function drawBars(result) {
     const bar = element("div", name === result.predicted ? "bar top" : "bar");
     bar.dataset.class = name;
     const label = element("div", "label");
-    label.append(element("span", "", name), element("span", "value", `${(100 * p).toFixed(1)} %`));
+    label.append(element("span", "", name), element("span", "value", p.toFixed(2)));
     const track = element("div", "track");
     const fill = element("div", "fill");
     fill.style.width = `${(100 * p).toFixed(1)}%`;
@@ -230,7 +240,20 @@ function drawBars(result) {
 function showPicture(job, name) {
   const figure = $(`fig-${name}`);
   figure.hidden = !job.views.images.includes(name);
-  if (!figure.hidden) $(`img-${name}`).src = `/api/jobs/${job.id}/images/${name}.png`;
+  if (figure.hidden) return;
+  $(`img-${name}`).src = `/api/jobs/${job.id}/images/${name}.png`;
+  const caption = $(`caption-${name}`);
+  if (caption) caption.textContent = job.views.captions[name];
+}
+
+function showWords(words) {
+  $("verdict").replaceChildren(element("strong", "", words.verdict));
+  if (words.runner_up) $("verdict").append(" ", element("span", "hint", `(${words.runner_up})`));
+  $("when").textContent = words.when;
+  $("rate").textContent = words.rate ? `Times ${words.rate}.` : "";
+  $("rate").hidden = !words.rate;
+  $("detail-list").replaceChildren(
+    ...words.details.flatMap(([key, text]) => [element("dt", "", key), element("dd", "", text)]));
 }
 
 function showResult(job) {
@@ -238,20 +261,10 @@ function showResult(job) {
   for (const item of $("jobs").children) item.classList.toggle("shown", item.dataset.job === job.id);
   const result = job.result;
   $("result").hidden = false;
-  $("result-title").textContent = `${job.name} (model ${job.model})`;
-  $("top-class").textContent = result.predicted;
-  $("top-confidence").textContent = `${(100 * result.confidence).toFixed(1)} %`;
-  $("onset").textContent = result.onset;
-  $("apex").textContent = result.apex;
-  $("offset").textContent = result.offset;
-  const sources = Object.entries(result.timing_sources).map(([k, v]) => `${k} ${v}`).join(", ");
-  $("timing-sources").textContent = `(${sources})`;
-  const spotting = Object.entries(result.spotting || {})
-    .filter(([, value]) => value !== null && typeof value !== "object")
-    .map(([key, value]) => `${key} ${typeof value === "number" ? +value.toFixed(4) : value}`);
-  $("spotting").textContent = `${result.frames} frames; spotting: ${spotting.join(", ")}`;
+  $("result-title").textContent = `${job.name} — ${job.model_about}`;
+  showWords(job.views.words);
   $("download").href = `/api/jobs/${job.id}/result.json`;
-  $("curve-source").textContent = `Curve: ${job.views.curve_source}. Click it or move the slider.`;
+  $("curve-source").textContent = `The curve: ${job.views.curve_source}. Click it or move the slider.`;
   drawCurve(job);
   const slider = $("slider");
   slider.max = job.views.numbers.length - 1;
@@ -259,7 +272,6 @@ function showResult(job) {
   setFrame(job, job.views.numbers.indexOf(result.apex));
   drawBars(result);
   for (const name of ["face", "flow", "input", "attention"]) showPicture(job, name);
-  $("attention-caption").textContent = `Attention for ${result.predicted} (${job.views.attention})`;
 }
 
 // ---- wiring ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ function row(run) {
   if (run.error) {
     tr.className = "unfinished";
     const why = cell(run.error, "text");
-    why.colSpan = 6;
+    why.colSpan = 8;
     tr.append(tick, name, why);
     return tr;
   }
@@ -39,8 +39,8 @@ function row(run) {
   tick.append(box);
   if (run.leaking) tr.className = "leak";
   const figures = run.overall;
-  tr.append(tick, name, cell(run.model, "text"),
-            cell(run.protocol + (run.leaking ? ` ${LEAK_MARK}` : ""), "text"),
+  tr.append(tick, name, cell(run.model, "text"), cell(run.dataset, "text"),
+            cell(run.protocol + (run.leaking ? ` ${LEAK_MARK}` : ""), "text"), cell(run.date, "text"),
             cell(String(figures.n)), cell(figures.uf1.toFixed(4)), cell(figures.uar.toFixed(4)),
             cell(figures.accuracy.toFixed(4)));
   return tr;
