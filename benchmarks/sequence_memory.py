@@ -4,7 +4,9 @@ Writes `--clips` synthetic clips (default 442, the MEGC2019 composite's count) i
 layout, prepares them as ICIP 2024's input (30 RGB frames of 128 x 128) into a cache folder,
 then trains the `icip24` paper recipe for `--steps` steps on one LOSO-sized fold. Prints one JSON
 line: the prepared array's dtype, bytes and whether it is memory-mapped, the cache's size on
-disk, and the process's peak resident memory (VmHWM) after each stage, beside the size the same
+disk, and the process's peak resident memory (VmHWM, reset before each stage) while preparing,
+while reading one epoch of batches as the trainer does, and while training on the CPU (which
+adds the network's activations, held on the GPU when training there), beside the size the same
 array would take as float32.
 
     python benchmarks/sequence_memory.py [--clips 442] [--steps 3] [--work DIR]
@@ -26,15 +28,25 @@ from merkit.data.registry import load_dataset
 from merkit.synthetic import SyntheticConfig, generate_casme2_like
 from merkit.training.config import build_experiment
 from merkit.training.data import TrainingData
+from merkit.training.devices import as_float
 from merkit.training.engine import fit_predict
 
 
-def peak_mb() -> float:
-    """The process's peak resident memory so far (VmHWM), in MB."""
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak, VmRSS: now), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_mb() -> float:
+    return status_mb("VmHWM")
+
+
+def reset_peak() -> None:
+    """Start VmHWM again from the current resident size (Linux), so each stage has its own."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def folder_mb(path: Path) -> float:
@@ -74,13 +86,22 @@ def main() -> None:
             }
         )
         dataset = load_dataset("casme2", root)
+        before_prepare = status_mb("VmRSS")
+        reset_peak()
         start = time.perf_counter()
         data = TrainingData.prepare(experiment, dataset, progress=False)
         prepare_s = time.perf_counter() - start
         after_prepare = peak_mb()
         x, y = data.x, np.arange(len(data.x)) % 3
+        before_epoch = status_mb("VmRSS")
+        reset_peak()
+        for first in range(0, len(x), 8):  # one epoch of batches, gathered as the trainer does
+            rows = np.arange(first, min(first + 8, len(x)))
+            as_float(torch.from_numpy(x[rows]))
+        data_epoch = peak_mb()
         test = np.arange(len(x) - 7, len(x))
         recipe = dataclasses.replace(experiment.recipe, max_steps=args.steps)
+        reset_peak()
         start = time.perf_counter()
         fit_predict(recipe, x, y, [(np.arange(len(x) - 7), test)], 3)
         train_s = time.perf_counter() - start
@@ -93,8 +114,11 @@ def main() -> None:
             "array_mb": round(prepared.nbytes / 2**20, 1),
             "as_float32_mb": round(prepared.size * 4 / 2**20, 1),
             "cache_on_disk_mb": round(folder_mb(work / "cache"), 1),
-            "peak_rss_after_prepare_mb": round(after_prepare, 1),
-            "peak_rss_after_training_mb": round(peak_mb(), 1),
+            "rss_before_preparing_mb": round(before_prepare, 1),
+            "peak_rss_preparing_mb": round(after_prepare, 1),
+            "rss_before_reading_mb": round(before_epoch, 1),
+            "peak_rss_reading_an_epoch_mb": round(data_epoch, 1),
+            "peak_rss_training_on_cpu_mb": round(peak_mb(), 1),
             "train_steps": args.steps,
             "batch": recipe.batch_size,
             "generate_s": round(generated_s, 1),

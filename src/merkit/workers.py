@@ -157,7 +157,9 @@ class WorkerPool:
                 done, pending = wait(pending, timeout=MESSAGE_POLL_S, return_when=FIRST_COMPLETED)
                 self._drain(on_message)
                 for future in done:
-                    yield futures[future], future
+                    # handed over and forgotten: a finished task's result lives only as long
+                    # as the consumer keeps it (a pool over many clips holds none of them)
+                    yield futures.pop(future), future
             self._drain(on_message)
         except BaseException:
             self._stop.set()
