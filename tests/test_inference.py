@@ -25,9 +25,9 @@ from merkit.inference import Predictor, load_checkpoint, predictor
 from merkit.inference.checkpoint import FORMAT, CheckpointMeta, save_checkpoint
 from merkit.inference.picture import CURVE_HEIGHT
 from merkit.inference.predictor import predict_many, read_input
-from merkit.inference.timing import locate
 from merkit.models import create_model
 from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.preprocess.spotting import locate
 from merkit.synthetic.dataset import (
     SyntheticConfig,
     generate_casme2_like,
@@ -163,7 +163,7 @@ def test_meta_from_dict_names_missing_keys() -> None:
 def test_spotting_times_an_expression_inside_neutral_frames(emotion: str, subject: int) -> None:
     frames, truth = render_clip(emotion, subject, 0, CLEAR, n_frames=100, onset=30, apex=45,
                                 offset=70)  # fmt: skip
-    timing = locate(frames, window=40)
+    timing = locate(frames, 200.0, window=40)
     assert abs(timing.onset - 30) <= 3 and abs(timing.apex - 45) <= 3
     assert abs(timing.offset - 70) <= 6
     assert timing.sources == {"onset": "spotted", "apex": "spotted", "offset": "spotted"}
@@ -172,15 +172,15 @@ def test_spotting_times_an_expression_inside_neutral_frames(emotion: str, subjec
 def test_given_frames_are_used_and_checked() -> None:
     steady = dataclasses.replace(CLEAR, drift_px=0.0, illumination=0.0)
     frames, _ = render_clip("surprise", 1, 0, steady, n_frames=40, onset=10, apex=20, offset=30)
-    given = locate(frames, 40, onset=10, apex=22)
+    given = locate(frames, 200.0, onset=10, apex=22, window=40)
     assert (given.onset, given.apex, given.offset) == (10, 22, 39)
     assert given.sources == {"onset": "given", "apex": "given", "offset": "clip-end"}
-    partly = locate(frames, 40, onset=10, offset=30)
+    partly = locate(frames, 200.0, onset=10, offset=30, window=40)
     assert abs(partly.apex - 20) <= 3 and partly.sources["apex"] == "spotted"
     with pytest.raises(ConfigError, match="apex frame was given without its onset"):
-        locate(frames, 40, apex=20)
+        locate(frames, 200.0, apex=20)
     with pytest.raises(ConfigError, match="onset <= apex <= offset"):
-        locate(frames, 40, onset=20, apex=10)
+        locate(frames, 200.0, onset=20, apex=10)
 
 
 # --- Predictor ----------------------------------------------------------------------------------

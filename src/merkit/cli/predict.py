@@ -36,9 +36,10 @@ def predict(
     offset: Annotated[int | None, typer.Option(help="Offset frame number.")] = None,
     aligned: options.Aligned = False,
     window: Annotated[
-        int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
+        int | None, typer.Option(help="A movement's length in frames (default 0.2 s of video).")
     ] = None,
     spotting: options.Spotting = None,
+    fps: options.Fps = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON here, not to stdout.")] = None,
     picture: Annotated[
         Path | None,
@@ -53,9 +54,12 @@ def predict(
     import torch
 
     from merkit.inference.predictor import predict_many
+    from merkit.preprocess.spotting import check_fps
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
+    if fps is not None:
+        check_fps(fps)
     if out is not None:
         check_writable(out, "file")
     if picture is not None:
@@ -68,6 +72,7 @@ def predict(
         "aligned": aligned,
         "window": window,
         "spotting": spotting,
+        "fps": fps,
         "picture_dir": picture,
     }
     with progress_bar() as bar:

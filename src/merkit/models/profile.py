@@ -18,7 +18,6 @@ its networks' parameters and the forward of all its members, and has no single t
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from merkit.io import write_json_atomic
+from merkit.io import user_cache_dir, write_json_atomic
 from merkit.models.registry import create_model, get_model_entry, list_models
 
 PROFILE_FILE = "model_profile.json"
@@ -54,8 +53,7 @@ class ModelProfile:
 
 def default_cache_path() -> Path:
     """Where measured timings are kept between runs."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "merkit" / PROFILE_FILE
+    return user_cache_dir() / PROFILE_FILE
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:

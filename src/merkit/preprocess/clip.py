@@ -182,7 +182,7 @@ def prepare_sample(
     known = sample.apex is not None and sample.apex_source == APEX_ANNOTATED and sample.apex in span
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
-        found = spot(_faces(clip, span, alignment), config.spotting)
+        found = spot(_faces(clip, span, alignment), config.spotting, sample.fps)
         meta = {
             "apex": span[found.apex],
             "apex_source": APEX_SPOTTED,

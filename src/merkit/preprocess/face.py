@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,8 +22,10 @@ import numpy as np
 
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
+from merkit.io import user_cache_dir
 
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
+DETECTOR_CACHE = "dlib_frontal_face_detector.svm"
 # Face geometry in inter-ocular distances (IOD), measured on dlib's 68 landmarks of a frontal
 # face: jaw corners ~1.1 IOD left/right of the eye midpoint, chin ~1.75 below, brows ~0.4 above.
 # The unpadded face box is a square of FACE_BOX_IOD whose centre lies EYE_TO_CENTRE_IOD below
@@ -30,6 +34,7 @@ FACE_BOX_IOD = 2.4
 EYE_TO_CENTRE_IOD = 0.6
 # Detection runs on a copy whose longer side is at most this (SAMM frames are 2040x1088).
 DETECT_MAX_SIDE = 640
+FILL_PAD = 0.25  # border added around a frame whose face fills it, as a share of its longer side
 CROPPED_PREFIXES = ("reg_img", "reg_image")
 
 
@@ -50,10 +55,35 @@ def landmark_model_path() -> Path:
 
 
 @cache
-def _dlib_detector():
+def frontal_face_detector():  # dlib has no type hints
+    """dlib's frontal face detector, read from merkit's cache (a millisecond) once it has been
+    built (half a second: dlib builds it from text) and saved there by a first call."""
     import dlib
 
-    return dlib.get_frontal_face_detector()
+    cached = user_cache_dir() / DETECTOR_CACHE
+    if cached.is_file():
+        try:
+            return dlib.fhog_object_detector(str(cached))
+        except RuntimeError:  # a damaged cache is rebuilt below
+            pass
+    detector = dlib.get_frontal_face_detector()
+    _save_detector(detector, cached)
+    return detector
+
+
+def _save_detector(detector, path: Path) -> None:  # dlib has no type hints
+    """Save atomically; where the cache cannot be written, the next process builds it again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError:
+        return
+    os.close(fd)
+    try:
+        detector.save(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError):
+        Path(tmp).unlink(missing_ok=True)
 
 
 @cache
@@ -77,12 +107,12 @@ def _largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)
 
 
-def detect_face(gray: np.ndarray) -> Box | None:
-    """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback."""
+def _detect(gray: np.ndarray) -> Box | None:
+    """The largest face dlib (else the Haar cascade) finds, in the image's own pixels."""
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     boxes: list[Box] = [
-        (r.left(), r.top(), r.right(), r.bottom()) for r in _dlib_detector()(small, 1)
+        (r.left(), r.top(), r.right(), r.bottom()) for r in frontal_face_detector()(small, 1)
     ]
     if not boxes:
         found = _haar_cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5)
@@ -91,6 +121,24 @@ def detect_face(gray: np.ndarray) -> Box | None:
     if box is None:
         return None
     return tuple(round(v / scale) for v in box)  # type: ignore[return-value]
+
+
+def detect_face(gray: np.ndarray) -> Box | None:
+    """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback.
+
+    A face that fills the frame (a close-up, an upscaled crop) leaves the detectors no margin
+    around it, and both miss it: the frame is searched again with a border of FILL_PAD of its
+    longer side added on every side (continuing its edge), and the box is moved back.
+    """
+    box = _detect(gray)
+    if box is not None:
+        return box
+    pad = round(FILL_PAD * max(gray.shape))
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    box = _detect(padded)
+    if box is None:
+        return None
+    return tuple(v - pad for v in box)  # type: ignore[return-value]
 
 
 def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
