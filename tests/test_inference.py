@@ -208,7 +208,7 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(tmp_path: Path) -> 
     assert picture is not None and picture.shape == (384 + CURVE_HEIGHT, 384, 3)  # face, curve
     assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
     spotting = result["spotting"]
-    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "landmarks"
+    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "eye-detector"
     assert "Lucas-Kanade" in spotting["follows"] and spotting["confidence"] > 0.8
     assert spotting["frames"] == list(range(10, 19)) and len(spotting["motion"]) == 9
     assert int(np.argmax(spotting["motion"])) == 5  # the curve peaks at the apex, frame 15

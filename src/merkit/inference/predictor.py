@@ -287,7 +287,7 @@ class Predictor:
                 timing = given_timing(len(numbers), *known)
             else:
                 clip_stage.require_contiguous(clip.sample, numbers[reference:], "spotting")
-                faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
+                faces = clip_stage.spotting_faces(clip.frames.read(), alignment)
                 timing = locate(faces, rate, *known, method=method, window=window)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):

@@ -6,7 +6,7 @@ same input checks as the training data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,11 @@ def _span(sample: Sample, clip: ClipFrames) -> list[int]:
 def _faces(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np.ndarray:
     """Aligned grayscale crops, decoded one frame at a time (SAMM frames are 2 Mpixel)."""
     return np.stack([alignment.apply(_gray(clip.read([n])[0])) for n in numbers])
+
+
+def spotting_faces(frames: Iterable[np.ndarray], alignment: Alignment) -> np.ndarray:
+    """Aligned grayscale crops for spotting, shrunk by area averaging (`apply_averaged`)."""
+    return np.stack([alignment.apply_averaged(_gray(f)) for f in frames])
 
 
 def require_contiguous(sample: Sample, numbers: Sequence[int], use: str) -> None:
@@ -162,7 +167,7 @@ def aligned_faces(
     span = list(clip.numbers) if whole_clip else _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     require_contiguous(sample, span, "apex spotting")
-    return span, _faces(clip, span, alignment)
+    return span, spotting_faces((clip.read([n])[0] for n in span), alignment)
 
 
 def prepare_sample(
@@ -182,7 +187,8 @@ def prepare_sample(
     known = sample.apex is not None and sample.apex_source == APEX_ANNOTATED and sample.apex in span
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
-        found = spot(_faces(clip, span, alignment), config.spotting, sample.fps)
+        faces = spotting_faces((clip.read([n])[0] for n in span), alignment)
+        found = spot(faces, config.spotting, sample.fps)
         meta = {
             "apex": span[found.apex],
             "apex_source": APEX_SPOTTED,

@@ -175,6 +175,31 @@ class Alignment:
         """Warp a stack (T, H, W[, C]) with the same map."""
         return np.stack([self.apply(f) for f in frames])
 
+    def apply_averaged(self, frame: np.ndarray) -> np.ndarray:
+        """`apply`, but where the crop is much smaller than the face in the frame, the part of
+        the frame the crop covers is first halved (Gaussian pyramid) until it is not: a warp
+        samples a few pixels per crop pixel, so fine texture (skin, an upscaled frame's
+        interpolation) would alias into patterns that shift as the head moves, which spotting
+        would read as movement."""
+        scale = float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+        if scale >= 0.6:
+            return self.apply(frame)
+        corners = np.array([[0, 0], [self.size, 0], [0, self.size], [self.size, self.size]])
+        inverse = cv2.invertAffineTransform(self.matrix)
+        points = corners @ inverse[:, :2].T + inverse[:, 2]
+        height, width = frame.shape[:2]
+        low = np.clip(np.floor(points.min(axis=0) - 4 / scale), 0, [width - 1, height - 1])
+        high = np.clip(np.ceil(points.max(axis=0) + 4 / scale), low + 1, [width, height])
+        (x0, y0), (x1, y1) = low.astype(int), high.astype(int)
+        part = frame[y0:y1, x0:x1]
+        matrix = self.matrix.copy()
+        matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)  # the part's origin
+        while scale < 0.6:  # pyrDown keeps every other pixel: x = 2 x_small
+            part = cv2.pyrDown(part)
+            matrix[:, :2] *= 2.0
+            scale *= 2.0
+        return Alignment(matrix, self.size).apply(part)
+
     def resized(self, size: int) -> Alignment:
         """The same crop rendered at `size` x `size` pixels."""
         ratio = size / self.size

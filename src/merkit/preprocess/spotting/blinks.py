@@ -25,43 +25,41 @@ CLOSED = 0.25  # closure (see `closure`) both eyes reach in a blink
 OPEN = 0.12  # closure below which a blink is over
 REACH_MS = np.array([10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0])  # half a blink: 50-200 ms
 MARGIN_MS = 10.0  # frames either side of a blink that still count as blinking
-# Regions around each eye, in eye widths: (centre's height below the eye's, half width, half
-# height). The opening with its lids, which a blink covers; the skin above it up to the brow,
-# which a blink barely moves and a raised or lowered brow moves most.
-OPENING = (0.0, 0.6, 0.3)
-ABOVE = (-0.55, 0.6, 0.25)
+# Around each eye, in eye widths: the opening with its lids, which a blink covers (half width
+# OPENING_HALF, half height OPENING_HALF_HEIGHT), and the skin above it up to the brow (ABOVE_
+# HEIGHT more), which a blink barely moves and a raised or lowered brow moves most.
+HALF_WIDTH = 0.6
+OPENING_HALF_HEIGHT = 0.3
+ABOVE_HEIGHT = 0.5
 
 
 def eye_patches(
-    faces: np.ndarray,
-    motion: np.ndarray,
-    scale: float,
-    eyes: Eyes,
-    region: tuple[float, float, float],
-) -> list[np.ndarray]:
-    """Per eye, (T, h, w) float32: `region` (OPENING, ABOVE) on every aligned face, registered
-    (the motion of `merkit.preprocess.spotting.registration`, `scale` crop pixels to its
-    pixel)."""
+    faces: np.ndarray, motion: np.ndarray, scale: float, eyes: Eyes
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per eye, (T, h, w) float32 patches of every aligned face, registered (the motion of
+    `merkit.preprocess.spotting.registration`, `scale` crop pixels to its pixel): the
+    openings, and the skin above them."""
     matrices = warp_matrices(motion * scale, faces.shape[1:])
-    below, half_width, half_height = region
-    patches = []
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    openings, above = [], []
     for centre, width in zip(eyes.centres * faces.shape[2] / eyes.side, eyes.widths, strict=True):
         width = width * faces.shape[2] / eyes.side
-        half = np.array([half_width, half_height]) * width
-        origin = np.floor(centre + np.array([0.0, below * width]) - half)
-        size = tuple(int(v) for v in np.ceil(2 * half) + 1)
+        top = centre - np.array([HALF_WIDTH, OPENING_HALF_HEIGHT + ABOVE_HEIGHT]) * width
+        origin = np.floor(top)
+        cols = int(np.ceil(2 * HALF_WIDTH * width)) + 1
+        split = int(np.ceil(ABOVE_HEIGHT * width))
+        rows = split + int(np.ceil(2 * OPENING_HALF_HEIGHT * width)) + 1
         shifted = matrices.copy()
         shifted[:, :, 2] += matrices[:, :, :2] @ origin.astype(np.float32)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        patches.append(
-            np.stack(
-                [
-                    cv2.warpAffine(f, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-                    for f, m in zip(faces.astype(np.float32), shifted, strict=True)
-                ]
-            )
-        )
-    return patches
+        patch = np.stack(
+            [
+                cv2.warpAffine(f, m, (cols, rows), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+                for f, m in zip(faces, shifted, strict=True)
+            ]
+        ).astype(np.float32)
+        above.append(patch[:, :split])
+        openings.append(patch[:, split:])
+    return openings, above
 
 
 def _energy(flat: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:

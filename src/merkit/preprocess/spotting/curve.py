@@ -37,17 +37,15 @@ NOISE_FLOOR = 0.5  # least no-motion level of a block, relative to the median bl
 
 def thumbnails(frames: np.ndarray, width: int = PROFILE_WIDTH) -> np.ndarray:
     """(T, h, w) float32 blurred thumbnails of grayscale frames (T, H, W): what motion is
-    measured on."""
-    height = max(1, round(frames.shape[1] * width / frames.shape[2]))
-    small = [
-        cv2.GaussianBlur(
-            cv2.resize(f.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA),
-            (0, 0),
-            1.0,
-        )
-        for f in frames
-    ]
-    return np.stack(small)
+    measured on. All frames are resized as one tall image (one call; their boundaries fall on
+    pixel boundaries, so none mixes with the next), then blurred one by one."""
+    count, rows, cols = frames.shape
+    height = max(1, round(rows * width / cols))
+    stacked = frames.reshape(count * rows, cols).astype(np.float32)
+    if (height, width) != (rows, cols):
+        stacked = cv2.resize(stacked, (width, count * height), interpolation=cv2.INTER_AREA)
+    small = stacked.reshape(count, height, width)
+    return np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in small])
 
 
 def reaches(count: int, fps: float, longest_ms: float = REACH_MS[1]) -> np.ndarray:
@@ -93,16 +91,17 @@ class Pairs:
         bh, bw = block_grid(self.frames.shape[1:])
         frames = self.frames[:, : GRID * bh, : GRID * bw]
         diff = frames[first] - frames[second]
-        energy = (diff * diff).reshape(len(first), GRID, bh, GRID, bw).sum(axis=(2, 4))
-        return energy.reshape(len(first), GRID * GRID)
+        squared = (diff * diff).reshape(len(first) * GRID * bh, GRID * bw)
+        # Block means by area resampling, all pairs in one call (blocks tile the frames).
+        means = cv2.resize(squared, (GRID, len(first) * GRID), interpolation=cv2.INTER_AREA)
+        return means.reshape(len(first), GRID * GRID) * (bh * bw)
 
 
-def noise_levels(pairs: Pairs, count: int) -> np.ndarray:
-    """(B,) each block's no-motion energy: its median between consecutive frames, at least
-    NOISE_FLOOR of the median block's (a flat or saturated block has almost no noise, and would
-    turn any small change into a large one)."""
-    t = np.arange(count - 1)
-    levels = np.median(pairs(t, t + 1), axis=0)
+def noise_levels(consecutive: np.ndarray) -> np.ndarray:
+    """(B,) each block's no-motion energy: its median between consecutive frames (`consecutive`,
+    (T - 1, B)), at least NOISE_FLOOR of the median block's (a flat or saturated block has
+    almost no noise, and would turn any small change into a large one)."""
+    levels = np.median(consecutive, axis=0)
     return np.maximum(levels, NOISE_FLOOR * np.median(levels) + 1e-6)
 
 

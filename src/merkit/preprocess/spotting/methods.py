@@ -65,22 +65,18 @@ def _registered_difference(clip: Clip) -> Spot:
     registered = register(thumbs, eye_zone)
     if clip.eyes is not None:
         scale = clip.faces.shape[2] / thumbs.shape[2]
-        closures = [
-            blinks.closure(
-                blinks.eye_patches(clip.faces, registered.motion, scale, clip.eyes, region),
-                clip.faces.shape[2],
-                clip.fps,
-            )
-            for region in (blinks.OPENING, blinks.ABOVE)
-        ]
-        blinking = blinks.blink_frames(closures[0] - closures[1], clip.fps)
+        opening, above = blinks.eye_patches(clip.faces, registered.motion, scale, clip.eyes)
+        side = clip.faces.shape[2]
+        lids = blinks.closure(opening, side, clip.fps) - blinks.closure(above, side, clip.fps)
+        blinking = blinks.blink_frames(lids, clip.fps)
     pairs = curve.Pairs(registered.residuals)
-    noise_levels = curve.noise_levels(pairs, count)
+    t = np.arange(count - 1)
+    consecutive = pairs(t, t + 1)
+    noise_levels = curve.noise_levels(consecutive)
     spans = curve.reaches(count, clip.fps, clip.longest * 1000.0 / clip.fps)
     best, best_reach = curve.both_sided(pairs, count, spans, eye_blocks, blinking, noise_levels)
     motion, top = curve.top_mean(best)
-    t = np.arange(count - 1)
-    still, _ = curve.top_mean(pairs(t, t + 1) / noise_levels)
+    still, _ = curve.top_mean(consecutive / noise_levels)
     profile = peaks.smooth(motion, peaks.smoothing_width(clip.fps, count))
     noise = float(np.median(still))
     apex = peaks.refine(profile, peaks.peak(profile), noise)

@@ -24,7 +24,7 @@ LEVELS = 3  # pyramid levels: thumbnail, half, quarter
 ITERATIONS = (3, 1)  # Gauss-Newton steps on the quarter and the half, against the middle frame
 FINAL_ITERATIONS = 1  # steps on the half, against the median face
 MEDIAN_FRAMES = 25  # frames (evenly spread) whose median is the reference face
-BORDER_SHARE = 1 / 16  # of the width, left out at the image edge (what lies beyond moves in)
+BORDER_SHARE = 1 / 32  # of the width, left out at the image edge (what lies beyond moves in)
 
 
 @dataclass(frozen=True)
