@@ -83,14 +83,14 @@ def clip_fps(sample: Sample, given: float | None) -> float:
 def spot_one(sample: Sample, settings: SpotSettings) -> list[SpottedClip]:
     """The clip's spotted apex by each method, beside its annotated apex."""
     fps = clip_fps(sample, settings.fps)
-    span, faces = aligned_faces(sample, settings.prepare, settings.whole_clip)
+    span, faces, seen = aligned_faces(sample, settings.prepare, settings.whole_clip)
     rows = []
     for method in settings.methods:
         if settings.whole_clip:
-            timing = locate(faces, fps, method=method, window=settings.window)
+            timing = locate(faces, fps, method=method, window=settings.window, seen=seen)
             apex, found = timing.apex, timing.spot
         else:
-            found = spot(faces, method, fps)
+            found = spot(faces, method, fps, seen=seen)
             apex = found.apex
         assert found is not None  # nothing was given, so the apex was spotted
         rows.append(

@@ -287,8 +287,10 @@ class Predictor:
                 timing = given_timing(len(numbers), *known)
             else:
                 clip_stage.require_contiguous(clip.sample, numbers[reference:], "spotting")
-                faces = clip_stage.spotting_faces(clip.frames.read(), alignment)
-                timing = locate(faces, rate, *known, method=method, window=window)
+                frames = clip.frames.read()
+                faces = clip_stage.spotting_faces(frames, alignment)
+                seen = alignment.coverage(frames.shape[1:])
+                timing = locate(faces, rate, *known, method=method, window=window, seen=seen)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
             x, _ = clip_stage.clip_output(

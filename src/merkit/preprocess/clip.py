@@ -160,14 +160,17 @@ def clip_output(
 
 def aligned_faces(
     sample: Sample, config: PrepareConfig, whole_clip: bool = False
-) -> tuple[list[int], np.ndarray]:
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The frame numbers and aligned grayscale faces that spotting reads: onset..offset (as
-    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it)."""
+    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it);
+    and which crop pixels show the frame (`Alignment.coverage`)."""
     clip = ClipFrames(sample)
     span = list(clip.numbers) if whole_clip else _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     require_contiguous(sample, span, "apex spotting")
-    return span, spotting_faces((clip.read([n])[0] for n in span), alignment)
+    frames = (clip.read([n])[0] for n in span)
+    faces = spotting_faces(frames, alignment)
+    return span, faces, alignment.coverage(clip.read([span[0]])[0].shape)
 
 
 def prepare_sample(
@@ -188,7 +191,8 @@ def prepare_sample(
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
         faces = spotting_faces((clip.read([n])[0] for n in span), alignment)
-        found = spot(faces, config.spotting, sample.fps)
+        seen = alignment.coverage(clip.read([span[0]])[0].shape)
+        found = spot(faces, config.spotting, sample.fps, seen=seen)
         meta = {
             "apex": span[found.apex],
             "apex_source": APEX_SPOTTED,

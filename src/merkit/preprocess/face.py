@@ -200,6 +200,16 @@ class Alignment:
             scale *= 2.0
         return Alignment(matrix, self.size).apply(part)
 
+    def coverage(self, shape: tuple[int, ...]) -> np.ndarray:
+        """(size, size) bool: the crop pixels that show the frame (of `shape`), not what a warp
+        invents beyond its edge (a face that fills the frame leaves the crop's margin there)."""
+        inverse = cv2.invertAffineTransform(self.matrix)
+        ys, xs = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
+        x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+        y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+        height, width = shape[:2]
+        return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
     def resized(self, size: int) -> Alignment:
         """The same crop rendered at `size` x `size` pixels."""
         ratio = size / self.size

@@ -92,13 +92,16 @@ def blink_track(spec: ClipSpec) -> np.ndarray:
 
 
 def fill_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Square face crops (T, S, S) upscaled to fill a (width, height) frame top to bottom, the
-    sides continued from the crop's edge: a face that fills the picture, as a close-up camera
-    films it."""
+    """Square face crops (T, S, S) upscaled to cover a (width, height) frame, cut to it round
+    the middle: a face that fills the picture, as a close-up camera films it."""
     width, height = size
-    pad = max(0, (width - height) // 2)
-    out = []
-    for frame in frames:
-        big = cv2.resize(frame, (height, height), interpolation=cv2.INTER_CUBIC)
-        out.append(cv2.copyMakeBorder(big, 0, 0, pad, width - height - pad, cv2.BORDER_REPLICATE))
-    return np.stack(out)
+    side = max(width, height)
+    top, left = (side - height) // 2, (side - width) // 2
+    return np.stack(
+        [
+            cv2.resize(frame, (side, side), interpolation=cv2.INTER_CUBIC)[
+                top : top + height, left : left + width
+            ]
+            for frame in frames
+        ]
+    )

@@ -61,12 +61,13 @@ def locate(
     offset: int | None = None,
     method: str = DEFAULT_SPOTTING,
     window: int | None = None,
+    seen: np.ndarray | None = None,
 ) -> Timing:
     """Onset/apex/offset of the expression in aligned grayscale faces (T, S, S) at `fps`.
 
     `onset`/`apex`/`offset` are indices the user gave; an apex needs its onset. `method` names
     the spotting method (`merkit.preprocess.config.SPOTTING_METHODS`); `window` (frames)
-    defaults to `default_window(fps)`.
+    defaults to `default_window(fps)`; `seen` marks the crop pixels that show the frame.
     """
     window = window or default_window(fps)
     last = len(faces) - 1
@@ -80,9 +81,9 @@ def locate(
             "apex": SPOTTED,
             "offset": GIVEN if offset is not None else "onset+window",
         }
-        found = spot(faces[onset : end + 1], method, fps)
+        found = spot(faces[onset : end + 1], method, fps, seen=seen)
         return Timing(onset, onset + found.apex, end, sources, found, onset)
-    found = spot(faces, method, fps)
+    found = spot(faces, method, fps, seen=seen)
     if len(faces) >= 2 * window:
         on, off = fit_movement(faces, found.apex, window)
         spotted = dict.fromkeys(("onset", "apex", "offset"), SPOTTED)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import cv2
 import numpy as np
 
 from merkit.errors import ConfigError
@@ -51,6 +52,7 @@ class Clip:
     fps: float
     longest: int  # frames
     eyes: Eyes | None
+    seen: np.ndarray | None = None  # (H, W) bool: pixels that show the frame (None: all)
 
 
 def _registered_difference(clip: Clip) -> Spot:
@@ -62,7 +64,12 @@ def _registered_difference(clip: Clip) -> Spot:
     if clip.eyes is not None:
         eye_blocks = curve.block_masks(clip.eyes.masks(thumbs.shape[1:], EYE_ZONE))
         eye_zone = clip.eyes.masks(thumbs.shape[1:], FIT_ZONE).any(axis=0)
-    registered = register(thumbs, eye_zone)
+    seen = None
+    if clip.seen is not None:
+        shape = thumbs.shape[2], thumbs.shape[1]
+        seen = cv2.resize(clip.seen.astype(np.uint8), shape, interpolation=cv2.INTER_AREA) == 1
+        seen = cv2.erode(seen.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the blur's reach
+    registered = register(thumbs, eye_zone, seen)
     if clip.eyes is not None:
         scale = clip.faces.shape[2] / thumbs.shape[2]
         opening, above = blinks.eye_patches(clip.faces, registered.motion, scale, clip.eyes)
@@ -187,13 +194,15 @@ def spot(
     fps: float | None = None,
     longest: int | None = None,
     eyes: Eyes | None = None,
+    seen: np.ndarray | None = None,
 ) -> Spot:
     """Spot the apex of the movement in aligned grayscale faces (T, H, W).
 
     `fps` is the clip's frame rate (DEFAULT_FPS if unknown): every time span is set in
     milliseconds from it. `longest` (frames) caps how far references reach (default
     LONGEST_MS). `eyes` default to those found on the first frame (else the last, else the
-    middle one) for the methods that use them.
+    middle one) for the methods that use them. `seen` (H, W) marks the pixels that show the
+    frame, where a face that fills it leaves part of the crop to the warp's invention.
     """
     spotter = get_method(method)
     count = len(frames)
@@ -203,4 +212,4 @@ def spot(
     if spotter.uses_eyes and eyes is None:
         eyes = next((e for i in (0, count - 1, count // 2) if (e := find_eyes(frames[i]))), None)
     reach = longest if longest is not None else max(1, round(LONGEST_MS * rate / 1000.0))
-    return spotter.run(Clip(frames, rate, reach, eyes if spotter.uses_eyes else None))
+    return spotter.run(Clip(frames, rate, reach, eyes if spotter.uses_eyes else None, seen))

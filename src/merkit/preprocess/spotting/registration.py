@@ -125,18 +125,23 @@ def _half(images: np.ndarray) -> np.ndarray:
     return small.reshape(count, height // 2, width // 2)
 
 
-def register(images: np.ndarray, ignore: np.ndarray | None = None) -> Registered:
+def register(
+    images: np.ndarray, ignore: np.ndarray | None = None, seen: np.ndarray | None = None
+) -> Registered:
     """Register blurred faces (T, h, w) of one clip onto its reference (see the module).
 
     The motion is estimated on the half and quarter resolution (against the middle frame, then
     against the median face), which is precise to a few hundredths of a pixel there; the
     residuals are taken at full resolution, where a lid or lip edge moved by half a pixel still
     shows. `ignore` (h, w) marks pixels left out of the fit (the eyes: a blink would drag the
-    whole face's registration), though their residuals are computed like all others.
+    whole face's registration), though their residuals are computed like all others; `seen`
+    (h, w) the pixels that show the frame (only those take part at all).
     """
     images = images.astype(np.float32)
     count = len(images)
-    skip = np.zeros(images.shape[1:], bool) if ignore is None else ignore
+    skip = np.zeros(images.shape[1:], bool) if ignore is None else ignore.copy()
+    if seen is not None:
+        skip |= ~seen
     pyramid = [images]
     for _ in range(LEVELS - 1):
         pyramid.append(_half(pyramid[-1]))
@@ -163,6 +168,8 @@ def register(images: np.ndarray, ignore: np.ndarray | None = None) -> Registered
     # the full resolution, which locate an edge twice as finely; a quarter of the cost).
     border = round(reference.shape[1] * BORDER_SHARE) + _reach_beyond(motion, reference.shape)
     valid = _valid(reference.shape, border)[::2, ::2]
+    if seen is not None:
+        valid &= seen[::2, ::2]
     basis = _basis(reference, _valid(reference.shape, border)).reshape(12, *reference.shape)
     basis = basis[:, ::2, ::2].reshape(12, -1)
     fit = (valid & ~skip[::2, ::2]).reshape(-1)
