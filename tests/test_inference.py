@@ -245,6 +245,9 @@ def test_predict_spots_with_the_checkpoints_method_or_the_one_asked_for(tmp_path
     asked = predictor.predict(folder, aligned=True, spotting="first-frame")
     assert asked["spotting"]["method"] == "first-frame" and asked["spotting"]["eyes"] == "none"
     assert asked["apex"] == 15
+    assert (asked["spotting"]["fps"], asked["spotting"]["fps_assumed"]) == (200.0, True)
+    rated = predictor.predict(folder, aligned=True, spotting="first-frame", fps=30.0)["spotting"]
+    assert (rated["fps"], rated["fps_assumed"], rated["window"]) == (30.0, False, 6)  # 0.2 s
     given = predictor.predict(folder, onset=10, apex=15, aligned=True)["spotting"]
     assert given["method"] is None and given["confidence"] is None and given["motion"] == []
     with pytest.raises(ConfigError, match="unknown spotting method 'peak'"):

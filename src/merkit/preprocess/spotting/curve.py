@@ -11,9 +11,11 @@ frame at a movement's apex differs from neutral frames on both sides once the re
 rise and fall, while a frame on the rise never differs more than the apex does. References that
 are blink frames do not count in the eye blocks (`merkit.preprocess.spotting.blinks`).
 
-Differences are energies of the registration residuals (`merkit.preprocess.spotting.registration`)
-pooled 2x2 and summed over blocks of an eighth of the face, each divided by its own no-motion
-level (the median energy between consecutive frames: sensor noise and compression); a frame's
+Differences are energies of the registration residuals (`merkit.preprocess.spotting.registration`,
+every other pixel each way) summed over blocks of an eighth of the face, each divided by its
+no-motion level -- the larger of its median energy between consecutive frames (sensor noise and
+compression) and the lower quartile of its both-sided energy at that reach over the clip (what a
+long drift leaves at long reaches) -- so that each block is measured in its own noise; a frame's
 motion is the mean of its top 5 % of blocks, because a micro-expression moves a small part of
 the face (Moilanen et al., ICPR 2014, kept the top third of 36 blocks; smaller blocks need a
 smaller share).
@@ -28,10 +30,10 @@ import numpy as np
 
 PROFILE_WIDTH = 128  # frames are compared at most this wide (blurred): noise averages out
 REACH_MS = (40.0, 1000.0)  # shortest and longest reach before and after a frame
-POOL = 2  # residual pixels pooled (per side) before frames are compared
+SAMPLING = 2  # residuals are kept at every SAMPLING-th pixel each way (`registration`)
 GRID = 8  # blocks per side
 TOP_SHARE = 0.05  # share of the blocks whose motion counts
-TYPICAL_PERCENTILE = 25
+TYPICAL_PERCENTILE = 25  # a block's typical both-sided energy at a reach: its lower quartile
 NOISE_FLOOR = 0.5  # least no-motion level of a block, relative to the median block's
 
 
@@ -58,23 +60,15 @@ def reaches(count: int, fps: float, longest_ms: float = REACH_MS[1]) -> np.ndarr
     return np.array(sorted(out))
 
 
-def pool(residuals: np.ndarray) -> np.ndarray:
-    """(T, h, w) -> (T, h / POOL, w / POOL): means of POOL x POOL pixels."""
-    count, height, width = residuals.shape
-    rows, cols = height // POOL, width // POOL
-    cut = residuals[:, : rows * POOL, : cols * POOL]
-    return cut.reshape(count, rows, POOL, cols, POOL).mean(axis=(2, 4))
-
-
 def block_grid(shape: tuple[int, int]) -> tuple[int, int]:
     """Pixels per block (rows, columns) of an image of `shape` cut into GRID x GRID blocks."""
     return max(1, shape[0] // GRID), max(1, shape[1] // GRID)
 
 
 def block_masks(masks: np.ndarray) -> np.ndarray:
-    """(B,) bool: blocks of the pooled image that any of `masks` (K, h, w) at the thumbnail's
-    size touches."""
-    shape = masks.shape[1] // POOL, masks.shape[2] // POOL
+    """(B,) bool: blocks of the sampled residuals that any of `masks` (K, h, w) at the
+    thumbnail's size touches."""
+    shape = masks.shape[1] // SAMPLING, masks.shape[2] // SAMPLING
     small = np.stack([cv2.resize(m.astype(np.uint8), shape[::-1], cv2.INTER_AREA) for m in masks])
     bh, bw = block_grid(shape)
     cut = small.any(axis=0)[: GRID * bh, : GRID * bw]
@@ -83,9 +77,10 @@ def block_masks(masks: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Pairs:
-    """Block energies of the difference between two pooled frames, (N, B) for index arrays."""
+    """Block energies of the difference between two frames' residuals, (N, B) for index
+    arrays."""
 
-    frames: np.ndarray  # (T, h, w) pooled residuals
+    frames: np.ndarray  # (T, h, w) residuals
 
     def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         bh, bw = block_grid(self.frames.shape[1:])

@@ -8,9 +8,13 @@ the drift wins. Here every frame is registered to the clip's reference face by G
 image alignment (Lucas & Kanade, IJCAI 1981; the fixed template Jacobian of Baker & Matthews'
 inverse compositional form, IJCV 2004) with an affine motion and a gain plus a planar offset of
 the light, coarse to fine over a three-level pyramid, which holds displacements of several
-pixels. The reference is the middle frame, then the temporal median of the registered clip (a
-neutral, noise-free face) for a final pass. What registration cannot explain -- the residual of
-each frame against the reference -- is local deformation: the movement, and blinks.
+pixels. The motion is estimated at a quarter and half of the resolution, first against the
+middle frame, then against the temporal median of the registered clip (a neutral, noise-free
+face); a last linear step at full resolution, on every other pixel each way, places the edges
+twice as finely (that step is what finds a lid moved by half a pixel). What registration cannot
+explain -- the residual of each frame against the reference -- is local deformation: the
+movement, and blinks. Pixels near the edge are left out, by as far as the clip's motion reaches
+(a moved frame shows there what lay beyond it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-LEVELS = 3  # pyramid levels: thumbnail, half, quarter
+LEVELS = 3  # pyramid levels: full, half, quarter
 ITERATIONS = (3, 1)  # Gauss-Newton steps on the quarter and the half, against the middle frame
 FINAL_ITERATIONS = 1  # steps on the half, against the median face
 MEDIAN_FRAMES = 25  # frames (evenly spread) whose median is the reference face
