@@ -142,11 +142,18 @@ def detect_face(gray: np.ndarray) -> Box | None:
 
 
 def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2)."""
+    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2). A box that reaches
+    beyond the image (a face that fills the frame, found on a padded copy) is read on an image
+    padded as far, its edge continued: the shape model needs the whole face box."""
     import dlib
 
-    shape = _dlib_predictor()(gray, dlib.rectangle(*box))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+    height, width = gray.shape[:2]
+    pad = max(0, -box[0], -box[1], box[2] - width + 1, box[3] - height + 1)
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    left, top, right, bottom = (v + pad for v in box)
+    shape = _dlib_predictor()(gray, dlib.rectangle(left, top, right, bottom))
+    return np.array([(p.x - pad, p.y - pad) for p in shape.parts()], dtype=np.float64)
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
