@@ -51,15 +51,15 @@ def top_blocks(energy: np.ndarray, block: int, share: float) -> np.ndarray:
     return np.partition(cells, -k, axis=1)[:, -k:].mean(axis=1)
 
 
-def first_frame(thumbs: np.ndarray) -> np.ndarray:
-    """Mean absolute difference of every thumbnail from the first one (T,)."""
-    return np.abs(thumbs - thumbs[0]).mean(axis=(1, 2))
+def first_frame(thumbs: np.ndarray, reference: int = 0) -> np.ndarray:
+    """Mean absolute difference of every thumbnail from the `reference`-th one (T,)."""
+    return np.abs(thumbs - thumbs[reference]).mean(axis=(1, 2))
 
 
-def motion_profile(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute difference of every frame (T, H, W) from the first (T,), unsmoothed: a
-    plain motion curve where nothing was spotted."""
-    return first_frame(thumbnails(frames, WIDTH))
+def motion_profile(frames: np.ndarray, reference: int = 0) -> np.ndarray:
+    """Mean absolute difference of every frame (T, H, W) from `frames[reference]` (T,),
+    unsmoothed: a plain motion curve where nothing was spotted."""
+    return first_frame(thumbnails(frames, WIDTH), reference)
 
 
 def feature_difference(thumbs: np.ndarray, reach: int) -> np.ndarray:
