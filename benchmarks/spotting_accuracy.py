@@ -4,7 +4,7 @@ Sets (12 subjects x 10 clips each, seed 0):
 - demo: `merkit demo`'s data (onset..offset clips of 24-36 frames at 200 fps, 0.3-0.9 px head
   drift, a blink per 100 frames, habitual twitches), spotted in onset..offset as `prepare` does;
 - long: clips twice as long with the expression anywhere inside and the drift doubled, spotted
-  in every frame of the clip as `predict` does (`timing.locate`, window 0.2 s);
+  in every frame of the clip as `predict` does (`merkit.preprocess.spotting.locate`);
 - recording: three times as long and the drift tripled: 72-108 frames, most of them two
   spotting windows (80 frames) or more, where `predict` references each frame to the frames a
   window away and times the movement with its template fit;
@@ -37,9 +37,9 @@ import torch
 
 from merkit.data.registry import load_dataset
 from merkit.evaluation.spotting import spotting_metrics
+from merkit.evaluation.spotting_runner import SpotSettings, spot_samples
 from merkit.inference import Predictor
 from merkit.inference.predictor import read_input
-from merkit.inference.spotting_eval import SpotSettings, spot_samples
 from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.config import SPOTTING_METHODS, PrepareConfig
 from merkit.preprocess.spotting import spot
@@ -80,7 +80,7 @@ def predict_stage_ms(video: Path, model: Path, methods: tuple[str, ...], repeats
 
 
 def spot_cpu_ms(video: Path, methods: tuple[str, ...], repeats: int) -> dict:
-    """CPU milliseconds of `spot` alone on the video's 120 aligned faces (window 0.2 s)."""
+    """CPU milliseconds of `spot` alone on the video's 120 aligned faces (200 fps)."""
     clip = read_input(video)
     config = PrepareConfig()
     first = clip.numbers[0]
@@ -88,10 +88,10 @@ def spot_cpu_ms(video: Path, methods: tuple[str, ...], repeats: int) -> dict:
     faces = alignment.apply_all(np.stack(clip.frames.read()))
     out = {}
     for method in methods:
-        spot(faces, method, 40)
+        spot(faces, method, 200.0)
         start = time.process_time()
         for _ in range(repeats):
-            spot(faces, method, 40)
+            spot(faces, method, 200.0)
         out[method] = round((time.process_time() - start) / repeats * 1000, 1)
     return out
 

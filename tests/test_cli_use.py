@@ -131,6 +131,9 @@ def test_predict_user_errors_exit_2(tmp_path: Path, model: Path, clip: Path, cap
     assert "apex frame was given without its onset" in stderr(capsys)
     assert run(["predict", str(model), str(clip), "--workers", "0"]) == 2
     assert "--workers 0" in stderr(capsys)
+    for rate in ("-5", "nan"):
+        assert run(["predict", str(model), str(clip), "--fps", rate]) == 2
+        assert f"--fps {rate}: expected a frame rate above 0" in stderr(capsys)
 
 
 def test_export_refuses_a_non_checkpoint(tmp_path: Path, capsys) -> None:

@@ -33,10 +33,10 @@ from merkit.inference.picture import (
     render_picture,
 )
 from merkit.inference.predictor import predict_many, read_input
-from merkit.inference.timing import locate
 from merkit.models import create_model
 from merkit.models.blocks import SpatialAttention
 from merkit.preprocess.pipeline import PrepareConfig, prepare
+from merkit.preprocess.spotting import locate
 from merkit.synthetic.dataset import (
     SyntheticConfig,
     generate_casme2_like,
@@ -172,7 +172,7 @@ def test_meta_from_dict_names_missing_keys() -> None:
 def test_spotting_times_an_expression_inside_neutral_frames(emotion: str, subject: int) -> None:
     frames, truth = render_clip(emotion, subject, 0, CLEAR, n_frames=100, onset=30, apex=45,
                                 offset=70)  # fmt: skip
-    timing = locate(frames, window=40)
+    timing = locate(frames, 200.0, window=40)
     assert abs(timing.onset - 30) <= 3 and abs(timing.apex - 45) <= 3
     assert abs(timing.offset - 70) <= 6
     assert timing.sources == {"onset": "spotted", "apex": "spotted", "offset": "spotted"}
@@ -181,15 +181,15 @@ def test_spotting_times_an_expression_inside_neutral_frames(emotion: str, subjec
 def test_given_frames_are_used_and_checked() -> None:
     steady = dataclasses.replace(CLEAR, drift_px=0.0, illumination=0.0)
     frames, _ = render_clip("surprise", 1, 0, steady, n_frames=40, onset=10, apex=20, offset=30)
-    given = locate(frames, 40, onset=10, apex=22)
+    given = locate(frames, 200.0, onset=10, apex=22, window=40)
     assert (given.onset, given.apex, given.offset) == (10, 22, 39)
     assert given.sources == {"onset": "given", "apex": "given", "offset": "clip-end"}
-    partly = locate(frames, 40, onset=10, offset=30)
+    partly = locate(frames, 200.0, onset=10, offset=30, window=40)
     assert abs(partly.apex - 20) <= 3 and partly.sources["apex"] == "spotted"
     with pytest.raises(ConfigError, match="apex frame was given without its onset"):
-        locate(frames, 40, apex=20)
+        locate(frames, 200.0, apex=20)
     with pytest.raises(ConfigError, match="onset <= apex <= offset"):
-        locate(frames, 40, onset=20, apex=10)
+        locate(frames, 200.0, onset=20, apex=10)
 
 
 def test_curve_labels_never_overlap_however_short_the_episode() -> None:
@@ -250,7 +250,7 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(
     assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
     assert 0 < drawn["attention"].min() <= drawn["attention"].max() < 1  # weights as they are
     spotting = result["spotting"]
-    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "landmarks"
+    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "eye-detector"
     assert "Lucas-Kanade" in spotting["follows"] and spotting["confidence"] > 0.8
     # The class's probability is said as such; the spotting's confidence as the spotting's.
     probability = f"{result['predicted']}, probability {result['confidence']:.2f}"
@@ -292,6 +292,9 @@ def test_predict_spots_with_the_checkpoints_method_or_the_one_asked_for(tmp_path
     asked = predictor.predict(folder, aligned=True, spotting="first-frame")
     assert asked["spotting"]["method"] == "first-frame" and asked["spotting"]["eyes"] == "none"
     assert asked["apex"] == 15
+    assert (asked["spotting"]["fps"], asked["spotting"]["fps_assumed"]) == (200.0, True)
+    rated = predictor.predict(folder, aligned=True, spotting="first-frame", fps=30.0)["spotting"]
+    assert (rated["fps"], rated["fps_assumed"], rated["window"]) == (30.0, False, 6)  # 0.2 s
     given = predictor.predict(folder, onset=10, apex=15, aligned=True)["spotting"]
     assert given["method"] is None and given["confidence"] is None and given["motion"] == []
     with pytest.raises(ConfigError, match="unknown spotting method 'peak'"):

@@ -19,7 +19,7 @@ from merkit.evaluation.spotting import (
     claim_spotting_folder,
     spotting_metrics,
 )
-from merkit.inference.spotting_eval import SpotSettings, clip_fps, scorable
+from merkit.evaluation.spotting_runner import SpotSettings, clip_fps, scorable
 from merkit.synthetic.dataset import SyntheticConfig, generate_casme2_like
 
 # A few of the demo's clips, small and clear enough for seconds-long tests.
@@ -64,13 +64,26 @@ def test_only_annotated_apexes_are_scored_and_the_rate_is_known(tmp_path: Path) 
     samples = load_dataset("casme2", root, "all").samples
     kept, left = scorable(samples)
     assert len(kept) == 3 and left == [(left[0][0], "apex not annotated (estimated-middle)")]
-    assert clip_fps(kept[0], None) == 200.0
+    assert clip_fps(kept[0], None) == 200.0  # CASME II's loader states its rate
+    assert clip_fps(kept[0], 30.0) == 30.0  # the user's rate wins: clips whose stated one lies
     bare = dataclasses.replace(kept[0], meta={})
-    assert clip_fps(bare, 30.0) == 30.0
     with pytest.raises(ConfigError, match="gives no frame rate; pass one .--fps."):
         clip_fps(bare, None)
     with pytest.raises(ConfigError, match="unknown spotting method 'x'"):
         SpotSettings(("x",))
+
+
+def test_a_one_frame_clip_is_left_out_by_name(tmp_path: Path) -> None:
+    """Onset = apex = offset: the apex is the only frame, so scoring it would be a free hit."""
+    root = generate_casme2_like(tmp_path, TINY)
+    samples = load_dataset("casme2", root, "all").samples
+    sample = next(s for s in samples if s.apex_source == "annotated")
+    single = dataclasses.replace(sample, onset=sample.apex, offset=sample.apex)
+    kept, left = scorable([single])
+    assert kept == [] and left == [(single.uid, "1 frame (onset = apex = offset): nothing to spot")]
+    assert scorable([single], whole_clip=True)[0] == [single]  # its folder holds more frames
+    lone = dataclasses.replace(single, frames=single.frames[:1], frame_numbers=(sample.apex,))
+    assert scorable([lone], whole_clip=True)[0] == []
 
 
 def test_spot_command_writes_a_run_folder(
@@ -80,13 +93,13 @@ def test_spot_command_writes_a_run_folder(
     root = generate_casme2_like(tmp_path / "data", TINY)
     out = tmp_path / "spot"
     argv = ["spot", "casme2", str(root), "--aligned", "--out", str(out), "--quiet"]
-    code, stdout, _ = run([*argv, "--method", "registered-difference,first-frame"], capsys)
+    code, stdout, _ = run([*argv, "--spotting", "registered-difference,first-frame"], capsys)
     assert code == 0, stdout
     table = pd.read_csv(out / SPOTTING_FILE)
     assert len(table) == 2 * 3 and set(table["method"]) == {"registered-difference", "first-frame"}
     assert {"annotated", "spotted", "error_frames", "error_ms", "on_edge"} <= set(table.columns)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["clips without an annotated apex (not scored)"] == 1
+    assert metrics["settings"]["clips left out (no annotated apex, or 1 frame)"] == 1
     assert metrics["methods"]["registered-difference"]["overall"]["n"] == 3
     report = (out / "report.md").read_text()
     assert "within ±3 frames" in report and "Largest errors" in report
@@ -104,15 +117,18 @@ def test_spot_command_needs_annotated_apexes(
     root = build_smic(tmp_path / "smic")
     out = ["--out", str(tmp_path / "spot")]
     code, _, stderr = run(["spot", "smic", str(root), "--quiet", *out], capsys)
-    assert code == 2 and "no smic clip has an annotated apex to score spotting on" in stderr
+    assert code == 2 and "no smic clip has an annotated apex and more than one frame" in stderr
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--span", "all"], "--span 'all': choose one of annotated, clip"),
-        (["--method", "best"], "unknown spotting method 'best'"),
+        (["--spotting", "best"], "unknown spotting method 'best'"),
         (["--workers", "0"], "--workers 0: expected at least 1"),
+        (["--fps", "-5"], "--fps -5: expected a frame rate above 0 frames per second"),
+        (["--fps", "nan"], "--fps nan: expected a frame rate above 0 frames per second"),
+        (["--fps", "inf"], "--fps inf: expected a frame rate above 0 frames per second"),
     ],
 )
 def test_spot_command_refuses_bad_options(

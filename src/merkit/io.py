@@ -45,6 +45,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     return path
 
 
+def user_cache_dir() -> Path:
+    """merkit's folder for what is cheap to rebuild and slow to build:
+    `$XDG_CACHE_HOME/merkit`, else `~/.cache/merkit`."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "merkit"
+
+
 def check_writable(path: str | Path, kind: str = "folder") -> Path:
     """Refuse, before any work, an output that cannot be created: `path` is a file where a
     folder is wanted (or the reverse), lies under a file, or its folder is read-only."""

@@ -40,6 +40,13 @@ Spotting = Annotated[
     str | None,
     typer.Option(help=f"Apex spotting where no apex is given: {', '.join(SPOTTING_METHODS)}."),
 ]
+Fps = Annotated[
+    float | None,
+    typer.Option(
+        help="Frame rate of the clips (frames per second), over what the video or dataset "
+        "states: spotting sets every time span from it."
+    ),
+]
 ApexPolicy = Annotated[
     str | None,
     typer.Option(

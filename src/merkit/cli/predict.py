@@ -39,9 +39,10 @@ def predict(
     offset: Annotated[int | None, typer.Option(help="Offset frame number.")] = None,
     aligned: options.Aligned = False,
     window: Annotated[
-        int | None, typer.Option(help="Spotting window in frames (default 0.2 s of video).")
+        int | None, typer.Option(help="A movement's length in frames (default 0.2 s of video).")
     ] = None,
     spotting: options.Spotting = None,
+    fps: options.Fps = None,
     json_path: options.JsonFile = None,
     picture: Annotated[
         Path | None,
@@ -57,12 +58,15 @@ def predict(
     import torch
 
     from merkit.inference.predictor import predict_many
+    from merkit.preprocess.spotting import check_fps
     from merkit.training.devices import resolve_device
 
     device = device or "auto"
     resolve_device(device)  # a device this machine lacks: refused before any clip is read
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
+    if fps is not None:
+        check_fps(fps)
     check_json_target(json_path)
     if picture is not None:
         check_writable(picture)
@@ -74,6 +78,7 @@ def predict(
         "aligned": aligned,
         "window": window,
         "spotting": spotting,
+        "fps": fps,
         "picture_dir": picture,
     }
     shown = not quiet and len(inputs) > 1  # one clip: no bar (not even its blank line)

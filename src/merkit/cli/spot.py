@@ -36,7 +36,7 @@ def figures_table(metrics: dict[str, Any], title: str) -> Table:
 def spot_command(
     kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
     root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
-    method: Annotated[
+    spotting: Annotated[
         str,
         typer.Option(help=f"Spotting method(s), comma-separated: {', '.join(SPOTTING_METHODS)}."),
     ] = DEFAULT_SPOTTING,
@@ -49,11 +49,9 @@ def spot_command(
     ] = "annotated",
     window: Annotated[
         int | None,
-        typer.Option(help="Spotting window in frames for --span clip (default 0.2 s)."),
+        typer.Option(help="A movement's length in frames for --span clip (default 0.2 s)."),
     ] = None,
-    fps: Annotated[
-        float | None, typer.Option(help="Frame rate of clips whose dataset gives none.")
-    ] = None,
+    fps: options.Fps = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/spot-KIND).")] = None,
     overwrite: options.Overwrite = False,
     aligned: options.Aligned = False,
@@ -70,7 +68,12 @@ def spot_command(
     from merkit.data.registry import load_dataset
     from merkit.evaluation.run_folder import HTML_FILE, REPORT_FILE
     from merkit.evaluation.spotting import claim_spotting_folder, write_spotting_run
-    from merkit.inference.spotting_eval import SpotSettings, scorable, spot_samples
+    from merkit.evaluation.spotting_runner import (
+        NOT_ANNOTATED,
+        SpotSettings,
+        scorable,
+        spot_samples,
+    )
     from merkit.preprocess.pipeline import default_workers, output_folder
     from merkit.preprocess.spotting import get_method
 
@@ -78,7 +81,7 @@ def spot_command(
         raise ConfigError(f"--span {span!r}: choose one of {', '.join(SPANS)}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
-    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    methods = tuple(m.strip() for m in spotting.split(",") if m.strip())
     settings = SpotSettings(
         methods=methods,
         whole_clip=span == "clip",
@@ -90,9 +93,15 @@ def spot_command(
     claim_spotting_folder(folder, overwrite)
     output_folder(folder, "run folder")
     dataset = load_dataset(kind, root, taxonomy=taxonomy)
-    samples, left_out = scorable(dataset.samples)
+    samples, left_out = scorable(dataset.samples, settings.whole_clip)
+    skipped = [(uid, why) for uid, why in left_out if not why.startswith(NOT_ANNOTATED)]
     if not samples:
-        raise ConfigError(f"{root}: no {kind} clip has an annotated apex to score spotting on")
+        if skipped:
+            print_table(failures_table(skipped, "Left out"))
+        raise ConfigError(
+            f"{root}: no {kind} clip has an annotated apex and more than one frame to score "
+            "spotting on"
+        )
     started = time.perf_counter()
     with Progress(console=err_console, transient=True, disable=quiet) as bar:
         task = bar.add_task("spotting", total=len(samples))
@@ -107,7 +116,8 @@ def spot_command(
         "span": "every frame of the clip's folder" if settings.whole_clip else "onset..offset",
         "window": (window or "0.2 s at the clip's rate") if settings.whole_clip else "none",
         "clips scored": len({(r.dataset, r.subject, r.sample) for r in rows}),
-        "clips without an annotated apex (not scored)": len(left_out),
+        "frame rate": f"{fps:g} fps (--fps)" if fps else "each dataset's",
+        "clips left out (no annotated apex, or 1 frame)": len(left_out),
         "clips that failed": len(failed),
         "seconds": round(time.perf_counter() - started, 1),
         "command": shlex.join(["merkit", *sys.argv[1:]]),
@@ -116,4 +126,6 @@ def spot_command(
     print_table(figures_table(metrics, f"merkit spot {kind}: spotted vs annotated apex"))
     if failed:
         print_table(failures_table(failed))
+    if skipped:
+        print_table(failures_table(skipped, "Left out"))
     console.print(f"report: {folder / REPORT_FILE} and {folder / HTML_FILE}", highlight=False)

@@ -47,8 +47,8 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     print_table(metrics_table(metrics, title))
 
 
-def failures_table(failed: list[tuple[str, str]]) -> Table:
-    table = Table(title="Failed samples")
+def failures_table(failed: list[tuple[str, str]], title: str = "Failed samples") -> Table:
+    table = Table(title=title)
     table.add_column("sample", overflow="fold")
     table.add_column("reason", overflow="fold")
     for uid, reason in failed[:MAX_FAILURE_ROWS]:

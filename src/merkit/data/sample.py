@@ -46,6 +46,15 @@ class Sample:
         return f"{self.dataset}/{self.subject}"
 
     @property
+    def fps(self) -> float | None:
+        """The clip's frame rate as its loader states it (`meta["fps"]`), None where unknown."""
+        try:
+            rate = float(self.meta.get("fps", ""))
+        except ValueError:
+            return None
+        return rate if rate > 0 and rate != float("inf") else None
+
+    @property
     def uid(self) -> str:
         """Sample identity that is unique across datasets."""
         return f"{self.dataset}/{self.subject}/{self.clip}"

@@ -1,6 +1,6 @@
 """Using a trained model: final models and checkpoints, `Predictor`, ONNX export.
 
-The names load lazily: a light module of this package (e.g. the spotting evaluation) can be
+The names load lazily: a light module of this package (e.g. `picture`) can be
 imported without torch, which only the checkpoint, export and predictor modules need.
 """
 

@@ -1,8 +1,9 @@
 """`Predictor`: a video file or frame folder in, the micro-expression's timing and class out.
 
 Stages (each timed): read the frames; find and align the face once, on the onset frame (or the
-first frame when the onset is to be spotted); locate onset/apex/offset (`timing.locate`, with the
-spotting method the checkpoint's preprocessing names unless one is asked for); compute
+first frame when the onset is to be spotted); locate onset/apex/offset (`spotting.locate`, with
+the spotting method the checkpoint's preprocessing names unless one is asked for, at the frame
+rate the user gives, else the video's, else DEFAULT_FPS); compute
 the model input with the checkpoint's own `PrepareConfig` through the one-clip functions that
 `merkit prepare` uses (`merkit.preprocess.clip`: `align_clip`, `clip_output`), so flow method,
 sizes, scaling and the input checks (face size, missing frames) match training; classify;
@@ -37,7 +38,6 @@ from merkit.inference.picture import (
     render_picture,
     write_picture,
 )
-from merkit.inference.timing import Timing, given_timing, locate
 from merkit.models.inputs import inference_input
 from merkit.preprocess import clip as clip_stage
 from merkit.preprocess.arrays import as_float32
@@ -46,12 +46,18 @@ from merkit.preprocess.config import MOTION_KINDS
 from merkit.preprocess.face import Alignment
 from merkit.preprocess.flow import compute_flow
 from merkit.preprocess.frames import ClipFrames
-from merkit.preprocess.spotting import default_window, get_method
+from merkit.preprocess.spotting import (
+    DEFAULT_FPS,
+    Timing,
+    check_fps,
+    default_window,
+    get_method,
+    given_timing,
+    locate,
+)
 from merkit.training.augment import hflip_flow
 from merkit.training.devices import resolve_device
 from merkit.workers import WorkerPool
-
-DEFAULT_FPS = 200.0  # frame folders carry no rate: assume CASME II's / SAMM's
 
 
 class Backend(Protocol):
@@ -174,19 +180,22 @@ def face_box(alignment: Alignment) -> list[int]:
 
 def spotting_summary(timing: Timing, numbers: Sequence[int]) -> dict[str, Any]:
     """What spotting found, self-described: the method and what it follows, the confidence, how
-    the eyes were found, and the motion curve (per frame number) whose peak is the apex. Where
-    the user gave onset and apex nothing was spotted: method, confidence and curve are empty."""
+    the eyes were found, the blinks it left out (first and last frame number of each), and the
+    motion curve (per frame number) whose peak is the apex. Where the user gave onset and apex
+    nothing was spotted: method, confidence and curve are empty."""
     found = timing.spot
     if found is None:
         empty: dict[str, Any] = {"method": None, "follows": None, "confidence": None}
-        return {**empty, "eyes": None, "noise": None, "frames": [], "motion": []}
+        return {**empty, "eyes": None, "blinks": [], "noise": None, "frames": [], "motion": []}
+    frames = timing.curve_frames(numbers)
     return {
         "method": found.method,
         "follows": get_method(found.method).follows,
         "confidence": round(found.confidence, 4),
         "eyes": found.eyes,
+        "blinks": [[frames[a], frames[b]] for a, b in found.blinks],
         "noise": round(found.noise, 6),
-        "frames": timing.curve_frames(numbers),
+        "frames": frames,
         "motion": [round(float(v), 6) for v in found.profile],
     }
 
@@ -245,16 +254,18 @@ class Predictor:
         aligned: bool = False,
         window: int | None = None,
         spotting: str | None = None,
+        fps: float | None = None,
         picture_dir: str | Path | None = None,
     ) -> dict[str, Any]:
         """Timing, face box, spotting, class probabilities and per-stage milliseconds of one input.
 
         `onset`/`apex`/`offset` are frame numbers the user knows (else spotted); `aligned`
-        skips face detection for inputs that are already face crops; `window` is the spotting
-        window in frames (default 0.2 s at the video's rate, 200 fps for frame folders);
-        `spotting` names the spotting method (default: the one the model's training data used).
+        skips face detection for inputs that are already face crops; `window` is a movement's
+        length in frames (default 0.2 s); `spotting` names the spotting method (default: the one
+        the model's training data used); `fps` is the input's frame rate, over the one a video
+        states (frame folders state none: DEFAULT_FPS).
         """
-        options = {"aligned": aligned, "window": window, "spotting": spotting}
+        options = {"aligned": aligned, "window": window, "spotting": spotting, "fps": fps}
         return self.analyse(input, onset, apex, offset, **options, picture_dir=picture_dir).result
 
     def analyse(
@@ -267,6 +278,7 @@ class Predictor:
         aligned: bool = False,
         window: int | None = None,
         spotting: str | None = None,
+        fps: float | None = None,
         picture_dir: str | Path | None = None,
         on_stage: Callable[[str], None] | None = None,
     ) -> Analysis:
@@ -275,14 +287,15 @@ class Predictor:
         model, picture) starts."""
         watch = _Stopwatch(on_stage=on_stage)
         method = get_method(spotting or self.config.spotting).name
+        given_fps = None if fps is None else check_fps(fps)
         config = dataclasses.replace(self.config, aligned=True) if aligned else self.config
         started = time.perf_counter()
         with watch.stage("read"):
             clip = read_input(input, color=config.color and config.output not in MOTION_KINDS)
             known = [clip.index(n) for n in (onset, apex, offset)]
         numbers = clip.numbers
-        fps = clip.fps or DEFAULT_FPS
-        window = window or default_window(fps)
+        rate = given_fps or clip.fps or DEFAULT_FPS
+        window = window or default_window(rate)
         with watch.stage("face"):
             reference = known[0] or 0
             alignment = clip_stage.align_clip(
@@ -297,8 +310,10 @@ class Predictor:
                 timing = given_timing(len(numbers), *known)
             else:
                 clip_stage.require_contiguous(clip.sample, numbers[reference:], "spotting")
-                faces = alignment.apply_all(np.stack([_gray(f) for f in clip.frames.read()]))
-                timing = locate(faces, window, *known, method=method)
+                frames = clip.frames.read()
+                faces = clip_stage.spotting_faces(frames, alignment)
+                seen = alignment.coverage(frames.shape[1:])
+                timing = locate(faces, rate, *known, method=method, window=window, seen=seen)
         span = numbers[timing.onset : max(timing.offset, timing.apex) + 1]
         with watch.stage("motion"):
             x, _ = clip_stage.clip_output(
@@ -307,7 +322,7 @@ class Predictor:
         with watch.stage("model"):
             probs = finite_probabilities(self.probabilities(x), self.source, clip.path)
         face = {"box": face_box(alignment), "frame": numbers[reference]}
-        result = self._result(clip, face, timing, probs, fps, window)
+        result = self._result(clip, face, timing, probs, rate, window, given_fps is not None)
         if picture_dir is not None:
             with watch.stage("picture"):
                 result["picture"] = self._picture(clip, timing, alignment, x, probs, picture_dir)
@@ -333,6 +348,7 @@ class Predictor:
         probs: np.ndarray,
         fps: float,
         window: int,
+        fps_given: bool,
     ) -> dict[str, Any]:
         numbers, names = clip.numbers, self.meta.class_names
         best = int(np.argmax(probs))
@@ -350,7 +366,7 @@ class Predictor:
             "spotting": {
                 "window": window,
                 "fps": fps,
-                "fps_assumed": clip.fps is None,
+                "fps_assumed": clip.fps is None and not fps_given,
                 **spotting_summary(timing, numbers),
             },
             "probabilities": {

@@ -19,7 +19,6 @@ the forward of all its members, and has no single train time.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from merkit.io import write_json_atomic
+from merkit.io import user_cache_dir, write_json_atomic
 from merkit.models.registry import create_model, get_descriptor
 
 PROFILE_FILE = "model_profile.json"
@@ -49,8 +48,7 @@ class ModelTiming:
 
 def default_cache_path() -> Path:
     """Where measured timings are kept between runs."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "merkit" / PROFILE_FILE
+    return user_cache_dir() / PROFILE_FILE
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:

@@ -6,7 +6,7 @@ same input checks as the training data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ def _span(sample: Sample, clip: ClipFrames) -> list[int]:
 def _faces(clip: ClipFrames, numbers: Sequence[int], alignment: Alignment) -> np.ndarray:
     """Aligned grayscale crops, decoded one frame at a time (SAMM frames are 2 Mpixel)."""
     return np.stack([alignment.apply(_gray(clip.read([n])[0])) for n in numbers])
+
+
+def spotting_faces(frames: Iterable[np.ndarray], alignment: Alignment) -> np.ndarray:
+    """Aligned grayscale crops for spotting, shrunk by area averaging (`apply_averaged`)."""
+    return np.stack([alignment.apply_averaged(_gray(f)) for f in frames])
 
 
 def require_contiguous(sample: Sample, numbers: Sequence[int], use: str) -> None:
@@ -156,14 +161,17 @@ def clip_output(
 
 def aligned_faces(
     sample: Sample, config: PrepareConfig, whole_clip: bool = False
-) -> tuple[list[int], np.ndarray]:
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The frame numbers and aligned grayscale faces that spotting reads: onset..offset (as
-    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it)."""
+    `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it);
+    and which crop pixels show the frame (`Alignment.coverage`)."""
     clip = ClipFrames(sample)
     span = list(clip.numbers) if whole_clip else _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     require_contiguous(sample, span, "apex spotting")
-    return span, _faces(clip, span, alignment)
+    frames = (clip.read([n])[0] for n in span)
+    faces = spotting_faces(frames, alignment)
+    return span, faces, alignment.coverage(clip.read([span[0]])[0].shape)
 
 
 def prepare_sample(
@@ -188,7 +196,9 @@ def prepare_sample(
     known = sample.apex is not None and sample.apex_source == APEX_ANNOTATED and sample.apex in span
     if config.apex_policy == "spot" or not known:
         require_contiguous(sample, span, "apex spotting")
-        found = spot(_faces(clip, span, alignment), config.spotting)
+        faces = spotting_faces((clip.read([n])[0] for n in span), alignment)
+        seen = alignment.coverage(clip.read([span[0]])[0].shape)
+        found = spot(faces, config.spotting, sample.fps, seen=seen)
         meta = {
             "apex": span[found.apex],
             "apex_source": APEX_SPOTTED,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,8 +22,10 @@ import numpy as np
 
 from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
+from merkit.io import user_cache_dir
 
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
+DETECTOR_CACHE = "dlib_frontal_face_detector.svm"
 # Face geometry in inter-ocular distances (IOD), measured on dlib's 68 landmarks of a frontal
 # face: jaw corners ~1.1 IOD left/right of the eye midpoint, chin ~1.75 below, brows ~0.4 above.
 # The unpadded face box is a square of FACE_BOX_IOD whose centre lies EYE_TO_CENTRE_IOD below
@@ -30,6 +34,7 @@ FACE_BOX_IOD = 2.4
 EYE_TO_CENTRE_IOD = 0.6
 # Detection runs on a copy whose longer side is at most this (SAMM frames are 2040x1088).
 DETECT_MAX_SIDE = 640
+FILL_PAD = 0.25  # border added around a frame whose face fills it, as a share of its longer side
 CROPPED_PREFIXES = ("reg_img", "reg_image")
 
 
@@ -50,10 +55,35 @@ def landmark_model_path() -> Path:
 
 
 @cache
-def _dlib_detector():
+def frontal_face_detector():  # dlib has no type hints
+    """dlib's frontal face detector, read from merkit's cache (a millisecond) once it has been
+    built (half a second: dlib builds it from text) and saved there by a first call."""
     import dlib
 
-    return dlib.get_frontal_face_detector()
+    cached = user_cache_dir() / DETECTOR_CACHE
+    if cached.is_file():
+        try:
+            return dlib.fhog_object_detector(str(cached))
+        except RuntimeError:  # a damaged cache is rebuilt below
+            pass
+    detector = dlib.get_frontal_face_detector()
+    _save_detector(detector, cached)
+    return detector
+
+
+def _save_detector(detector, path: Path) -> None:  # dlib has no type hints
+    """Save atomically; where the cache cannot be written, the next process builds it again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError:
+        return
+    os.close(fd)
+    try:
+        detector.save(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError):
+        Path(tmp).unlink(missing_ok=True)
 
 
 @cache
@@ -77,12 +107,12 @@ def _largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)
 
 
-def detect_face(gray: np.ndarray) -> Box | None:
-    """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback."""
+def _detect(gray: np.ndarray) -> Box | None:
+    """The largest face dlib (else the Haar cascade) finds, in the image's own pixels."""
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     boxes: list[Box] = [
-        (r.left(), r.top(), r.right(), r.bottom()) for r in _dlib_detector()(small, 1)
+        (r.left(), r.top(), r.right(), r.bottom()) for r in frontal_face_detector()(small, 1)
     ]
     if not boxes:
         found = _haar_cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5)
@@ -93,12 +123,37 @@ def detect_face(gray: np.ndarray) -> Box | None:
     return tuple(round(v / scale) for v in box)  # type: ignore[return-value]
 
 
+def detect_face(gray: np.ndarray) -> Box | None:
+    """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback.
+
+    A face that fills the frame (a close-up, an upscaled crop) leaves the detectors no margin
+    around it, and both miss it: the frame is searched again with a border of FILL_PAD of its
+    longer side added on every side (continuing its edge), and the box is moved back.
+    """
+    box = _detect(gray)
+    if box is not None:
+        return box
+    pad = round(FILL_PAD * max(gray.shape))
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    box = _detect(padded)
+    if box is None:
+        return None
+    return tuple(v - pad for v in box)  # type: ignore[return-value]
+
+
 def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2)."""
+    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2). A box that reaches
+    beyond the image (a face that fills the frame, found on a padded copy) is read on an image
+    padded as far, its edge continued: the shape model needs the whole face box."""
     import dlib
 
-    shape = _dlib_predictor()(gray, dlib.rectangle(*box))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+    height, width = gray.shape[:2]
+    pad = max(0, -box[0], -box[1], box[2] - width + 1, box[3] - height + 1)
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    left, top, right, bottom = (v + pad for v in box)
+    shape = _dlib_predictor()(gray, dlib.rectangle(left, top, right, bottom))
+    return np.array([(p.x - pad, p.y - pad) for p in shape.parts()], dtype=np.float64)
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +181,41 @@ class Alignment:
     def apply_all(self, frames: np.ndarray) -> np.ndarray:
         """Warp a stack (T, H, W[, C]) with the same map."""
         return np.stack([self.apply(f) for f in frames])
+
+    def apply_averaged(self, frame: np.ndarray) -> np.ndarray:
+        """`apply`, but where the crop is much smaller than the face in the frame, the part of
+        the frame the crop covers is first halved (Gaussian pyramid) until it is not: a warp
+        samples a few pixels per crop pixel, so fine texture (skin, an upscaled frame's
+        interpolation) would alias into patterns that shift as the head moves, which spotting
+        would read as movement."""
+        scale = float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+        if scale >= 0.6:
+            return self.apply(frame)
+        corners = np.array([[0, 0], [self.size, 0], [0, self.size], [self.size, self.size]])
+        inverse = cv2.invertAffineTransform(self.matrix)
+        points = corners @ inverse[:, :2].T + inverse[:, 2]
+        height, width = frame.shape[:2]
+        low = np.clip(np.floor(points.min(axis=0) - 4 / scale), 0, [width - 1, height - 1])
+        high = np.clip(np.ceil(points.max(axis=0) + 4 / scale), low + 1, [width, height])
+        (x0, y0), (x1, y1) = low.astype(int), high.astype(int)
+        part = frame[y0:y1, x0:x1]
+        matrix = self.matrix.copy()
+        matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)  # the part's origin
+        while scale < 0.6:  # pyrDown keeps every other pixel: x = 2 x_small
+            part = cv2.pyrDown(part)
+            matrix[:, :2] *= 2.0
+            scale *= 2.0
+        return Alignment(matrix, self.size).apply(part)
+
+    def coverage(self, shape: tuple[int, ...]) -> np.ndarray:
+        """(size, size) bool: the crop pixels that show the frame (of `shape`), not what a warp
+        invents beyond its edge (a face that fills the frame leaves the crop's margin there)."""
+        inverse = cv2.invertAffineTransform(self.matrix)
+        ys, xs = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
+        x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+        y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+        height, width = shape[:2]
+        return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
     def resized(self, size: int) -> Alignment:
         """The same crop rendered at `size` x `size` pixels."""

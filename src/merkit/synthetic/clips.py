@@ -12,6 +12,7 @@ Everything is drawn from `numpy.random.SeedSequence` streams keyed by (seed, sub
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -35,26 +36,41 @@ Motion = tuple[np.ndarray, np.ndarray]  # temporal profile (T,), displacement fi
 
 
 def displacement_field(
-    code: str, subject: SyntheticSubject, amplitude: float, grid: tuple[np.ndarray, np.ndarray]
+    code: str,
+    anchors: dict[str, np.ndarray],
+    amplitude: float,
+    grid: tuple[np.ndarray, np.ndarray],
+    expressiveness: float = 1.0,
+    asymmetry: float = 0.0,
 ) -> np.ndarray:
-    """(2, H, W) displacement in pixels of action unit `code` at its apex."""
+    """(2, H, W) displacement in pixels of action unit `code` at its apex, placed at `anchors`
+    (a drawn subject's, or points found on a photograph: `merkit.synthetic.photo`)."""
     unit, only_side = parse_au(code)
     x, y = grid
     size = x.shape[0]
     field_ = np.zeros((2, *x.shape), np.float32)
-    gain = amplitude * AU_GAIN.get(unit, 1.0) * subject.expressiveness
+    gain = amplitude * AU_GAIN.get(unit, 1.0) * expressiveness
     for blob in AU_MOTIONS[unit]:
-        sided = f"{blob.anchor}_L" in subject.anchors
+        sided = f"{blob.anchor}_L" in anchors
         sides = [s for s in SIDES if only_side in (None, s)] if sided else [None]
         for side in sides:
             sign = SIDES[side] if side else 0.0
-            cx, cy = subject.anchors[f"{blob.anchor}_{side}" if side else blob.anchor]
+            cx, cy = anchors[f"{blob.anchor}_{side}" if side else blob.anchor]
             sx, sy = blob.sigma[0] * size, blob.sigma[1] * size
             window = np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
-            side_gain = gain * (1.0 + sign * subject.asymmetry)
+            side_gain = gain * (1.0 + sign * asymmetry)
             field_[0] += side_gain * sign * blob.vector[0] * window
             field_[1] += side_gain * blob.vector[1] * window
     return field_
+
+
+def subject_field(
+    code: str, subject: SyntheticSubject, amplitude: float, grid: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """`displacement_field` of a drawn subject, with its expressiveness and asymmetry."""
+    return displacement_field(
+        code, subject.anchors, amplitude, grid, subject.expressiveness, subject.asymmetry
+    )
 
 
 def temporal_profile(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
@@ -65,8 +81,24 @@ def temporal_profile(n_frames: int, onset: int, apex: int, offset: int) -> np.nd
     return np.where(t <= apex, rise, fall).astype(np.float32)
 
 
-def _blink_alpha(n_frames: int, rng: np.random.Generator, rate: float) -> tuple[np.ndarray, list]:
-    """Per-frame lid closure (0 open .. 1 shut) of the blinks that fall in the clip."""
+Blink = tuple[float, float, float]  # start frame, duration in frames, depth (1 = lids shut)
+
+
+def blink_closure(n_frames: int, blink: Blink) -> np.ndarray:
+    """(T,) lid closure of one placed blink: the lid falls in the first third of its duration
+    and rises, slower, in the rest, as a real blink does (about 100 then 200 ms)."""
+    start, duration, depth = blink
+    phase = np.clip((np.arange(n_frames, dtype=np.float32) - start) / duration, 0.0, 1.0)
+    closing = np.sin(0.5 * np.pi * np.clip(phase / 0.35, 0.0, 1.0)) ** 2
+    opening = np.cos(0.5 * np.pi * np.clip((phase - 0.35) / 0.65, 0.0, 1.0)) ** 2
+    return (depth * np.where(phase <= 0.35, closing, opening) * (phase < 1)).astype(np.float32)
+
+
+def _blink_alpha(
+    n_frames: int, rng: np.random.Generator, rate: float, placed: Sequence[Blink] = ()
+) -> tuple[np.ndarray, list]:
+    """Per-frame lid closure (0 open .. 1 shut) of the blinks that fall in the clip: drawn at
+    `rate` per 100 frames, and those `placed`."""
     alpha = np.zeros(n_frames, np.float32)
     blinks = []
     t = np.arange(n_frames, dtype=np.float32)
@@ -76,6 +108,10 @@ def _blink_alpha(n_frames: int, rng: np.random.Generator, rate: float) -> tuple[
         depth = float(rng.uniform(0.5, 1.0))
         phase = np.clip((t - start) / duration, 0.0, 1.0)
         alpha = np.maximum(alpha, depth * np.sin(np.pi * phase) ** 2)
+        blinks.append((int(max(start, 0)), int(min(start + duration, n_frames - 1))))
+    for blink in placed:
+        alpha = np.maximum(alpha, blink_closure(n_frames, blink))
+        start, duration, _ = blink
         blinks.append((int(max(start, 0)), int(min(start + duration, n_frames - 1))))
     return alpha, blinks
 
@@ -112,7 +148,7 @@ def _unit_motions(
     for code in codes:
         peak = int(np.clip(apex + rng.integers(-2, 3), onset + 1, offset - 1))
         strength = amplitude * float(rng.uniform(0.85, 1.15))
-        field_ = displacement_field(code, person, strength, grid)
+        field_ = subject_field(code, person, strength, grid)
         motions.append((temporal_profile(n_frames, onset, peak, offset), field_))
     return motions
 
@@ -130,7 +166,7 @@ def _tic_motion(
     t0 = int(rng.integers(0, n_frames - 6))
     t1 = int(min(n_frames - 1, t0 + rng.integers(6, 16)))
     profile = temporal_profile(n_frames, t0, (t0 + t1) // 2, t1)
-    return [(profile, displacement_field(person.tic, person, amplitude, grid))]
+    return [(profile, subject_field(person.tic, person, amplitude, grid))]
 
 
 def _head_drift(
@@ -186,6 +222,7 @@ def render_clip(
     apex: int | None = None,
     offset: int | None = None,
     action_units: str | None = None,
+    blinks: Sequence[Blink] = (),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one clip: frames uint8 (T, H, W) and the truth that made them.
 
@@ -193,7 +230,8 @@ def render_clip(
     `config.n_frames`), or, with `config.context`, that expression somewhere inside a longer
     neutral clip; pass `n_frames` and `onset`/`apex`/`offset` (0-based frame indices) to place it
     yourself. `emotion=None` renders no expression; `action_units` ("1+2", "R12") overrides the
-    units the emotion would draw.
+    units the emotion would draw; `blinks` places blinks (start, duration, depth) beside those
+    drawn at `config.blink_rate`.
     """
     frames, truth, _ = render_clip_motion(
         emotion,
@@ -205,6 +243,7 @@ def render_clip(
         apex=apex,
         offset=offset,
         action_units=action_units,
+        blinks=blinks,
     )
     return frames, truth
 
@@ -220,6 +259,7 @@ def render_clip_motion(
     apex: int | None = None,
     offset: int | None = None,
     action_units: str | None = None,
+    blinks: Sequence[Blink] = (),
 ) -> tuple[np.ndarray, dict[str, Any], ClipMotion]:
     """`render_clip`'s frames and truth, and the clip's geometric truth (true optical flow
     between any two frames, true landmarks in every frame): the same clip, bit for bit."""
@@ -256,7 +296,7 @@ def render_clip_motion(
     centre = np.array([person.face.cx, person.face.cy], np.float32) * size
     displacement = _displacement(motions, n_frames, (size, size))
     map_x, map_y = _source_maps((x, y), centre, pose, displacement)
-    closure, blinks = _blink_alpha(n_frames, rng, config.blink_rate)
+    closure, blinked = _blink_alpha(n_frames, rng, config.blink_rate, blinks)
     warped = np.stack(
         [
             cv2.remap(
@@ -289,7 +329,7 @@ def render_clip_motion(
         "offset": offset if codes else None,
         "amplitude_px": round(amplitude, 3),  # the clip's drawn amplitude
         "peak_px": round(peak_px, 3),  # the largest displacement it produced, all units at once
-        "blinks": blinks,
+        "blinks": blinked,
         "tic_apex": int(np.argmax(tic[0][0])) if tic else None,  # the habitual twitch's peak
         "drift_px": round(float(np.hypot(*(pose[0][-1] - pose[0][0]))), 3),
     }

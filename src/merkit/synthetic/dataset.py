@@ -97,16 +97,19 @@ def _clip_names(rng: np.random.Generator, n_clips: int) -> list[str]:
     return names
 
 
-def _write_frames(folder: Path, frames: np.ndarray, first: int, quality: int) -> None:
+def write_frames(
+    folder: Path, frames: np.ndarray, first: int, quality: int, prefix: str = "reg_img"
+) -> None:
+    """JPEG frames `{prefix}{number}.jpg` numbered from `first` into a new `folder`."""
     folder.mkdir(parents=True)
     for i, image in enumerate(frames):
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise DataLayoutError(f"{folder}: could not encode frame {first + i} as JPEG")
-        (folder / f"reg_img{first + i}.jpg").write_bytes(data.tobytes())
+        (folder / f"{prefix}{first + i}.jpg").write_bytes(data.tobytes())
 
 
-def _write_sheet(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_sheet(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write the coding sheet the way the real one reads back: two empty-header columns."""
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     header = ["" if c.startswith("Unnamed") else c for c in COLUMNS]
@@ -147,7 +150,7 @@ def _render_dataset(
         for clip, name in enumerate(_clip_names(layout_rng, config.clips_per_subject)):
             frames, truth = render_clip(next(emotions), subject, clip, config)
             first = int(layout_rng.integers(10, 400))
-            _write_frames(folder / f"sub{number:02d}" / name, frames, first, config.jpeg_quality)
+            write_frames(folder / f"sub{number:02d}" / name, frames, first, config.jpeg_quality)
             rows.append(
                 {
                     "Subject": number,
@@ -208,7 +211,7 @@ def generate_casme2_like(
     shutil.rmtree(frames_dir, ignore_errors=True)
     os.replace(partial, frames_dir)
     write_text_atomic(root / TRUTH_NAME, pd.DataFrame(truths).to_csv(index=False))
-    _write_sheet(sheet, rows)
+    write_sheet(sheet, rows)
     write_text_atomic(config_path, config.to_json())
     return root
 

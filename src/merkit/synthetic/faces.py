@@ -122,6 +122,7 @@ def landmarks(face: FaceParams, size: int) -> dict[str, np.ndarray]:
         brow_y = f.eye_y - f.brow_gap
         points[f"eye_{side}"] = (ex, f.eye_y)
         points[f"lower_lid_{side}"] = (ex, f.eye_y + f.eye_h)
+        points[f"upper_lid_{side}"] = (ex, f.eye_y - f.eye_h)
         points[f"brow_inner_{side}"] = (ex - sign * 0.7 * f.brow_len, brow_y + f.brow_tilt)
         points[f"brow_outer_{side}"] = (ex + sign * 0.6 * f.brow_len, brow_y)
         points[f"cheek_{side}"] = (ex + sign * 0.2 * f.eye_w, f.eye_y + 0.09)

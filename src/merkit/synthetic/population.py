@@ -37,6 +37,7 @@ AU_MOTIONS: dict[str, tuple[Blob, ...]] = {
     "1": (Blob("brow_inner", (0.0, -1.0), (0.035, 0.035)),),  # inner brow raiser
     "2": (Blob("brow_outer", (0.0, -1.0), (0.04, 0.035)),),  # outer brow raiser
     "4": (Blob("brow_inner", (-0.6, 0.8), (0.045, 0.035)),),  # brow lowerer
+    "5": (Blob("upper_lid", (0.0, -1.0), (0.04, 0.02)),),  # upper lid raiser
     "6": (Blob("cheek", (0.1, -0.9), (0.05, 0.04)),),  # cheek raiser
     "7": (Blob("lower_lid", (0.0, -0.8), (0.04, 0.02)),),  # lid tightener
     "9": (  # nose wrinkler: wings up, skin bunching at the root
@@ -70,7 +71,7 @@ EMOTION_AUS: dict[str, tuple[tuple[str, ...], ...]] = {
     "sadness": (("1", "4", "15"), ("1", "4"), ("15",)),
 }
 # Relative strength of each unit at the same clip amplitude (jaw drops and smiles travel further).
-AU_GAIN: dict[str, float] = {"12": 1.2, "26": 1.3, "6": 0.8, "7": 0.7, "17": 0.9}
+AU_GAIN: dict[str, float] = {"12": 1.2, "26": 1.3, "5": 0.7, "6": 0.8, "7": 0.7, "17": 0.9}
 TIC_AUS = ("7", "L12", "R2", "17", "R14")
 
 
