@@ -38,7 +38,7 @@ SEQUENCE = PrepareConfig(output="sequence", size=64, frames=6)
 # Motion of 0.75-1.5 px in the 64 px frames (the default 0.4-1.1 px is near the noise floor of
 # raw-frame models trained on 70 clips; the flow models do well at either).
 AMPLITUDE = (1.5, 3.0)
-FLOW = PrepareConfig(output="flow", size=28, flow="farneback")
+FLOW = PrepareConfig(output="maps", size=28, flow="farneback")
 # Sequences are grey images: a flip must not touch channel 0 (the engine's flip is flow-aware).
 STILL = AugmentConfig(hflip=False, max_shift=2)
 RECIPES = {

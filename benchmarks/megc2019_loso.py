@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = args.models.split(",") if args.models else list_models("flow")
+    models = args.models.split(",") if args.models else list_models("maps")
     for name in models:
         get_descriptor(name)  # fail before any training on a misspelt model
     with tempfile.TemporaryDirectory(prefix="merkit-bench-") as scratch:

@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result: dict[str, object] = {"threads": args.threads, "batch": BATCH, "models": {}}
-    for name in list_models(kind="flow"):
+    for name in list_models(kind="maps"):
         step, flops = _step_fn(name, 1)
         wall, cpu = _time(step, args.steps)
         result["models"][name] = {

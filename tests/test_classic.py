@@ -62,7 +62,7 @@ def grey_clips(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_classic_models_are_registered_as_closed_form() -> None:
     assert {"hoof-svm", "lbptop-svm", "map-svm"} <= set(list_models())
-    assert {"hoof-svm", "map-svm"} <= set(list_models("flow"))
+    assert {"hoof-svm", "map-svm"} <= set(list_models("maps"))
     assert "lbptop-svm" in list_models("sequence")
     for name in ("hoof-svm", "lbptop-svm", "map-svm"):
         assert get_descriptor(name).training == "closed-form"
@@ -73,9 +73,9 @@ def test_classic_models_are_registered_as_closed_form() -> None:
 
 def test_an_unfitted_classic_model_passes_the_input_checks() -> None:
     """The probe forward before training answers (uniform) probabilities of the right shape."""
-    assert check_input("hoof-svm", (5, 3, 28, 28), "flow") == (5, 3, 28, 28)
+    assert check_input("hoof-svm", (5, 3, 28, 28), "maps") == (5, 3, 28, 28)
     assert check_input("lbptop-svm", (5, 8, 1, 64, 64), "sequence") == (5, 8, 64, 64)
-    with pytest.raises(ConfigError, match="hoof-svm.*takes flow maps"):
+    with pytest.raises(ConfigError, match="hoof-svm.*takes motion maps"):
         check_input("hoof-svm", (5, 8, 1, 64, 64), "sequence")
     with pytest.raises(ConfigError, match="5x5 cells does not fit 2x2"):
         check_input("lbptop-svm", (5, 3, 1, 4, 4), "sequence")
@@ -359,7 +359,7 @@ def test_flow_svm_loso_on_the_development_maps_gives_the_readme_figure(
     from merkit.preprocess.pipeline import prepare
 
     data = load_dataset("megc2019-flow", megc2019_root)
-    prepared = prepare(data.samples, PrepareConfig(output="flow", size=28), progress=False)
+    prepared = prepare(data.samples, PrepareConfig(output="maps", size=28), progress=False)
     y = np.asarray([s.label for s in prepared.samples])
     folds = list(LeaveOneSubjectOut().split(prepared.samples))
     probs = ClassicEngine().fit_predict(default_recipe(model), prepared.x, y, folds, 3)

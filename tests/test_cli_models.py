@@ -123,7 +123,7 @@ def test_timing_option_uses_the_cache_file(
     data = json.loads(cache.read_text())
     data[key].update(train_ms=123.25, infer_ms=4.5)
     cache.write_text(json.dumps(data))
-    argv = ["models", "--kind", "flow", "--timing", "--timing-cache", str(cache)]
+    argv = ["models", "--kind", "maps", "--timing", "--timing-cache", str(cache)]
     code, out, _ = run(argv, capsys)
     assert code == 0
     line = next(li for li in out.splitlines() if " ststnet " in li)

@@ -77,7 +77,7 @@ def test_commands_that_do_not_train_start_without_torch(
 def test_the_probe_can_see_torch(tmp_path: Path) -> None:
     """The check above can fail: a command that trains does load torch."""
     timings = str(tmp_path / "timings.json")
-    args = ["models", "--kind", "flow", "--timing", "--timing-cache", timings, "--quiet"]
+    args = ["models", "--kind", "maps", "--timing", "--timing-cache", timings, "--quiet"]
     loaded = loaded_modules(args, tmp_path)
     assert "torch" in loaded
 

@@ -19,7 +19,7 @@ from merkit.training.runner import run_experiment
 FLOW_MODELS = [
     m
     for m in list_models()
-    if get_descriptor(m).input.kind in ("flow", "regions")
+    if get_descriptor(m).input.kind in ("maps", "regions")
     and get_descriptor(m).training == "gradient"  # the ensemble repeats its members' results
 ]
 # Fitted in closed form (features + SVM): repeat-checked in test_classic.py.

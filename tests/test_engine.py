@@ -264,7 +264,7 @@ def test_aux_loss_hook_is_added_to_the_training_loss(scratch_registry: None) -> 
     @register_model(
         "shrunk",
         summary="a linear layer with an L1 auxiliary loss",
-        input=InputSpec("flow", 3, (28, 28)),
+        input=InputSpec("maps", 3, (28, 28)),
         presets={"default": Preset()},
         hooks=("aux_loss",),
     )

@@ -93,7 +93,7 @@ def test_family_models_export_with_parity(model: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     prepared = (
         _real_shaped_maps(3)
-        if config.output == "flow"
+        if config.output == "maps"
         else rng.random((3, *config.item_shape), dtype=np.float32)
     )
     x = inference_input(model, prepared)

@@ -198,8 +198,8 @@ def write_checkpoint(path: Path, changes: dict, meta_text: str | None = None) ->
     meta = CheckpointMeta(
         model="ststnet", model_kwargs={}, num_classes=3, in_chans=3,
         class_names=("negative", "positive", "surprise"),
-        input_spec={"kind": "flow", "channels": 3, "size": [28, 28], "frames": 1},
-        prepare={"output": "flow", "size": 28},
+        input_spec={"kind": "maps", "channels": 3, "size": [28, 28], "frames": 1},
+        prepare={"output": "maps", "size": 28},
     )  # fmt: skip
     save_checkpoint(path, model, meta)
     payload = torch.load(path, weights_only=True)
@@ -212,7 +212,7 @@ def write_checkpoint(path: Path, changes: dict, meta_text: str | None = None) ->
     ("changes", "text", "message"),
     [
         ({"class_names": ["a", "b"]}, None, "2 class names for 3 outputs"),
-        ({"prepare": {"output": "flow", "size": 1000000}}, None, "prepare.size is 1000000"),
+        ({"prepare": {"output": "maps", "size": 1000000}}, None, "prepare.size is 1000000"),
         ({}, "{not json", "metadata is missing or not a JSON object"),
         ({"num_classes": "three"}, None, "invalid checkpoint metadata"),
     ],

@@ -564,12 +564,12 @@ def test_truncated_jpeg_tail_padding_is_still_accepted(tmp_path: Path) -> None:
 
 
 def test_frames_of_different_sizes_within_one_clip(tmp_path: Path) -> None:
-    # Before: "flow" and "apex" outputs read the onset and the apex in separate calls and
+    # Before: "maps" and "apex" outputs read the onset and the apex in separate calls and
     # warped both with the onset's alignment, silently; only "sequence" output noticed.
     sample = texture_clip(tmp_path / "EP01", range(1, 6))
     cv2.imwrite(str(sample.frames[2]), np.zeros((40, 56), np.uint8))  # the apex, frame 3
     expected = f"{sample.frames[2]}: frame size 56x40 differs from 48x48 of reg_img1.jpg"
-    for output in ("flow", "sequence", "apex"):
+    for output in ("maps", "sequence", "apex"):
         config = PrepareConfig(output=output, flow="dis", size=16, crop_size=32, frames=5)
         ((uid, message),) = run_prepare([sample], config).failed
         assert uid == sample.uid and message.startswith(expected), output

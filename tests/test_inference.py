@@ -113,7 +113,7 @@ def test_fit_final_trains_on_every_sample_and_describes_itself(tmp_path: Path) -
     assert meta.data_fingerprint == dataset.fingerprint()
     assert meta.model == "cabm" and meta.model_kwargs == {"dim": 16, "depth": 2}
     assert meta.recipe["epochs"] == 2 and meta.recipe["val_subjects"] == 0 and meta.seed == 3
-    assert meta.input_spec == {"kind": "flow", "channels": 3, "size": [28, 28], "frames": 1}
+    assert meta.input_spec == {"kind": "maps", "channels": 3, "size": [28, 28], "frames": 1}
     assert meta.prepare_config == PrepareConfig()  # the published maps' TV-L1 preprocessing
     assert set(meta.versions) >= {"merkit", "torch", "numpy"} and meta.trained_at.startswith("20")
 

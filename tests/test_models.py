@@ -36,11 +36,11 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_lists_the_flow_models() -> None:
     assert set(FLOW_MODELS) <= set(list_models())
-    assert set(FLOW_MODELS) <= set(list_models(kind="flow"))
+    assert set(FLOW_MODELS) <= set(list_models(kind="maps"))
     assert list_models(kind="sequence") == [] or "cabm" not in list_models(kind="sequence")
     for name in FLOW_MODELS:
         entry = get_descriptor(name)
-        assert entry.input == InputSpec("flow", 3, (28, 28))
+        assert entry.input == InputSpec("maps", 3, (28, 28))
         assert entry.groupable
         assert entry.summary and "default" in entry.presets
 

@@ -256,7 +256,7 @@ def pack_sequences_like(rng: np.random.Generator, n: int, frames: int, size: int
 
 
 def test_input_specs_and_default_channels() -> None:
-    assert get_descriptor("convat").input.kind == "flow"
+    assert get_descriptor("convat").input.kind == "maps"
     assert get_descriptor("c3dgru").input.in_chans == 8
     assert get_descriptor("mol").input.in_chans == 32
     assert get_descriptor("mol").input.channels == len(PACKED_CHANNELS)
@@ -264,7 +264,7 @@ def test_input_specs_and_default_channels() -> None:
 
 
 def test_check_input_accepts_matching_data() -> None:
-    assert check_input("convat", (10, 3, 28, 28), "flow") == (10, 3, 28, 28)
+    assert check_input("convat", (10, 3, 28, 28), "maps") == (10, 3, 28, 28)
     assert check_input("convat", (10, 1, 64, 64), "apex") == (10, 1, 64, 64)
     assert check_input("c3dgru", (10, 8, 1, 64, 64), "sequence") == (10, 8, 64, 64)
     assert check_input("mol", (4, 5, 4, 40, 40), crop=32) == (4, 20, 40, 40)
@@ -275,14 +275,14 @@ def test_check_input_accepts_matching_data() -> None:
 @pytest.mark.parametrize(
     ("model", "shape", "kind", "message"),
     [
-        ("c3dgru", (10, 3, 28, 28), "flow", "takes frame sequences"),
-        ("convat", (10, 8, 1, 64, 64), "sequence", "takes flow maps or apex images"),
-        ("convat", (10, 8, 1, 64, 64), None, "takes flow maps or apex images"),
+        ("c3dgru", (10, 3, 28, 28), "maps", "takes frame sequences"),
+        ("convat", (10, 8, 1, 64, 64), "sequence", "takes motion maps or apex images"),
+        ("convat", (10, 8, 1, 64, 64), None, "takes motion maps or apex images"),
         ("mol", (10, 8, 1, 64, 64), "sequence", "pack_sequences"),
         ("c3dgru", (10, 1, 1, 64, 64), "sequence", "at least 2 frames"),
         ("c3dgru", (10, 8, 3, 64, 64), "sequence", "1 channel(s) per frame"),
-        ("convat", (10, 28, 28), "flow", "expected (N, C, H, W)"),
-        ("nope", (10, 3, 28, 28), "flow", "unknown model"),
+        ("convat", (10, 28, 28), "maps", "expected (N, C, H, W)"),
+        ("nope", (10, 3, 28, 28), "maps", "unknown model"),
     ],
 )
 def test_check_input_errors(
@@ -294,9 +294,9 @@ def test_check_input_errors(
 
 def test_check_input_reports_a_model_that_cannot_run() -> None:
     with pytest.raises(ConfigError, match="multiple of its 3 heads"):
-        check_input("convat", (2, 3, 28, 28), "flow", heads=3, dim=64)
-    with pytest.raises(ConfigError, match="cannot run on flow data"):
-        check_input("cabm", (2, 3, 1, 1), "flow")
+        check_input("convat", (2, 3, 28, 28), "maps", heads=3, dim=64)
+    with pytest.raises(ConfigError, match="cannot run on maps data"):
+        check_input("cabm", (2, 3, 1, 1), "maps")
 
 
 def test_model_input_flattens_frame_major() -> None:

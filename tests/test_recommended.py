@@ -75,7 +75,7 @@ def test_the_default_engine_hands_each_recipe_to_its_engine() -> None:
 def test_recommended_is_cabm_map_svm_and_hoof_svm_on_flow_maps() -> None:
     entry = get_descriptor("recommended")
     assert entry.training == "average" and entry.members == ("cabm", "map-svm", "hoof-svm")
-    assert "recommended" in list_models("flow")
+    assert "recommended" in list_models("maps")
     assert [r.model for r in member_recipes(default_recipe("recommended"))] == list(entry.members)
     assert member_recipes(default_recipe("recommended"))[0] == default_recipe("cabm")
     with pytest.raises(ValueError, match="an average names its members"):
@@ -151,7 +151,7 @@ def test_fitted_recommended_saves_reloads_and_exports_whole(tmp_path: Path) -> N
 def test_a_config_naming_no_model_trains_the_recommended_recipe() -> None:
     config = ExperimentConfig.from_dict({"data": {"name": "megc2019-flow", "root": "x"}})
     assert config.recipe == default_recipe("recommended")
-    assert config.prepare.output == "flow" and config.prepare.size == 28
+    assert config.prepare.output == "maps" and config.prepare.size == 28
 
 
 @pytest.mark.slow

@@ -301,7 +301,7 @@ def test_prepare_follows_the_model_input(monkeypatch: pytest.MonkeyPatch) -> Non
     toy = dataclasses.replace(get_descriptor("c3dgru"), name="toyseq", input=spec)
     monkeypatch.setitem(model_registry._MODELS, "toyseq", toy)
     flow = ExperimentConfig.from_dict({"recipe": {"model": "cabm"}})
-    assert flow.prepare.output == "flow" and flow.prepare.size == 28
+    assert flow.prepare.output == "maps" and flow.prepare.size == 28
     seq = ExperimentConfig.from_dict({"recipe": {"model": "toyseq"}})
     assert (seq.prepare.output, seq.prepare.size, seq.prepare.frames) == ("sequence", 64, 8)
     own = ExperimentConfig.from_dict({"recipe": {"model": "toyseq"}, "prepare": {"frames": 4}})

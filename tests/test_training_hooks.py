@@ -64,7 +64,7 @@ def counting(scratch_registry: None) -> None:
     @register_model(
         "counting",
         summary="a linear layer with its own criterion",
-        input=InputSpec("flow", 2, (4, 4)),
+        input=InputSpec("maps", 2, (4, 4)),
         presets={"default": Preset()},
         hooks=("criterion",),
     )

@@ -26,7 +26,7 @@ class ModelFacts:
     """One model of the catalog, one row of `merkit models`."""
 
     name: str
-    kind: str  # input kind: flow, apex, sequence or regions
+    kind: str  # input kind: maps, apex, sequence or regions
     input: str  # e.g. "3x28x28", or "30x3x128x128" (frames x channels x H x W)
     params: int | None  # at CATALOG_CLASSES classes; None for closed-form models (data-sized)
     mflops: float  # forward, per sample

@@ -41,7 +41,10 @@ def prepare_command(
     kind: Annotated[str, typer.Argument(help="Dataset name (see `merkit datasets`).")],
     root: Annotated[Path, typer.Argument(help="Folder holding the dataset release.")],
     cache: options.Cache = DEFAULT_CACHE,
-    output: Annotated[str, typer.Option(help="flow, apex, sequence or regions.")] = "flow",
+    output: Annotated[
+        str,
+        typer.Option(help="maps (u/v/strain motion maps), apex, sequence or regions."),
+    ] = "maps",
     size: Annotated[int, typer.Option(help="Side of the output maps/images.")] = 28,
     flow: options.Flow = "tvl1",
     aligned: options.Aligned = False,
@@ -54,7 +57,7 @@ def prepare_command(
     on_error: Annotated[str, typer.Option(help="skip (report at the end) or stop.")] = "skip",
     export_maps: Annotated[
         Path | None,
-        typer.Option(help="Also write flow outputs as '{subject}_{filename} .png' maps here."),
+        typer.Option(help="Also write maps outputs as '{subject}_{filename} .png' flow maps here."),
     ] = None,
     taxonomy: options.Taxonomy = None,
     quiet: options.Quiet = False,
@@ -74,8 +77,8 @@ def prepare_command(
     )
     if on_error not in ON_ERROR:
         raise ConfigError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
-    if export_maps is not None and output != "flow":
-        raise ConfigError(f"--export-maps needs --output flow, not {output!r}")
+    if export_maps is not None and output != "maps":
+        raise ConfigError(f"--export-maps needs --output maps, not {output!r}")
     if export_maps is not None:
         output_folder(export_maps, "--export-maps folder", create=False)
     dataset = load_dataset(kind, root, taxonomy=taxonomy)

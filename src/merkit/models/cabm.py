@@ -127,7 +127,7 @@ PRESETS = {
     "cabm",
     summary="CABM-FMER: ConvMixer + convolutional attention (input and sizes: merkit's reading, "
     "onset-apex u/v/strain maps)",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     presets=PRESETS,
     groupable=True,
 )

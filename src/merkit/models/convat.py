@@ -139,7 +139,7 @@ PRESETS = {
     "convat",
     summary="ConVAT: conv tokens + transformer encoder (the variational latent and sizes: "
     "merkit's reading)",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     presets=PRESETS,
     hooks=("aux_loss",),
 )

@@ -73,7 +73,7 @@ class HOOF(nn.Module):
 @register_model(
     "hoof-svm",
     summary="HOOF + SVM: magnitude-weighted flow orientation histograms per cell, RBF kernel SVM",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     training="closed-form",
 )
 def hoof_svm(

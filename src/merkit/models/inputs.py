@@ -1,6 +1,6 @@
 """What prepared data a model can take: `check_input` before any work, `model_input` to shape it.
 
-Prepared arrays come as (N, C, H, W) for "flow", "apex" and "regions" outputs and (N, T, C, H, W)
+Prepared arrays come as (N, C, H, W) for "maps", "apex" and "regions" outputs and (N, T, C, H, W)
 for "sequence" outputs. Every model sees a 4-D batch: sequences are flattened frame-major to
 (N, T * C, H, W) (the layout of `merkit.models.layers`). Image-shaped kinds share the layout, so
 an image model runs on any of them (ConVAT and CABM are published on both maps and apex
@@ -84,7 +84,7 @@ def check_input(
             f"frame sequences (prepare output='sequence', {spec.frames} frames of "
             f"{spec.channels} channel(s))"
             if wants_sequence
-            else "flow maps or apex images or region mosaics (prepare output='flow', 'apex' "
+            else "motion maps or apex images or region mosaics (prepare output='maps', 'apex' "
             "or 'regions')"
         )
         raise ConfigError(f"model {model_name!r} takes {takes}, but got {given}")

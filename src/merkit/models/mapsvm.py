@@ -38,7 +38,7 @@ class CellMeans(nn.Module):
 @register_model(
     "map-svm",
     summary="Map + SVM: median-centred u/v/strain averaged over a 7x7 grid, RBF kernel SVM",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     training="closed-form",
 )
 def map_svm(

@@ -79,7 +79,7 @@ PRESETS = {
 @register_model(
     "offapexnet",
     summary="Off-ApexNet: two conv streams on the onset-apex horizontal and vertical flow",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     presets=PRESETS,
     groupable=True,
 )

@@ -24,7 +24,7 @@ MEMBERS = ("cabm", "map-svm", "hoof-svm")
 @register_model(
     "recommended",
     summary="Recommended: the mean probabilities of cabm, map-svm and hoof-svm on u/v/strain maps",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     training="average",
     members=MEMBERS,
 )

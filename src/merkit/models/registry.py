@@ -59,7 +59,7 @@ class InputSpec:
     """What a model consumes: `kind` (an input kind of `PrepareConfig.output`), channels per
     frame, (H, W) and frames per clip."""
 
-    kind: str = "flow"
+    kind: str = "maps"
     channels: int = 3
     size: tuple[int, int] = (28, 28)
     frames: int = 1
@@ -81,7 +81,7 @@ class InputSpec:
     def prepare_keys(self) -> dict[str, Any]:
         """The `PrepareConfig` keys that make arrays of this input."""
         keys: dict[str, Any] = {"output": self.kind, "size": self.size[0]}
-        if self.kind != "flow":
+        if self.kind != "maps":
             keys["color"] = self.channels == 3
         if self.kind == "sequence":
             keys["frames"] = self.frames

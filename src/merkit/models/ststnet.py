@@ -56,7 +56,7 @@ PRESETS = {
 @register_model(
     "ststnet",
     summary="STSTNet: three shallow parallel 2-D conv streams on u/v/strain maps (authors' code)",
-    input=InputSpec("flow", 3, (28, 28)),
+    input=InputSpec("maps", 3, (28, 28)),
     presets=PRESETS,
     groupable=True,
 )

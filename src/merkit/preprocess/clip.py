@@ -147,7 +147,7 @@ def clip_output(
         if config.magnify > 0:
             require_contiguous(sample, [n for n in span if n <= apex], "magnification")
         maps = _flow_output(clip, span, apex, alignment, config)
-        if config.output == "flow":
+        if config.output == "maps":
             return maps, None
         points, source = find_points(alignment.apply(_gray(clip.read([apex])[0])))
         return mosaic(maps, points, config.crop_size, config), source

@@ -15,9 +15,12 @@ from merkit.preprocess.regions import region_layout
 
 # What preparation makes and models take: u/v/strain maps, apex images, frame sequences, and
 # u/v/strain maps cut into a mosaic of facial regions (merkit.preprocess.regions).
-INPUT_KINDS = ("flow", "apex", "sequence", "regions")
+INPUT_KINDS = ("maps", "apex", "sequence", "regions")
 # The kinds made of u/v/strain maps (read in gray, mirrored by the flow-aware flip).
-MOTION_KINDS = ("flow", "regions")
+MOTION_KINDS = ("maps", "regions")
+# Earlier releases called the "maps" output "flow", a word that now only means optical flow (the
+# algorithm, `flow`; the spotting method; the published flow-map dataset): read as "maps".
+LEGACY_OUTPUTS = {"flow": "maps"}
 FLOW_METHODS = ("tvl1", "farneback", "dis")
 APEX_POLICIES = ("annotated", "spot")
 # Apex spotting methods by name (defined in `merkit.preprocess.spotting`); the first is the default.
@@ -30,11 +33,11 @@ ON_ERROR = ("skip", "stop")
 class PrepareConfig:
     """What to compute from each clip; its canonical JSON is part of every cache key."""
 
-    # "flow" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S) | "regions" (3,S',S')
-    output: str = "flow"
+    # "maps" (3,S,S) u/v/strain | "apex" (C,S,S) | "sequence" (T,C,S,S) | "regions" (3,S',S')
+    output: str = "maps"
     size: int = 28  # S: side of the output maps / images
     flow: str = "tvl1"  # tvl1 | farneback | dis
-    raw_flow: bool = False  # flow output in pixels/raw strain instead of per-channel 0..1
+    raw_flow: bool = False  # maps in pixels/raw strain instead of per-channel 0..1
     aligned: bool = False  # frames are already aligned face crops (implied for reg_img* files)
     crop_size: int = 128  # side of the aligned face crop that flow and spotting run on
     margin: float = 0.1  # padding around the face box, as a fraction of its side
@@ -47,6 +50,7 @@ class PrepareConfig:
     regions: str = "htnet"  # layout of a "regions" mosaic (merkit.preprocess.regions)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output", LEGACY_OUTPUTS.get(self.output, self.output))
         region_layout(self.regions)  # ConfigError naming the known layouts
         checks = [
             (self.output in INPUT_KINDS, f"output {self.output!r} must be one of {INPUT_KINDS}"),
@@ -71,7 +75,7 @@ class PrepareConfig:
     def item_shape(self) -> tuple[int, ...]:
         """Shape of one sample's array."""
         channels = 3 if self.color else 1
-        if self.output == "flow":
+        if self.output == "maps":
             return (3, self.size, self.size)
         if self.output == "regions":
             return region_layout(self.regions).output_shape(3, self.size)

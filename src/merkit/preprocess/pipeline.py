@@ -5,13 +5,13 @@ compute the requested output; `merkit predict` uses the same code). Here the cli
 process pool, each result is cached as soon as it exists, and a clip that fails is reported with
 its reason while the others continue.
 
-Value scale: "flow" outputs are min-max scaled per channel to 0..1, exactly like the published
+Value scale: "maps" outputs are min-max scaled per channel to 0..1, exactly like the published
 28x28 maps after /255, so a model sees one distribution whether its inputs were computed here
 or read from the published PNGs (`raw_flow=True` keeps pixels and raw strain instead).
 "apex" and "sequence" outputs are gray (or RGB) intensities / 255, held as uint8 (x 255) and,
 with a cache folder, memory-mapped from it (`merkit.preprocess.arrays`).
 
-"regions" outputs are "flow" maps cut into a mosaic of patches around five facial points of the
+"regions" outputs are "maps" cut into a mosaic of patches around five facial points of the
 apex face (`merkit.preprocess.regions`, HTNet's input): for a clip, the points are found on its
 aligned apex face; for a published map, on the apex face image the loader recorded beside it
 (`Sample.meta["apex_face"]`), with the points cached per image under `cache_dir/points`. Where
@@ -307,10 +307,10 @@ def spotting_notes(samples: Sequence[Sample], config: PrepareConfig) -> list[str
 
 
 def export_flow_maps(prepared: Prepared, folder: Path) -> list[Path]:
-    """Write every "flow" array as a published-format PNG `{subject}_{filename} .png`."""
-    if prepared.config.output != "flow":
+    """Write every "maps" array as a published-format PNG `{subject}_{filename} .png`."""
+    if prepared.config.output != "maps":
         raise ConfigError(
-            f"only 'flow' outputs can be exported as maps, not {prepared.config.output!r}"
+            f"only 'maps' outputs can be exported as flow-map PNGs, not {prepared.config.output!r}"
         )
     folder = output_folder(folder, "flow-map folder")
     paths = []

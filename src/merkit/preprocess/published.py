@@ -41,7 +41,7 @@ def published_map(sample: Sample, config: PrepareConfig) -> np.ndarray:
     if config.output not in MOTION_KINDS or config.raw_flow:
         raise ConfigError(
             f"{sample.path}: a published flow map holds only min-max scaled u/v/strain; "
-            "use output='flow' (or 'regions') with raw_flow=False"
+            "use output='maps' (or 'regions') with raw_flow=False"
         )
     maps = read_flow_map(sample)
     if maps.shape[1:] == (config.size, config.size):

@@ -158,7 +158,7 @@ def build_views(predictor: Predictor, analysis: Analysis) -> Views:
     if found is not None:
         images["attention"] = png(render_picture(apex_face, no_flow, found, "attention"))
         captions["attention"] = attention_caption(found)
-    if predictor.config.output == "flow":
+    if predictor.config.output == "maps":
         images["input"] = png(input_picture(analysis.x))
     frames = [_encode(".jpg", face, cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY) for face in faces]
     return Views(

@@ -113,7 +113,7 @@ def flip_mirrors(prepare: PrepareConfig) -> bool:
     face (`RegionLayout.flips_with_face`); never for apex images or frame sequences."""
     if prepare.output == "regions":
         return region_layout(prepare.regions).flips_with_face
-    return prepare.output == "flow"
+    return prepare.output == "maps"
 
 
 def _input_text(prepare: PrepareConfig) -> str:
