@@ -234,3 +234,10 @@ def test_magnification_enlarges_the_measured_motion(tmp_path: Path) -> None:
         for alpha in (0.0, 4.0)
     ]
     assert peaks[1] > 1.8 * peaks[0] > 0.4
+
+
+def test_an_earlier_releases_flow_output_reads_as_maps() -> None:
+    """'flow' now means optical flow only; a config or checkpoint saying output 'flow' (the
+    maps' old name) still reads, as 'maps', with the same cache identity."""
+    assert PrepareConfig(output="flow") == PrepareConfig(output="maps")
+    assert PrepareConfig(output="flow").identity()["output"] == "maps"
