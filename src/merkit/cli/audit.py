@@ -29,6 +29,7 @@ def audit(
     data: options.Data = None,
     root: options.Root = None,
     model: options.Model = None,
+    recipe: options.RecipePreset = None,
     config: options.ConfigFile = None,
     out: Annotated[
         Path | None, typer.Option(help="Audit folder (resumed); default audit-{data}-{model}.")
@@ -56,22 +57,23 @@ def audit(
 
     experiment = build_experiment(
         config,
-        {
-            "data.name": data,
-            "data.root": str(root) if root is not None else None,
-            "data.taxonomy": taxonomy,
-            "recipe.model": model,
-            "recipe.epochs": epochs,
-            "seeds": [seed] if seed is not None else None,
-            "prepare.flow": flow,
-            "prepare.spotting": spotting,
-            "prepare.apex_policy": apex_policy,
-            "workers": workers,
-            "cache_dir": str(cache) if cache is not None else None,
-            "device": device,
-            "precision": precision,
-            "deterministic": True if deterministic else None,
-        },
+        options.config_overrides(
+            data=data,
+            root=root,
+            taxonomy=taxonomy,
+            model=model,
+            recipe=recipe,
+            epochs=epochs,
+            seeds=[seed] if seed is not None else None,
+            flow=flow,
+            spotting=spotting,
+            apex_policy=apex_policy,
+            workers=workers,
+            cache=cache,
+            device=device,
+            precision=precision,
+            deterministic=deterministic,
+        ),
     )
     from merkit.training.devices import resolve_device
 

@@ -42,23 +42,23 @@ def fit(
     check_writable(out, "file")
     experiment = build_experiment(
         config,
-        {
-            "data.name": data,
-            "data.root": str(root) if root is not None else None,
-            "data.taxonomy": taxonomy,
-            "recipe.model": model,
-            "recipe.preset": recipe,
-            "recipe.epochs": epochs,
-            "prepare.flow": flow,
-            "prepare.spotting": spotting,
-            "prepare.apex_policy": apex_policy,
-            "seeds": [seed],
-            "workers": workers,
-            "cache_dir": str(cache) if cache is not None else None,
-            "device": device,
-            "precision": precision,
-            "deterministic": True if deterministic else None,
-        },
+        options.config_overrides(
+            data=data,
+            root=root,
+            taxonomy=taxonomy,
+            model=model,
+            recipe=recipe,
+            epochs=epochs,
+            flow=flow,
+            spotting=spotting,
+            apex_policy=apex_policy,
+            seeds=[seed],
+            workers=workers,
+            cache=cache,
+            device=device,
+            precision=precision,
+            deterministic=deterministic,
+        ),
     )
     bar, task = progress_bar(), None
 

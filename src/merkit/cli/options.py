@@ -101,3 +101,41 @@ GpusPerJob = Annotated[
     float | None,
     typer.Option(help="With --executor ray on a GPU: GPUs per training job (0.25 shares one)."),
 ]
+
+
+# Where each option of the experiment commands (train, audit, fit) goes in the experiment's
+# config: the one table from the command line to `build_experiment`.
+CONFIG_KEYS = {
+    "data": "data.name",
+    "root": "data.root",
+    "taxonomy": "data.taxonomy",
+    "protocol": "protocol.name",
+    "n_splits": "protocol.options.n_splits",
+    "allow_leakage": "protocol.allow_leakage",
+    "model": "recipe.model",
+    "recipe": "recipe.preset",
+    "epochs": "recipe.epochs",
+    "seeds": "seeds",
+    "flow": "prepare.flow",
+    "spotting": "prepare.spotting",
+    "apex_policy": "prepare.apex_policy",
+    "workers": "workers",
+    "cache": "cache_dir",
+    "device": "device",
+    "precision": "precision",
+    "deterministic": "deterministic",
+    "gpus_per_job": "gpus_per_job",
+    "executor": "executor",
+    "jobs": "executor_workers",
+    "ray_address": "ray_address",
+}
+
+
+def config_overrides(**given: object) -> dict[str, object]:
+    """The dotted config keys the given options set (`CONFIG_KEYS`): paths as text, an unset
+    option or flag (None, False) left to the config file and the defaults."""
+    return {
+        CONFIG_KEYS[name]: str(value) if isinstance(value, Path) else value
+        for name, value in given.items()
+        if value is not None and value is not False
+    }
