@@ -185,11 +185,14 @@ def _eye_cascade() -> cv2.CascadeClassifier:
     return cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_eye.xml"))
 
 
-def plausible_eyes(centres: np.ndarray, side: int) -> bool:
-    """Two eyes of an upright face crop: level, 12-70 % of the crop apart, in its upper 65 %."""
+def plausible_eyes(centres: np.ndarray, widths: np.ndarray, side: int) -> bool:
+    """Two eyes of an upright face crop: level, 20-70 % of the crop apart and more than an eye
+    width (the nose's bridge lies between them), in its upper 55 % (nostrils, which an eye
+    cascade may take for a pair, lie lower and closer together)."""
     dx, dy = centres[1] - centres[0]
-    level, upper = abs(dy) < 0.2 * dx, centres[:, 1].max() < 0.65 * side
-    return 0.12 * side < dx < 0.7 * side and level and upper
+    level, upper = abs(dy) < 0.2 * dx, centres[:, 1].max() < 0.55 * side
+    apart = 0.2 * side < dx < 0.7 * side and dx > 1.2 * widths.mean()
+    return apart and level and upper
 
 
 def eye_pair(face: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -204,7 +207,7 @@ def eye_pair(face: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
             pair = sorted([first, second], key=lambda b: b[0])
             centres = np.array([b[:2] + b[2:] / 2 for b in pair], np.float64)
             widths = np.array([b[2] for b in pair], np.float64) / HAAR_BOX_PER_EYE
-            if not plausible_eyes(centres, side) or widths.max() > 1.3 * widths.min():
+            if not plausible_eyes(centres, widths, side) or widths.max() > 1.3 * widths.min():
                 continue
             mismatch = abs(widths[0] - widths[1]) + abs(centres[1, 1] - centres[0, 1])
             if best is None or mismatch < best[0]:

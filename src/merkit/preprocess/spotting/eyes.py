@@ -87,7 +87,11 @@ def find_eyes(face: np.ndarray) -> Eyes | None:
     """The eyes of a grayscale uint8 face crop, or None where no plausible pair is found."""
     for finder in (_from_eye_detector, _from_face_box, _assumed):
         eyes = finder(face)
-        if eyes is not None and plausible_eyes(eyes.centres, eyes.side) and _contrasted(face, eyes):
+        if (
+            eyes is not None
+            and plausible_eyes(eyes.centres, eyes.widths, eyes.side)
+            and _contrasted(face, eyes)
+        ):
             return eyes
     return None
 
