@@ -234,6 +234,7 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(
     result = Predictor.load(tmp_path / "model.pt").predict(clip.path, picture_dir=tmp_path / "pics")
 
     left, top, right, bottom = result["face"]["box"]
+    assert result["face"]["crop"] == "landmarks"
     assert 100 < left < 200 and 0 <= top < 100 and 250 < right < 350 and 180 < bottom < 300
     assert (result["onset"], result["apex"], result["offset"]) == (10, 15, 18)
     assert result["timing_sources"] == {"onset": "clip-start", "apex": "spotted",

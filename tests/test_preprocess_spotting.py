@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from merkit.errors import ConfigError
+from merkit.errors import ConfigError, DataLayoutError
 from merkit.preprocess import face as face_module
 from merkit.preprocess.config import DEFAULT_SPOTTING, SPOTTING_METHODS
 from merkit.preprocess.face import detect_face, face_landmarks
@@ -219,11 +219,31 @@ def test_eyes_are_found_on_a_photograph() -> None:
 
 def test_a_face_that_fills_the_frame_is_found() -> None:
     """A tight face crop upscaled to 640x480: no margin round the face for the detectors, which
-    find it on a padded copy."""
+    find it on a padded copy; the crop, which would reach far beyond the frame, is cut to the
+    part the frame shows, so that the face fills the crop."""
     frame = fill_frames(np.ascontiguousarray(face_image()[TIGHT_CROP])[None], (640, 480))[0]
-    assert face_module._detect(frame) is None
+    assert face_module._detect(frame, face_module._dlib_boxes) is None
     box = detect_face(frame)
     assert box is not None and box[2] - box[0] > 400 and box[3] - box[1] > 400
+    found = face_module.alignment_from_landmarks(face_landmarks(frame, box), 128, 0.1)
+    assert found.coverage(frame.shape).mean() < 0.6
+    alignment = face_module.estimate_alignment(frame, 128, 0.1)
+    assert alignment.face == face_module.CUT_TO_FRAME
+    assert alignment.coverage(frame.shape).mean() > 0.85  # a slightly turned crop: corners
+
+
+def test_a_frame_no_detector_sees_a_face_in_is_the_face_where_it_shows_eyes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No face box, but a pair of eyes in the whole frame: the whole frame is the crop, and says
+    so; a frame without eyes is still refused."""
+    frame = fill_frames(np.ascontiguousarray(face_image()[TIGHT_CROP])[None], (640, 480))[0]
+    monkeypatch.setattr(face_module, "detect_face", lambda gray: None)
+    alignment = face_module.estimate_alignment(frame, 128, 0.1)
+    assert alignment.face == face_module.WHOLE_FRAME
+    assert alignment.coverage(frame.shape).all()
+    with pytest.raises(DataLayoutError, match="no face found"):
+        face_module.estimate_alignment(np.full((480, 640), 90, np.uint8), 128, 0.1)
 
 
 def test_the_face_detector_is_read_from_the_cache(

@@ -116,6 +116,11 @@ def test_a_blink_on_a_photo_covers_both_eyes_and_nothing_else() -> None:
     x, y = anchors["upper_lip"].astype(int)
     assert change[y - 8 : y + 8, x - 8 : x + 8].max() == 0
     assert np.abs(frames[39] - frames[0]).max() == 0  # reopened
+    starting = np.abs(frames[21] - frames[0])  # the lid a tenth of the way down
+    for side in "LR":
+        x, y = anchors[f"eye_{side}"].astype(int)
+        eye = (slice(y - 6, y + 6), slice(x - 10, x + 10))
+        assert starting[eye].mean() < 0.3 * change[eye].mean()
 
 
 def test_a_drawn_clip_takes_placed_blinks_and_the_upper_lid_raiser() -> None:

@@ -45,6 +45,7 @@ class SpottedClip:
     annotated: int
     spotted: int
     confidence: float
+    face: str = ""  # how the face crop was placed (`merkit.preprocess.face.CROPS`)
 
     @property
     def length(self) -> int:

@@ -83,7 +83,7 @@ def clip_fps(sample: Sample, given: float | None) -> float:
 def spot_one(sample: Sample, settings: SpotSettings) -> list[SpottedClip]:
     """The clip's spotted apex by each method, beside its annotated apex."""
     fps = clip_fps(sample, settings.fps)
-    span, faces, seen = aligned_faces(sample, settings.prepare, settings.whole_clip)
+    span, faces, seen, crop = aligned_faces(sample, settings.prepare, settings.whole_clip)
     rows = []
     for method in settings.methods:
         if settings.whole_clip:
@@ -105,6 +105,7 @@ def spot_one(sample: Sample, settings: SpotSettings) -> list[SpottedClip]:
                 annotated=int(sample.apex),
                 spotted=span[apex],
                 confidence=round(found.confidence, 4),
+                face=crop,
             )
         )
     return rows

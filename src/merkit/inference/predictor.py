@@ -321,7 +321,7 @@ class Predictor:
             )
         with watch.stage("model"):
             probs = finite_probabilities(self.probabilities(x), self.source, clip.path)
-        face = {"box": face_box(alignment), "frame": numbers[reference]}
+        face = {"box": face_box(alignment), "frame": numbers[reference], "crop": alignment.face}
         result = self._result(clip, face, timing, probs, rate, window, given_fps is not None)
         if picture_dir is not None:
             with watch.stage("picture"):

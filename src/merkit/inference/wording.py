@@ -21,8 +21,21 @@ SOURCES = {
 }
 EYES = {
     "landmarks": "found from facial landmarks and left out of the motion (blinks do not count)",
-    "eye-detector": "found by an eye detector and left out of the motion (blinks do not count)",
+    "eye-detector": "found by an eye detector; their movement counts, except in blinks",
+    "face-box": "placed where the face detector's box holds them; their movement counts, "
+    "except in blinks",
+    "assumed": "not found, assumed where a face crop holds them; their movement counts, "
+    "except in blinks",
     "none": "not found",
+}
+# How the face crop was placed (`merkit.preprocess.face.CROPS`); results without it: landmarks.
+FACES = {
+    "landmarks": "found on frame {frame}: {box}",
+    "cut-to-frame": "found on frame {frame}, larger than the frame: the crop is the part of it "
+    "the frame shows, {box}",
+    "whole-frame": "none found on frame {frame}, but the frame shows a pair of eyes: the whole "
+    "frame is taken as the face, {box}",
+    "given": "the frames are face crops already (frame {frame}: {box})",
 }
 
 
@@ -99,7 +112,8 @@ def details(result: dict[str, Any]) -> list[tuple[str, str]]:
     face = result["face"]
     left, top, right, bottom = face["box"]
     box = f"({left}, {top}) to ({right}, {bottom}) px"
-    return [*items, ("face", f"found on frame {face['frame']}: {box}")]
+    said = FACES[face.get("crop", "landmarks")].format(frame=face["frame"], box=box)
+    return [*items, ("face", said)]
 
 
 def plain(result: dict[str, Any]) -> dict[str, Any]:

@@ -161,17 +161,18 @@ def clip_output(
 
 def aligned_faces(
     sample: Sample, config: PrepareConfig, whole_clip: bool = False
-) -> tuple[list[int], np.ndarray, np.ndarray]:
+) -> tuple[list[int], np.ndarray, np.ndarray, str]:
     """The frame numbers and aligned grayscale faces that spotting reads: onset..offset (as
     `prepare` spots), or every frame of the clip's folder (a recording, as `predict` sees it);
-    and which crop pixels show the frame (`Alignment.coverage`)."""
+    which crop pixels show the frame (`Alignment.coverage`); how the crop was placed
+    (`Alignment.face`)."""
     clip = ClipFrames(sample)
     span = list(clip.numbers) if whole_clip else _span(sample, clip)
     alignment = align_clip(sample, clip, span[0], config)
     require_contiguous(sample, span, "apex spotting")
     frames = (clip.read([n])[0] for n in span)
     faces = spotting_faces(frames, alignment)
-    return span, faces, alignment.coverage(clip.read([span[0]])[0].shape)
+    return span, faces, alignment.coverage(clip.read([span[0]])[0].shape), alignment.face
 
 
 def prepare_sample(

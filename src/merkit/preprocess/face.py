@@ -5,6 +5,12 @@ shape predictor shipped in the `face-recognition-models` wheel, so nothing downl
 The alignment is computed once, on the onset frame, and applied to every frame of the clip:
 re-aligning each frame would turn landmark jitter into fake motion, which at micro-expression
 amplitudes (a pixel or two) swamps the real signal.
+
+A face that fills the frame (a close-up) has no room for the crop's margin: where the frame
+shows less than FILL_COVERAGE of the crop, the crop is cut to the part the frame shows (spotting
+measures blocks of the crop; a crop two thirds empty leaves the face a third of them). Where no
+face is found at all but the frame, squashed to the crop, holds a pair of eyes (a face too close
+for the face detectors), the whole frame is the crop. `Alignment.face` says which (`CROPS`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import importlib.util
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,7 +42,20 @@ EYE_TO_CENTRE_IOD = 0.6
 # Detection runs on a copy whose longer side is at most this (SAMM frames are 2040x1088).
 DETECT_MAX_SIDE = 640
 FILL_PAD = 0.25  # border added around a frame whose face fills it, as a share of its longer side
+FILL_COVERAGE = 0.9  # a crop the frame shows less of than this is cut to what it shows
+MAX_STRETCH = 1.5  # a crop cut to the frame is stretched along one side at most this much more
+# A frame no face detector finds a face in is searched for eyes squashed to the crop's side and
+# to this one: the eyes of a face that fills it are then 30-40 px wide, well above the eye
+# cascade's 20 px window.
+EYE_CHECK_SIDE = 192
+HAAR_BOX_PER_EYE = 1.3  # a Haar eye box is this many eye widths wide (1.27 on real faces)
 CROPPED_PREFIXES = ("reg_img", "reg_image")
+# How a clip's face crop was placed (`Alignment.face`).
+LANDMARKS = "landmarks"  # on the face's landmarks
+CUT_TO_FRAME = "cut-to-frame"  # on its landmarks, cut to the part of the crop the frame shows
+WHOLE_FRAME = "whole-frame"  # no face found, but the whole frame shows a pair of eyes
+GIVEN = "given"  # the frames are face crops already (`aligned`, a cropped release)
+CROPS = (LANDMARKS, CUT_TO_FRAME, WHOLE_FRAME, GIVEN)
 
 
 def landmark_model_path() -> Path:
@@ -107,17 +127,20 @@ def _largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)
 
 
-def _detect(gray: np.ndarray) -> Box | None:
-    """The largest face dlib (else the Haar cascade) finds, in the image's own pixels."""
+def _dlib_boxes(gray: np.ndarray) -> list[Box]:
+    return [(r.left(), r.top(), r.right(), r.bottom()) for r in frontal_face_detector()(gray, 1)]
+
+
+def _haar_boxes(gray: np.ndarray) -> list[Box]:
+    found = _haar_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5)
+    return [(x, y, x + w, y + h) for x, y, w, h in found]
+
+
+def _detect(gray: np.ndarray, finder: Callable[[np.ndarray], list[Box]]) -> Box | None:
+    """The largest face `finder` finds, in the image's own pixels."""
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    boxes: list[Box] = [
-        (r.left(), r.top(), r.right(), r.bottom()) for r in frontal_face_detector()(small, 1)
-    ]
-    if not boxes:
-        found = _haar_cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5)
-        boxes = [(x, y, x + w, y + h) for x, y, w, h in found]
-    box = _largest(boxes)
+    box = _largest(finder(small))
     if box is None:
         return None
     return tuple(round(v / scale) for v in box)  # type: ignore[return-value]
@@ -127,18 +150,69 @@ def detect_face(gray: np.ndarray) -> Box | None:
     """The largest face of a grayscale uint8 image, or None; dlib first, Haar as fallback.
 
     A face that fills the frame (a close-up, an upscaled crop) leaves the detectors no margin
-    around it, and both miss it: the frame is searched again with a border of FILL_PAD of its
-    longer side added on every side (continuing its edge), and the box is moved back.
+    around it, and both miss it: each searches the frame again with a border of FILL_PAD of its
+    longer side added on every side (continuing its edge), and the box is moved back. dlib
+    searches both before the Haar cascade does: the cascade's false alarms (an eye or a nostril
+    of a face that fills the frame, taken for a small face) must not win over the face.
     """
-    box = _detect(gray)
-    if box is not None:
-        return box
     pad = round(FILL_PAD * max(gray.shape))
-    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    box = _detect(padded)
-    if box is None:
-        return None
-    return tuple(v - pad for v in box)  # type: ignore[return-value]
+    for finder in (_dlib_boxes, _haar_boxes):
+        box = _detect(gray, finder)
+        if box is not None:
+            return box
+        padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        box = _detect(padded, finder)
+        if box is not None:
+            return tuple(v - pad for v in box)  # type: ignore[return-value]
+    return None
+
+
+def face_in_crop(face: np.ndarray) -> Box | None:
+    """The largest face dlib finds in a face crop, padded by half its side on every side (a face
+    that fills an image has no margin for the detector), in the crop's pixels; upsampled where
+    none is found at first (a face smaller than 80 px)."""
+    pad = face.shape[1] // 2
+    padded = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    detector = frontal_face_detector()
+    found = detector(padded, 0) or detector(padded, 1)
+    boxes: list[Box] = [(r.left(), r.top(), r.right(), r.bottom()) for r in found]
+    box = _largest(boxes)
+    return None if box is None else tuple(v - pad for v in box)  # type: ignore[return-value]
+
+
+@cache
+def _eye_cascade() -> cv2.CascadeClassifier:
+    return cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_eye.xml"))
+
+
+def plausible_eyes(centres: np.ndarray, widths: np.ndarray, side: int) -> bool:
+    """Two eyes of an upright face crop: level, 20-70 % of the crop apart and more than an eye
+    width (the nose's bridge lies between them), in its upper 55 % (nostrils, which an eye
+    cascade may take for a pair, lie lower and closer together)."""
+    dx, dy = centres[1] - centres[0]
+    level, upper = abs(dy) < 0.2 * dx, centres[:, 1].max() < 0.55 * side
+    apart = 0.2 * side < dx < 0.7 * side and dx > 1.2 * widths.mean()
+    return apart and level and upper
+
+
+def eye_pair(face: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centres (2, 2), the eye on the image's left first, and widths (2,) of the pair of OpenCV
+    Haar eye boxes in a face crop that lies level, apart and in the upper face as two eyes do,
+    and are alike (an eye and a brow are not); None where no pair does."""
+    side = face.shape[1]
+    boxes = _eye_cascade().detectMultiScale(face, 1.1, 3, minSize=(side // 16, side // 16))
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for i, first in enumerate(boxes):
+        for second in boxes[i + 1 :]:
+            pair = sorted([first, second], key=lambda b: b[0])
+            centres = np.array([b[:2] + b[2:] / 2 for b in pair], np.float64)
+            widths = np.array([b[2] for b in pair], np.float64) / HAAR_BOX_PER_EYE
+            if not plausible_eyes(centres, widths, side) or widths.max() > 1.3 * widths.min():
+                continue
+            mismatch = abs(widths[0] - widths[1]) + abs(centres[1, 1] - centres[0, 1])
+            if best is None or mismatch < best[0]:
+                best = (mismatch, centres, widths)
+    return None if best is None else best[1:]
 
 
 def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
@@ -167,6 +241,7 @@ class Alignment:
 
     matrix: np.ndarray
     size: int
+    face: str = LANDMARKS  # how the crop was placed (`CROPS`)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         """Warp one frame (H, W[, C]) into the face crop (size, size[, C])."""
@@ -222,7 +297,24 @@ class Alignment:
         ratio = size / self.size
         matrix = self.matrix * ratio
         matrix[:, 2] += 0.5 * ratio - 0.5  # keep pixel centres on pixel centres
-        return Alignment(matrix, size)
+        return Alignment(matrix, size, self.face)
+
+    def cut_to_frame(self, shape: tuple[int, ...]) -> Alignment:
+        """This crop, or where a frame of `shape` shows less than FILL_COVERAGE of it, the
+        part of it the frame shows, stretched to fill it (one side at most MAX_STRETCH times
+        more than the other: a sliver of a face is widened rather than stretched further)."""
+        seen = self.coverage(shape)
+        if seen.mean() >= FILL_COVERAGE or not seen.any():
+            return self
+        ys, xs = np.nonzero(seen)
+        low = np.array([xs.min(), ys.min()], np.float64)
+        span = np.array([xs.max(), ys.max()], np.float64) + 1 - low
+        wanted = np.maximum(span, span.max() / MAX_STRETCH)
+        centre = np.clip(low + span / 2, wanted / 2, self.size - wanted / 2)
+        scale = self.size / wanted
+        matrix = self.matrix * scale[:, None]
+        matrix[:, 2] -= (centre - wanted / 2) * scale
+        return Alignment(matrix, self.size, CUT_TO_FRAME)
 
 
 def alignment_from_landmarks(landmarks: np.ndarray, size: int, margin: float) -> Alignment:
@@ -239,13 +331,13 @@ def alignment_from_landmarks(landmarks: np.ndarray, size: int, margin: float) ->
     return Alignment(matrix, size)
 
 
-def resize_alignment(shape: tuple[int, ...], size: int) -> Alignment:
+def resize_alignment(shape: tuple[int, ...], size: int, face: str = GIVEN) -> Alignment:
     """The map that only resizes a whole (already cropped and aligned) frame to `size`."""
     height, width = shape[:2]
     matrix = np.array([[size / width, 0.0, 0.0], [0.0, size / height, 0.0]])
     # Pixel centres: x_out + 0.5 = (x_in + 0.5) * s.
     matrix[:, 2] = [0.5 * size / width - 0.5, 0.5 * size / height - 0.5]
-    return Alignment(matrix, size)
+    return Alignment(matrix, size, face)
 
 
 def estimate_alignment(
@@ -253,18 +345,25 @@ def estimate_alignment(
 ) -> Alignment:
     """The clip's alignment from its onset frame (grayscale uint8).
 
-    `aligned=True` (cropped releases) skips detection and only resizes. No face raises a
+    `aligned=True` (cropped releases) skips detection and only resizes. A face that fills the
+    frame is cut to it, or taken as the whole frame (see the module). No face raises a
     DataLayoutError naming `source`.
     """
     if aligned:
         return resize_alignment(gray.shape, size)
     box = detect_face(gray)
-    if box is None:
-        raise DataLayoutError(
-            f"{source or 'frame'}: no face found in the onset frame "
-            "(expected one frontal face; use aligned=True for cropped faces)"
-        )
-    return alignment_from_landmarks(face_landmarks(gray, box), size, margin)
+    if box is not None:
+        found = alignment_from_landmarks(face_landmarks(gray, box), size, margin)
+        return found.cut_to_frame(gray.shape)
+    whole = resize_alignment(gray.shape, size, WHOLE_FRAME)
+    for side in (size, EYE_CHECK_SIDE):
+        crop = whole.resized(side).apply_averaged(gray)
+        if eye_pair(crop) is not None or face_in_crop(crop) is not None:
+            return whole
+    raise DataLayoutError(
+        f"{source or 'frame'}: no face found in the onset frame "
+        "(expected one frontal face; use aligned=True for cropped faces)"
+    )
 
 
 def is_cropped_release(sample: Sample) -> bool:

@@ -57,7 +57,8 @@ def _lid_source(
     """Where a frame with both lids lowered by `closure` reads each row from (the y map).
 
     Per eye, the lid edge moves from the upper lid line towards the lower one; the skin between
-    the crease and the lid is stretched down to follow it, and the covered opening shows lid skin.
+    the crease and the lid is stretched down to follow it, covering the opening above the edge,
+    while the eye below the edge still shows (a lid a tenth closed hides a tenth of the eye).
     """
     x, y = grid
     source = y.copy()
@@ -78,8 +79,6 @@ def _lid_source(
         stretch = (y >= top) & (y <= edge) & (across > 0)
         span = np.maximum(edge - top, 1e-3)
         source = np.where(stretch, top + (y - top) * (lid - top) / span, source)
-        covered = (y > edge) & (y <= floor) & (across > 0)
-        source = np.where(covered, lid - 0.2 * (lid - top), source)
     return source.astype(np.float32)
 
 

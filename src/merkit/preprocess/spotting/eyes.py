@@ -23,13 +23,10 @@ is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
-import cv2
 import numpy as np
 
-from merkit.preprocess.face import frontal_face_detector
+from merkit.preprocess.face import eye_pair, face_in_crop, plausible_eyes
 
 EYE_DETECTOR = "eye-detector"
 FACE_BOX = "face-box"
@@ -42,7 +39,6 @@ CROP_EYE_WIDTH = 0.2
 BOX_EYES_X = (0.239, 0.762)
 BOX_EYES_Y = 0.277
 BOX_EYE_WIDTH = 0.205
-HAAR_BOX_PER_EYE = 1.3  # a Haar eye box is this many eye widths wide (1.27 on real faces)
 MIN_EYE_CONTRAST = 20  # grey levels between the darkest and brightest pixel of an eye region
 # The eye region (the opening, both lids and the crease), in eye widths (corner to corner).
 REGION_HALF_WIDTH = 0.75
@@ -73,56 +69,29 @@ class Eyes:
         return out
 
 
-@cache
-def _eye_cascade() -> cv2.CascadeClassifier:
-    return cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_eye.xml"))
-
-
 def _from_eye_detector(face: np.ndarray) -> Eyes | None:
-    side = face.shape[1]
-    boxes = _eye_cascade().detectMultiScale(face, 1.1, 3, minSize=(side // 16, side // 16))
-    best: tuple[float, Eyes] | None = None
-    for i, first in enumerate(boxes):
-        for second in boxes[i + 1 :]:
-            pair = sorted([first, second], key=lambda b: b[0])
-            centres = np.array([b[:2] + b[2:] / 2 for b in pair], np.float64)
-            if not _plausible(centres, side):
-                continue
-            widths = np.array([b[2] for b in pair], np.float64) / HAAR_BOX_PER_EYE
-            if widths.max() > 1.3 * widths.min():  # two eyes are alike; a brow box is not
-                continue
-            mismatch = abs(widths[0] - widths[1]) + abs(centres[1, 1] - centres[0, 1])
-            if best is None or mismatch < best[0]:
-                best = (mismatch, Eyes(centres, widths, EYE_DETECTOR, side))
-    return best[1] if best else None
+    pair = eye_pair(face)
+    return None if pair is None else Eyes(*pair, EYE_DETECTOR, face.shape[1])
 
 
 def _from_face_box(face: np.ndarray) -> Eyes | None:
-    side = face.shape[1]
-    pad = side // 2
-    padded = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    detector = frontal_face_detector()
-    found = detector(padded, 0) or detector(padded, 1)  # upsampled: a face smaller than 80 px
-    if not found:
+    box = face_in_crop(face)
+    if box is None:
         return None
-    box = max(found, key=lambda r: r.area())
-    left, top, width = box.left() - pad, box.top() - pad, box.right() - box.left()
+    left, top, width = box[0], box[1], box[2] - box[0]
     centres = np.array([[left + x * width, top + BOX_EYES_Y * width] for x in BOX_EYES_X])
-    return Eyes(centres, np.full(2, BOX_EYE_WIDTH * width), FACE_BOX, side)
-
-
-def _plausible(centres: np.ndarray, side: int) -> bool:
-    """Two eyes of an upright face crop: level, 12-70 % of the crop apart, in its upper 65 %."""
-    dx, dy = centres[1] - centres[0]
-    level, upper = abs(dy) < 0.2 * dx, centres[:, 1].max() < 0.65 * side
-    return 0.12 * side < dx < 0.7 * side and level and upper
+    return Eyes(centres, np.full(2, BOX_EYE_WIDTH * width), FACE_BOX, face.shape[1])
 
 
 def find_eyes(face: np.ndarray) -> Eyes | None:
     """The eyes of a grayscale uint8 face crop, or None where no plausible pair is found."""
     for finder in (_from_eye_detector, _from_face_box, _assumed):
         eyes = finder(face)
-        if eyes is not None and _plausible(eyes.centres, eyes.side) and _contrasted(face, eyes):
+        if (
+            eyes is not None
+            and plausible_eyes(eyes.centres, eyes.widths, eyes.side)
+            and _contrasted(face, eyes)
+        ):
             return eyes
     return None
 

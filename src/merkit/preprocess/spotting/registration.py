@@ -15,6 +15,13 @@ twice as finely (that step is what finds a lid moved by half a pixel). What regi
 explain -- the residual of each frame against the reference -- is local deformation: the
 movement, and blinks. Pixels near the edge are left out, by as far as the clip's motion reaches
 (a moved frame shows there what lay beyond it).
+
+The residuals (and the median face) are resampled by Lanczos interpolation, the motion estimate
+by bicubic. A bicubic kernel blurs an image more at half-pixel positions than at whole ones, so
+as a head drifts by a few pixels the texture of a photographed face pulses with the sub-pixel
+phase of the drift, and the pulse can outweigh a 1 px movement: on ten of MEGC2019's apex photos,
+the largest block energy of a 1 px lip-corner pull over that of a pure shift of 0-1 px was 0.6
+at worst with bicubic residuals, 1.3 with Lanczos (medians 16 and 18).
 """
 
 from __future__ import annotations
@@ -61,12 +68,15 @@ def warp_matrices(motion: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack(rows, axis=1).reshape(-1, 2, 3).astype(np.float32)
 
 
-def warp_all(images: np.ndarray, motion: np.ndarray, step: int = 1) -> np.ndarray:
+def warp_all(
+    images: np.ndarray, motion: np.ndarray, step: int = 1, fine: bool = False
+) -> np.ndarray:
     """Each image resampled at its displacement: the frames seen in the reference's geometry
-    (samples beyond a frame take its edge), at every `step`-th pixel each way."""
+    (samples beyond a frame take its edge), at every `step`-th pixel each way; `fine`: by
+    Lanczos interpolation (see the module), else bicubic."""
     height, width = images.shape[1:]
     size = -(-width // step), -(-height // step)
-    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    flags = (cv2.INTER_LANCZOS4 if fine else cv2.INTER_CUBIC) | cv2.WARP_INVERSE_MAP
     matrices = warp_matrices(motion, images.shape[1:])
     matrices[:, :, :2] *= step
     out = np.empty((len(images), size[1], size[0]), images.dtype)
@@ -164,7 +174,9 @@ def register(
         if level > 1:
             motion = motion * 2.0
     sample = np.unique(np.linspace(0, count - 1, MEDIAN_FRAMES).round().astype(int))
-    reference = np.median(warp_all(images[sample], 2 * motion[sample]), axis=0).astype(np.float32)
+    reference = np.median(warp_all(images[sample], 2 * motion[sample], fine=True), axis=0).astype(
+        np.float32
+    )
     half = pyramid[1]
     motion, _ = _solve(half, _half(reference[None])[0], motion, FINAL_ITERATIONS, fitted(1, motion))
     motion = motion * 2.0
@@ -178,7 +190,7 @@ def register(
     basis = basis[:, ::2, ::2].reshape(12, -1)
     fit = (valid & ~skip[::2, ::2]).reshape(-1)
     solver = _solver(basis * fit)
-    difference = warp_all(images, motion, 2) - reference[::2, ::2]
+    difference = warp_all(images, motion, 2, fine=True) - reference[::2, ::2]
     difference = difference.reshape(count, -1) * valid.reshape(-1)
     coef = difference @ solver.T
     residuals = (difference - coef @ basis).reshape(count, *valid.shape)
