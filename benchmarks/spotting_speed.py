@@ -88,7 +88,7 @@ def stage_ms(predictor: Predictor, video: Path, repeats: int, aligned: bool) -> 
 
 def call_ms(model: Path, clips: list[Path], repeats: int) -> list[dict[str, float]]:
     """Median `timings_ms` per clip of `repeats` fresh `merkit predict` processes."""
-    command = [str(Path(sys.executable).with_name("merkit")), "predict", str(model)]
+    command = [str(Path(sys.executable).with_name("merkit")), "predict", str(model), "--json", "-"]
     command += [str(c) for c in clips]
     runs = []
     for _ in range(repeats):

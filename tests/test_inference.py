@@ -251,7 +251,7 @@ def test_predict_runs_face_detection_on_a_real_face_sequence(
     assert result["picture"]["attention"] == "spatial-attention"  # CABM's CBAM maps
     assert 0 < drawn["attention"].min() <= drawn["attention"].max() < 1  # weights as they are
     spotting = result["spotting"]
-    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "eye-detector"
+    assert spotting["method"] == "registered-difference" and spotting["eyes"] == "landmarks"
     assert "Lucas-Kanade" in spotting["follows"] and spotting["confidence"] > 0.8
     # The class's probability is said as such; the spotting's confidence as the spotting's.
     probability = f"{result['predicted']}, probability {result['confidence']:.2f}"

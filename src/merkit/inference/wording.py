@@ -20,10 +20,9 @@ SOURCES = {
     "onset+window": "the onset plus the spotting window",
 }
 EYES = {
-    "landmarks": "found from facial landmarks and left out of the motion (blinks do not count)",
+    "landmarks": "found from facial landmarks (their corners); their movement counts, except in "
+    "blinks",
     "eye-detector": "found by an eye detector; their movement counts, except in blinks",
-    "face-box": "placed where the face detector's box holds them; their movement counts, "
-    "except in blinks",
     "assumed": "not found, assumed where a face crop holds them; their movement counts, "
     "except in blinks",
     "none": "not found",

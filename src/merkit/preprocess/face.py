@@ -31,6 +31,7 @@ from merkit.data.sample import Sample
 from merkit.errors import DataLayoutError
 from merkit.io import user_cache_dir
 
+CORNER_MODEL = "shape_predictor_5_face_landmarks.dat"
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
 DETECTOR_CACHE = "dlib_frontal_face_detector.svm"
 # Face geometry in inter-ocular distances (IOD), measured on dlib's 68 landmarks of a frontal
@@ -58,20 +59,19 @@ GIVEN = "given"  # the frames are face crops already (`aligned`, a cropped relea
 CROPS = (LANDMARKS, CUT_TO_FRAME, WHOLE_FRAME, GIVEN)
 
 
-def landmark_model_path() -> Path:
-    """The 68-landmark .dat of `face-recognition-models`, found without importing the package.
+def landmark_model_path(name: str = LANDMARK_MODEL) -> Path:
+    """A .dat of `face-recognition-models` (the 68-landmark model unless `name` says another),
+    found without importing the package.
 
     (Its `__init__` imports `pkg_resources`, which recent setuptools no longer ships.)
     """
     spec = importlib.util.find_spec("face_recognition_models")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for location in locations:
-        path = Path(location) / "models" / LANDMARK_MODEL
+        path = Path(location) / "models" / name
         if path.is_file():
             return path
-    raise DataLayoutError(
-        f"{LANDMARK_MODEL} not found; install the pinned `face-recognition-models` package"
-    )
+    raise DataLayoutError(f"{name} not found; install the pinned `face-recognition-models` package")
 
 
 @cache
@@ -111,6 +111,13 @@ def _dlib_predictor():
     import dlib
 
     return dlib.shape_predictor(str(landmark_model_path()))
+
+
+@cache
+def _corner_predictor():
+    import dlib
+
+    return dlib.shape_predictor(str(landmark_model_path(CORNER_MODEL)))
 
 
 @cache
@@ -168,16 +175,20 @@ def detect_face(gray: np.ndarray) -> Box | None:
 
 
 def face_in_crop(face: np.ndarray) -> Box | None:
-    """The largest face dlib finds in a face crop, padded by half its side on every side (a face
-    that fills an image has no margin for the detector), in the crop's pixels; upsampled where
-    none is found at first (a face smaller than 80 px)."""
-    pad = face.shape[1] // 2
-    padded = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    """The largest face dlib finds in a face crop, in the crop's pixels. A face that fills the
+    crop has no margin for the detector: it is searched with half the crop's side added on
+    every side. One smaller than the detector's 80 px window is searched again at twice the
+    size, with only an eighth added (the crop around a small face is its margin; a quarter of
+    the pixels of a wide border at twice the size: 10 ms instead of 24 for a 128 px crop)."""
     detector = frontal_face_detector()
-    found = detector(padded, 0) or detector(padded, 1)
-    boxes: list[Box] = [(r.left(), r.top(), r.right(), r.bottom()) for r in found]
-    box = _largest(boxes)
-    return None if box is None else tuple(v - pad for v in box)  # type: ignore[return-value]
+    for share, upsample in ((0.5, 0), (0.125, 1)):
+        pad = round(face.shape[1] * share)
+        padded = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = detector(padded, upsample)
+        box = _largest([(r.left(), r.top(), r.right(), r.bottom()) for r in found])
+        if box is not None:
+            return tuple(v - pad for v in box)  # type: ignore[return-value]
+    return None
 
 
 @cache
@@ -215,10 +226,10 @@ def eye_pair(face: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return None if best is None else best[1:]
 
 
-def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2). A box that reaches
-    beyond the image (a face that fills the frame, found on a padded copy) is read on an image
-    padded as far, its edge continued: the shape model needs the whole face box."""
+def _shape(gray: np.ndarray, box: Box, predictor) -> np.ndarray:
+    """The points (x, y) `predictor` places in `box`, float64 (n, 2). A box that reaches beyond
+    the image (a face that fills the frame, found on a padded copy) is read on an image padded
+    as far, its edge continued: a shape model needs the whole face box."""
     import dlib
 
     height, width = gray.shape[:2]
@@ -226,8 +237,22 @@ def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
     if pad:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     left, top, right, bottom = (v + pad for v in box)
-    shape = _dlib_predictor()(gray, dlib.rectangle(left, top, right, bottom))
+    shape = predictor(gray, dlib.rectangle(left, top, right, bottom))
     return np.array([(p.x - pad, p.y - pad) for p in shape.parts()], dtype=np.float64)
+
+
+def eye_corners(gray: np.ndarray, box: Box) -> np.ndarray:
+    """(2, 2, 2) the corners (x, y) of both eyes of the face in `box`, the eye on the image's
+    left first, each eye's corners left to right: dlib's 5-point model (eye corners and nose;
+    9 MB, read in 50 ms, where the 68-point model takes half a second)."""
+    eyes = _shape(gray, box, _corner_predictor())[:4].reshape(2, 2, 2)
+    eyes = np.stack([eye[np.argsort(eye[:, 0])] for eye in eyes])
+    return eyes[np.argsort(eyes[:, :, 0].mean(axis=1))]
+
+
+def face_landmarks(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The 68 dlib landmarks (x, y) of the face in `box`, as float64 (68, 2) (see `_shape`)."""
+    return _shape(gray, box, _dlib_predictor())
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -74,8 +74,9 @@ def _registered_difference(clip: Clip) -> Spot:
         scale = clip.faces.shape[2] / thumbs.shape[2]
         opening, above = blinks.eye_patches(clip.faces, registered.motion, scale, clip.eyes)
         side = clip.faces.shape[2]
-        lids = blinks.closure(opening, side, clip.fps) - blinks.closure(above, side, clip.fps)
-        blinking = blinks.blink_frames(lids, clip.fps)
+        blinking = blinks.blink_frames(
+            blinks.closure(opening, side, clip.fps), blinks.closure(above, side, clip.fps), clip.fps
+        )
     pairs = curve.Pairs(registered.residuals)
     t = np.arange(count - 1)
     consecutive = pairs(t, t + 1)
