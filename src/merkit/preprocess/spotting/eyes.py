@@ -1,8 +1,8 @@
 """Where the eyes are in an aligned face crop, so that spotting can tell a blink from a movement
 of the lids (`merkit.preprocess.spotting.blinks`). Found in a few tens of milliseconds, with no
-model to load beyond OpenCV's eye cascade and dlib's face detector (read from merkit's cache):
-spotting runs on every clip `merkit predict` sees, and one clip must not pay a landmark model's
-second of loading.
+model to load beyond OpenCV's eye cascade, dlib's face detector (read from merkit's cache) and
+dlib's 9 MB 5-point model: spotting runs on every clip `merkit predict` sees, and one clip must
+not pay the 68-point model's half second of loading.
 
 - dlib's face detector on the crop (padded: it misses a face that fills the whole image), then
   the eye corners of dlib's 5-point model in its box (50 ms to read, once): on 92 of MEGC2019's
